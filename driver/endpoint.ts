@@ -1,0 +1,89 @@
+/**
+ * Endpoint lifecycle. Docker calls CreateEndpoint after IPAM RequestAddress (addresses already
+ * in Interface), DeleteEndpoint after Leave, on rollbacks and during stale-sandbox cleanup at
+ * daemon start, sometimes twice: deleting a missing endpoint is success.
+ */
+import { randomBytes } from 'node:crypto';
+import type { NodeContext } from '../lib/context';
+import type { EndpointRecord } from '../lib/datastore/records';
+import { BadRequestError, NotFoundError } from '../lib/errors';
+import { type IP, hostCidr, parseAddressWithPrefix } from '../lib/ip';
+import { parseRequest } from '../lib/validate';
+import { hostIfName } from './names';
+import { CreateEndpointRequest, EndpointRequest } from './protocol';
+
+/** A random locally administered unicast MAC, so containers never share one (Calico's fixed ee:ee:... did). */
+export function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0] & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+export function normaliseMac(mac: string): string {
+  const m = mac.trim().toLowerCase();
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m)) throw new BadRequestError(`invalid MAC address "${mac}": expected six colon-separated hex bytes`);
+  return m;
+}
+
+export class EndpointHandlers {
+  constructor(private ctx: NodeContext) {}
+
+  async createEndpoint(body: unknown) {
+    const req = parseRequest(CreateEndpointRequest, body, 'NetworkDriver.CreateEndpoint');
+    const iface = req.Interface ?? {};
+    const ifName = hostIfName(req.EndpointID);
+    const addrs: IP[] = [];
+    for (const [field, value, family] of [
+      ['Interface.Address', iface.Address, 4],
+      ['Interface.AddressIPv6', iface.AddressIPv6, 6],
+    ] as const) {
+      if (!value) continue;
+      const { ip } = parseAddressWithPrefix(value, field);
+      if (ip.family !== family) throw new BadRequestError(`invalid NetworkDriver.CreateEndpoint request: field "${field}": ${value} is not an IPv${family} address`);
+      addrs.push(ip);
+    }
+    if (addrs.length === 0) {
+      throw new BadRequestError('endpoint has no address: calico networks need addresses from calico-ipam (--ipam-driver calico-ipam)');
+    }
+    await this.ctx.ready();
+    const network = await this.ctx.records.getNetwork(req.NetworkID);
+    if (!network) {
+      throw new NotFoundError(`network ${req.NetworkID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; it was created while calico's datastore was reset or on another host: remove and recreate the network`);
+    }
+    const existing = await this.ctx.records.getEndpoint(req.EndpointID);
+    const mac = iface.MacAddress ? normaliseMac(iface.MacAddress) : existing?.mac ?? randomMac();
+    const rec: EndpointRecord = {
+      id: req.EndpointID,
+      host: this.ctx.host,
+      network: req.NetworkID,
+      ifName,
+      mac,
+      ipv4: addrs.filter((a) => a.family === 4).map(hostCidr),
+      ipv6: addrs.filter((a) => a.family === 6).map(hostCidr),
+      labels: existing?.labels ?? {},
+      createdAt: existing?.createdAt ?? new Date().toISOString(),
+      ...(existing?.containerId ? { containerId: existing.containerId } : {}),
+      ...(existing?.containerName ? { containerName: existing.containerName } : {}),
+    };
+    await this.ctx.allocator.attachEndpoint(addrs, rec, this.ctx.records.endpointKey(rec.id));
+    this.ctx.records.rememberEndpoint(rec);
+    this.ctx.log.info('endpoint created', { endpoint: rec.id, network: rec.network, ipv4: rec.ipv4, ipv6: rec.ipv6, interface: ifName });
+    // Only fields that arrived empty may be filled in; the addresses came from IPAM already.
+    return iface.MacAddress ? {} : { Interface: { MacAddress: mac } };
+  }
+
+  async deleteEndpoint(body: unknown) {
+    const req = parseRequest(EndpointRequest, body, 'NetworkDriver.DeleteEndpoint');
+    // Rollback after a failed Join comes here without a Leave: the veth must go too.
+    await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
+    await this.ctx.ready();
+    await this.ctx.records.deleteEndpoint(req.EndpointID);
+    this.ctx.log.info('endpoint deleted', { endpoint: req.EndpointID });
+    return {};
+  }
+
+  endpointOperInfo(body: unknown) {
+    parseRequest(EndpointRequest, body, 'NetworkDriver.EndpointOperInfo');
+    return { Value: {} };
+  }
+}

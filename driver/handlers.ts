@@ -1,0 +1,41 @@
+/** The NetworkDriver route table: one entry per method Docker's remote driver proxy calls. */
+import type { NodeContext } from '../lib/context';
+import type { Routes } from '../lib/server';
+import { parseRequest } from '../lib/validate';
+import { EndpointHandlers } from './endpoint';
+import { JoinLeaveHandlers } from './joinleave';
+import { NetworkHandlers } from './network';
+import { DiscoveryRequest, EndpointRequest } from './protocol';
+
+/**
+ * Scope "local": networks belong to each Docker daemon (swarm services use --config-from).
+ * ConnectivityScope "global": containers on different hosts reach each other (routed by BGP).
+ */
+export const NETWORK_CAPABILITIES = { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false };
+
+export function networkDriverRoutes(ctx: NodeContext): Routes {
+  const net = new NetworkHandlers(ctx);
+  const ep = new EndpointHandlers(ctx);
+  const jl = new JoinLeaveHandlers(ctx);
+  const ack = (schema: typeof EndpointRequest | typeof DiscoveryRequest, method: string) => (b: unknown) => {
+    parseRequest(schema, b, method);
+    return {};
+  };
+  return {
+    '/NetworkDriver.GetCapabilities': { hasBody: false, handler: () => NETWORK_CAPABILITIES },
+    '/NetworkDriver.CreateNetwork': { hasBody: true, handler: (b) => net.createNetwork(b) },
+    '/NetworkDriver.DeleteNetwork': { hasBody: true, handler: (b) => net.deleteNetwork(b) },
+    '/NetworkDriver.AllocateNetwork': { hasBody: true, handler: (b) => net.allocateNetwork(b) },
+    '/NetworkDriver.FreeNetwork': { hasBody: true, handler: (b) => net.freeNetwork(b) },
+    '/NetworkDriver.CreateEndpoint': { hasBody: true, handler: (b) => ep.createEndpoint(b) },
+    '/NetworkDriver.DeleteEndpoint': { hasBody: true, handler: (b) => ep.deleteEndpoint(b) },
+    '/NetworkDriver.EndpointOperInfo': { hasBody: true, handler: (b) => ep.endpointOperInfo(b) },
+    '/NetworkDriver.Join': { hasBody: true, handler: (b) => jl.join(b) },
+    '/NetworkDriver.Leave': { hasBody: true, handler: (b) => jl.leave(b) },
+    // Port publishing is not part of pure layer 3 routing: containers are reached at their own address.
+    '/NetworkDriver.ProgramExternalConnectivity': { hasBody: true, handler: ack(EndpointRequest, 'NetworkDriver.ProgramExternalConnectivity') },
+    '/NetworkDriver.RevokeExternalConnectivity': { hasBody: true, handler: ack(EndpointRequest, 'NetworkDriver.RevokeExternalConnectivity') },
+    '/NetworkDriver.DiscoverNew': { hasBody: true, handler: ack(DiscoveryRequest, 'NetworkDriver.DiscoverNew') },
+    '/NetworkDriver.DiscoverDelete': { hasBody: true, handler: ack(DiscoveryRequest, 'NetworkDriver.DiscoverDelete') },
+  };
+}

@@ -1,0 +1,56 @@
+/**
+ * Join wires the container: Docker moves the temporary veth end into the sandbox, names it
+ * ethN, applies the IPAM address and the routes answered here. The container's only routes
+ * are a connected /32 to 169.254.1.1 and a default through it; the host answers for that
+ * address by proxy ARP and routes back through a /32 on its veth end, so the subnet plays no
+ * part in forwarding and every host is a router. Leave (sent twice on some rollbacks) removes
+ * the veth; a missing veth is success.
+ */
+import type { NodeContext } from '../lib/context';
+import { NotFoundError } from '../lib/errors';
+import { parseRequest } from '../lib/validate';
+import { CONTAINER_IF_PREFIX, hostIfName, tempIfName } from './names';
+import { EndpointRequest, JoinRequest, type JoinResponse } from './protocol';
+
+export const IPV4_GATEWAY = '169.254.1.1';
+
+export class JoinLeaveHandlers {
+  constructor(private ctx: NodeContext) {}
+
+  async join(body: unknown): Promise<JoinResponse> {
+    const req = parseRequest(JoinRequest, body, 'NetworkDriver.Join');
+    await this.ctx.ready();
+    const ep = await this.ctx.records.getEndpoint(req.EndpointID);
+    if (!ep) throw new NotFoundError(`endpoint ${req.EndpointID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; CreateEndpoint must come first`);
+    const network = await this.ctx.records.getNetwork(req.NetworkID);
+    const mtu = network?.mtu ?? (await this.ctx.defaultMtu());
+    const ipv4 = ep.ipv4.map((c) => c.split('/')[0]);
+    const ipv6 = ep.ipv6.map((c) => c.split('/')[0]);
+    const wired = await this.ctx.dataplane.wireEndpoint({
+      hostIfName: hostIfName(req.EndpointID),
+      tempIfName: tempIfName(req.EndpointID),
+      mtu,
+      containerMac: ep.mac,
+      ipv4,
+      ipv6,
+    });
+    this.ctx.log.info('endpoint joined', { endpoint: ep.id, interface: ep.ifName, mtu });
+    const res: JoinResponse = {
+      InterfaceName: { SrcName: tempIfName(req.EndpointID), DstPrefix: CONTAINER_IF_PREFIX },
+      Gateway: ipv4.length ? IPV4_GATEWAY : '',
+      StaticRoutes: ipv4.length ? [{ Destination: `${IPV4_GATEWAY}/32`, RouteType: 1 }] : [],
+      DisableGatewayService: false,
+    };
+    // Only endpoints with an IPv6 address get an IPv6 gateway: Docker disables IPv6 inside
+    // IPv4-only containers and would fail to install the route (libnetwork-plugin#192).
+    if (ipv6.length && wired.ipv6Gateway) res.GatewayIPv6 = wired.ipv6Gateway;
+    return res;
+  }
+
+  async leave(body: unknown) {
+    const req = parseRequest(EndpointRequest, body, 'NetworkDriver.Leave');
+    await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
+    this.ctx.log.info('endpoint left', { endpoint: req.EndpointID });
+    return {};
+  }
+}

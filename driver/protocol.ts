@@ -1,0 +1,69 @@
+/**
+ * Wire types of Docker's remote NetworkDriver protocol (libnetwork drivers/remote/api), as zod
+ * schemas. Docker sends `null` for nil maps and slices, so every optional collection is nullish.
+ */
+import { z } from 'zod';
+
+const id = z.string().min(1, 'must be a non-empty ID');
+const options = z.record(z.string(), z.unknown()).nullish();
+
+export const IPAMData = z.object({
+  AddressSpace: z.string().nullish(),
+  Pool: z.string().nullish(),
+  Gateway: z.string().nullish(),
+  AuxAddresses: z.record(z.string(), z.string()).nullish(),
+});
+
+export const CreateNetworkRequest = z.object({
+  NetworkID: id,
+  Options: options,
+  IPv4Data: z.array(IPAMData).nullish(),
+  IPv6Data: z.array(IPAMData).nullish(),
+});
+export type CreateNetworkRequest = z.infer<typeof CreateNetworkRequest>;
+
+export const NetworkRequest = z.object({ NetworkID: id });
+
+export const AllocateNetworkRequest = z.object({
+  NetworkID: id,
+  Options: z.record(z.string(), z.string()).nullish(),
+  IPv4Data: z.array(IPAMData).nullish(),
+  IPv6Data: z.array(IPAMData).nullish(),
+});
+
+export const EndpointInterface = z.object({
+  Address: z.string().nullish(),
+  AddressIPv6: z.string().nullish(),
+  MacAddress: z.string().nullish(),
+});
+
+export const CreateEndpointRequest = z.object({
+  NetworkID: id,
+  EndpointID: id,
+  Interface: EndpointInterface.nullish(),
+  Options: options,
+});
+export type CreateEndpointRequest = z.infer<typeof CreateEndpointRequest>;
+
+export const EndpointRequest = z.object({ NetworkID: id, EndpointID: id });
+
+export const JoinRequest = z.object({
+  NetworkID: id,
+  EndpointID: id,
+  SandboxKey: z.string().nullish(),
+  Options: options,
+});
+
+export const DiscoveryRequest = z.object({
+  DiscoveryType: z.number().int(),
+  DiscoveryData: z.unknown(),
+});
+
+/** Join's answer: what Docker moves into the sandbox and how the container routes. */
+export interface JoinResponse {
+  InterfaceName: { SrcName: string; DstPrefix: string };
+  Gateway: string;
+  GatewayIPv6?: string;
+  StaticRoutes: Array<{ Destination: string; RouteType: 0 | 1; NextHop?: string }>;
+  DisableGatewayService: boolean;
+}

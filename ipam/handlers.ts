@@ -1,0 +1,123 @@
+/**
+ * IpamDriver handlers: translate Docker's IPAM calls into allocator calls. Docker calls
+ * RequestPool at `docker network create` (and again for every network on some restarts),
+ * RequestAddress before CreateEndpoint and for aux addresses, ReleaseAddress after
+ * DeleteEndpoint and at network removal, ReleasePool last. All are safe to replay.
+ */
+import type { NodeContext } from '../lib/context';
+import { BadRequestError } from '../lib/errors';
+import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseCidr, parseIP } from '../lib/ip';
+import type { Routes } from '../lib/server';
+import { parseRequest } from '../lib/validate';
+import { ANY_POOL, type PoolRef, allocationScope, decodePoolId, encodePoolId } from './poolid';
+import { ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest } from './protocol';
+
+export const LOCAL_ADDRESS_SPACE = 'CalicoLocalAddressSpace';
+export const GLOBAL_ADDRESS_SPACE = 'CalicoGlobalAddressSpace';
+const GATEWAY_KEY = 'com.docker.network.gateway';
+/** IPAM options Docker itself may add; anything else is a user `--ipam-opt` we do not know. */
+const KNOWN_IPAM_OPTIONS = new Set(['com.docker.network.ipam.serial']);
+
+export class IpamHandlers {
+  constructor(private ctx: NodeContext) {}
+
+  capabilities() {
+    // Allocations live in etcd, so Docker need not replay them after a restart.
+    return { RequiresMACAddress: false, RequiresRequestReplay: false };
+  }
+
+  addressSpaces() {
+    return { LocalDefaultAddressSpace: LOCAL_ADDRESS_SPACE, GlobalDefaultAddressSpace: GLOBAL_ADDRESS_SPACE };
+  }
+
+  async requestPool(body: unknown) {
+    const req = parseRequest(RequestPoolRequest, body, 'IpamDriver.RequestPool');
+    const unknown = Object.keys(req.Options ?? {}).filter((k) => !KNOWN_IPAM_OPTIONS.has(k));
+    if (unknown.length) {
+      throw new BadRequestError(`calico-ipam does not support the IPAM option(s) ${unknown.join(', ')}; remove --ipam-opt (no IPAM options are supported)`);
+    }
+    if (!req.Pool && req.SubPool) throw new BadRequestError('--ip-range needs --subnet: give the subnet the range lies in');
+    await this.ctx.ready();
+    let ref: PoolRef;
+    if (!req.Pool) {
+      ref = { family: req.V6 ? 6 : 4 };
+      if ((await this.ctx.pools.enabled(ref.family)).length === 0) {
+        throw new BadRequestError(`there is no enabled IPv${ref.family} Calico IP pool; add one with "calico pool add <cidr>"`);
+      }
+    } else {
+      const subnet = parseCidr(req.Pool, '--subnet');
+      if (req.V6 != null && (subnet.family === 6) !== req.V6) {
+        throw new BadRequestError(`--subnet ${req.Pool} is not an IPv${req.V6 ? 6 : 4} network`);
+      }
+      await this.ctx.pools.covering(subnet);
+      ref = { family: subnet.family, subnet };
+      if (req.SubPool) {
+        const range = parseCidr(req.SubPool, '--ip-range');
+        if (!containsCidr(subnet, range)) throw new BadRequestError(`--ip-range ${req.SubPool} is not inside --subnet ${formatCidr(subnet)}`);
+        ref.range = range;
+      }
+    }
+    // The gateway in Data tells Docker not to reserve one from the subnet: containers use the
+    // link-local gateway. 0.0.0.0/0 (::/0) is also what Docker shows for "any pool" networks.
+    return {
+      PoolID: encodePoolId(ref),
+      Pool: ref.subnet ? formatCidr(ref.subnet) : ANY_POOL[ref.family],
+      Data: { [GATEWAY_KEY]: ANY_POOL[ref.family] },
+    };
+  }
+
+  releasePool(body: unknown) {
+    const req = parseRequest(ReleasePoolRequest, body, 'IpamDriver.ReleasePool');
+    decodePoolId(req.PoolID);
+    // Pools are configured by operators, not created per network: nothing to free.
+    return {};
+  }
+
+  async requestAddress(body: unknown) {
+    const req = parseRequest(RequestAddressRequest, body, 'IpamDriver.RequestAddress');
+    if (req.Options?.RequestAddressType === GATEWAY_KEY) {
+      throw new BadRequestError(
+        'calico networks do not take --gateway: every container routes through the link-local gateway 169.254.1.1 (IPv6: the host end of its veth), answered by its own host; remove --gateway',
+      );
+    }
+    const ref = decodePoolId(req.PoolID);
+    await this.ctx.ready();
+    const owner = this.ctx.allocator.newOwner(req.PoolID);
+    if (req.Address) {
+      const ip = parseIP(req.Address, 'requested address');
+      if (ip.family !== ref.family) throw new BadRequestError(`requested address ${req.Address} is not an IPv${ref.family} address`);
+      const scope: Cidr | undefined = ref.subnet;
+      if (scope && !containsIP(scope, ip)) throw new BadRequestError(`requested address ${req.Address} is outside the network's subnet ${formatCidr(scope)}`);
+      await this.ctx.allocator.assign(ip, owner);
+      this.ctx.log.info('assigned requested address', { ip: formatIP(ip), pool: req.PoolID });
+      return { Address: hostCidr(ip), Data: {} };
+    }
+    const ip = await this.ctx.allocator.autoAssign(ref.family, owner, allocationScope(ref));
+    this.ctx.log.debug('assigned address', { ip: formatIP(ip), pool: req.PoolID });
+    return { Address: hostCidr(ip), Data: {} };
+  }
+
+  async releaseAddress(body: unknown) {
+    const req = parseRequest(ReleaseAddressRequest, body, 'IpamDriver.ReleaseAddress');
+    if (!req.Address) return {};
+    const ip = parseIP(req.Address.split('/')[0], 'address');
+    // The gateway markers from RequestPool come back here at network removal.
+    if (ip.value === 0n) return {};
+    await this.ctx.ready();
+    const outcome = await this.ctx.allocator.release(ip);
+    if (outcome === 'in-use') this.ctx.log.warn('kept an address whose endpoint still exists', { ip: formatIP(ip) });
+    else this.ctx.log.debug('release address', { ip: formatIP(ip), outcome });
+    return {};
+  }
+
+  routes(): Routes {
+    return {
+      '/IpamDriver.GetCapabilities': { hasBody: false, handler: () => this.capabilities() },
+      '/IpamDriver.GetDefaultAddressSpaces': { hasBody: false, handler: () => this.addressSpaces() },
+      '/IpamDriver.RequestPool': { hasBody: true, handler: (b) => this.requestPool(b) },
+      '/IpamDriver.ReleasePool': { hasBody: true, handler: (b) => this.releasePool(b) },
+      '/IpamDriver.RequestAddress': { hasBody: true, handler: (b) => this.requestAddress(b) },
+      '/IpamDriver.ReleaseAddress': { hasBody: true, handler: (b) => this.releaseAddress(b) },
+    };
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * PoolIDs are opaque to Docker, which stores them and sends them back verbatim, so they carry
+ * everything RequestAddress needs: family, the network's subnet and its ip-range. No lookup and
+ * no per-network state is needed to allocate, and a replayed RequestPool gets the same ID.
+ */
+import { BadRequestError } from '../lib/errors';
+import { type Cidr, type Family, formatCidr, parseCidr } from '../lib/ip';
+
+export interface PoolRef {
+  family: Family;
+  /** `--subnet`; absent means "any enabled pool of the family". */
+  subnet?: Cidr;
+  /** `--ip-range`, inside subnet. */
+  range?: Cidr;
+}
+
+const PREFIX: Record<Family, string> = { 4: 'CalicoPoolIPv4', 6: 'CalicoPoolIPv6' };
+
+export function encodePoolId(ref: PoolRef): string {
+  return [PREFIX[ref.family], ...(ref.subnet ? [formatCidr(ref.subnet)] : []), ...(ref.range ? [formatCidr(ref.range)] : [])].join('|');
+}
+
+export function decodePoolId(id: string): PoolRef {
+  const [head, subnet, range, ...rest] = id.split('|');
+  const family: Family | undefined = head === PREFIX[4] ? 4 : head === PREFIX[6] ? 6 : undefined;
+  if (!family || rest.length) {
+    throw new BadRequestError(`PoolID "${id}" was not issued by calico-ipam; the network must be created with --ipam-driver calico-ipam`);
+  }
+  const ref: PoolRef = { family };
+  if (subnet) ref.subnet = parseCidr(subnet, 'PoolID subnet');
+  if (range) ref.range = parseCidr(range, 'PoolID ip-range');
+  return ref;
+}
+
+/** Where addresses for this pool may come from: the ip-range, else the subnet, else anywhere. */
+export function allocationScope(ref: PoolRef): Cidr[] | undefined {
+  if (ref.range) return [ref.range];
+  if (ref.subnet) return [ref.subnet];
+  return undefined;
+}
+
+/** The "pool" Docker records for a network without --subnet: every address, like Calico. */
+export const ANY_POOL: Record<Family, string> = { 4: '0.0.0.0/0', 6: '::/0' };

@@ -1,0 +1,147 @@
+/**
+ * IP pools: the address ranges operators configure, from which host-affine blocks are carved.
+ * Reads are cached for a short time because every RequestAddress needs them; a pool change
+ * reaches every host within that time.
+ */
+import type { KV } from '../lib/datastore/kv';
+import { keys } from '../lib/datastore/keys';
+import type { BlockRecord, PoolRecord } from '../lib/datastore/records';
+import { BadRequestError, ConflictError, NotFoundError } from '../lib/errors';
+import { type Cidr, type Family, type IP, containsCidr, containsIP, formatCidr, overlaps, parseCidr } from '../lib/ip';
+
+export const DEFAULT_BLOCK_SIZE: Record<Family, number> = { 4: 26, 6: 122 };
+const BLOCK_LIMITS: Record<Family, [number, number]> = { 4: [20, 32], 6: [116, 128] };
+
+export interface Pool extends PoolRecord {
+  net: Cidr;
+}
+
+function toPool(r: PoolRecord): Pool {
+  return { ...r, net: parseCidr(r.cidr, 'pool') };
+}
+
+export class Pools {
+  private cache?: { at: number; pools: Pool[] };
+
+  constructor(
+    private kv: KV,
+    private ttlMs = 1000,
+  ) {}
+
+  invalidate(): void {
+    this.cache = undefined;
+  }
+
+  async list(): Promise<Pool[]> {
+    if (this.cache && Date.now() - this.cache.at < this.ttlMs) return this.cache.pools;
+    const entries = await this.kv.list(keys.pools());
+    const pools = entries.map((e) => toPool(JSON.parse(e.value) as PoolRecord));
+    pools.sort((a, b) => a.family - b.family || (a.net.base < b.net.base ? -1 : 1));
+    this.cache = { at: Date.now(), pools };
+    return pools;
+  }
+
+  async enabled(family: Family): Promise<Pool[]> {
+    return (await this.list()).filter((p) => p.family === family && !p.disabled);
+  }
+
+  async containing(ip: IP): Promise<Pool | undefined> {
+    return (await this.list()).find((p) => containsIP(p.net, ip));
+  }
+
+  /** The enabled pool equal to or containing `subnet`, or a message listing what exists. */
+  async covering(subnet: Cidr): Promise<Pool> {
+    const all = await this.list();
+    const hit = all.find((p) => containsCidr(p.net, subnet));
+    if (hit && !hit.disabled) return hit;
+    const names = all.filter((p) => p.family === subnet.family).map((p) => `${p.cidr}${p.disabled ? ' (disabled)' : ''}`);
+    if (hit) {
+      throw new BadRequestError(`subnet ${formatCidr(subnet)} is inside pool ${hit.cidr}, which is disabled; enable it with "calico pool enable ${hit.cidr}"`);
+    }
+    throw new BadRequestError(
+      `subnet ${formatCidr(subnet)} is not inside any Calico IP pool (IPv${subnet.family} pools: ${names.join(', ') || 'none'}); ` +
+        `pick a subnet inside one of them, or add a pool with "calico pool add ${formatCidr(subnet)}"`,
+    );
+  }
+
+  async add(cidr: string, opts: { blockSize?: number; disabled?: boolean } = {}): Promise<PoolRecord> {
+    const net = parseCidr(cidr, 'pool CIDR', true);
+    const blockSize = opts.blockSize ?? Math.max(DEFAULT_BLOCK_SIZE[net.family], net.prefix);
+    const [min, max] = BLOCK_LIMITS[net.family];
+    if (!Number.isInteger(blockSize) || blockSize < min || blockSize > max) {
+      throw new BadRequestError(`block size ${blockSize} is out of range for IPv${net.family}: use ${min} to ${max}`);
+    }
+    if (blockSize < net.prefix) {
+      throw new BadRequestError(`block size /${blockSize} is larger than the pool ${formatCidr(net)}; use a block size of at least ${net.prefix}`);
+    }
+    const record: PoolRecord = { cidr: formatCidr(net), family: net.family, blockSize, disabled: opts.disabled ?? false, createdAt: new Date().toISOString() };
+    this.invalidate();
+    const existing = await this.list();
+    const same = existing.find((p) => p.cidr === record.cidr);
+    if (same) {
+      if (same.blockSize === record.blockSize) return same;
+      throw new ConflictError(`pool ${record.cidr} already exists with block size ${same.blockSize}`);
+    }
+    const clash = existing.find((p) => overlaps(p.net, net));
+    if (clash) throw new ConflictError(`pool ${record.cidr} overlaps existing pool ${clash.cidr}; pools must not overlap`);
+    const ok = await this.kv.txn([{ key: keys.pool(record.cidr), absent: true }], [{ put: keys.pool(record.cidr), value: JSON.stringify(record) }]);
+    this.invalidate();
+    if (!ok) return this.get(record.cidr);
+    return record;
+  }
+
+  async get(cidr: string): Promise<Pool> {
+    const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
+    const e = await this.kv.get(keys.pool(canon));
+    if (!e) throw new NotFoundError(`no pool ${canon}; see "calico pool ls"`);
+    return toPool(JSON.parse(e.value) as PoolRecord);
+  }
+
+  async setDisabled(cidr: string, disabled: boolean): Promise<PoolRecord> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
+      const e = await this.kv.get(keys.pool(canon));
+      if (!e) throw new NotFoundError(`no pool ${canon}; see "calico pool ls"`);
+      const rec = { ...(JSON.parse(e.value) as PoolRecord), disabled };
+      if (await this.kv.txn([{ key: e.key, mod: e.mod }], [{ put: e.key, value: JSON.stringify(rec) }])) {
+        this.invalidate();
+        return rec;
+      }
+    }
+    throw new ConflictError(`pool ${cidr} kept changing while being updated; try again`);
+  }
+
+  /**
+   * Removes a pool with no addresses in use, together with its empty blocks and their
+   * affinities, in one transaction so no host is left announcing a block of a deleted pool.
+   */
+  async remove(cidr: string): Promise<void> {
+    const pool = await this.get(cidr);
+    const blocks = (await this.kv.list(keys.blocks()))
+      .map((e) => ({ e, rec: JSON.parse(e.value) as BlockRecord }))
+      .filter(({ rec }) => containsCidr(pool.net, parseCidr(rec.cidr)));
+    const used = blocks.reduce((n, b) => n + Object.keys(b.rec.allocations).length, 0);
+    if (used > 0) {
+      throw new ConflictError(
+        `pool ${pool.cidr} still has ${used} address(es) in use; remove those containers (or release the addresses with "calico ipam release") first, or disable the pool with "calico pool disable ${pool.cidr}"`,
+      );
+    }
+    const affinities = (await this.kv.list(keys.affinities())).filter((e) => blocks.some((b) => e.key.endsWith(`/${b.e.key.split('/').pop()}`)));
+    const ok = await this.kv.txn(
+      [...blocks.map((b) => ({ key: b.e.key, mod: b.e.mod })), { key: keys.pool(pool.cidr), mod: (await this.kv.get(keys.pool(pool.cidr)))?.mod ?? '0' }],
+      [...blocks.map((b) => ({ del: b.e.key })), ...affinities.map((a) => ({ del: a.key })), { del: keys.pool(pool.cidr) }],
+    );
+    this.invalidate();
+    if (!ok) throw new ConflictError(`pool ${pool.cidr} changed while being removed (an address may have just been allocated); try again`);
+  }
+
+  /** Creates the default pool of a family when etcd holds none of that family. */
+  async ensureDefault(family: Family, cidr: string | undefined): Promise<PoolRecord | undefined> {
+    if (!cidr) return undefined;
+    const net = parseCidr(cidr, `default IPv${family} pool`, true);
+    if (net.family !== family) throw new BadRequestError(`default IPv${family} pool ${cidr} is not an IPv${family} network`);
+    this.invalidate();
+    if ((await this.list()).some((p) => p.family === family)) return undefined;
+    return this.add(cidr);
+  }
+}

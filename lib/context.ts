@@ -1,0 +1,24 @@
+/** What every handler of one `calico node` shares: who this host is and the seams it acts through. */
+import type { Allocator } from '../ipam/allocator';
+import type { Pools } from '../ipam/pools';
+import type { Dataplane } from './dataplane/types';
+import type { KV } from './datastore/kv';
+import type { Records } from './datastore/records-store';
+import type { Logger } from './log';
+
+export interface NodeContext {
+  host: string;
+  kv: KV;
+  pools: Pools;
+  allocator: Allocator;
+  records: Records;
+  dataplane: Dataplane;
+  log: Logger;
+  /** MTU for a network that sets none: CALICO_MTU, else the uplink's, else 1500. */
+  defaultMtu(): Promise<number>;
+  /**
+   * Resolves once start-up (etcd reachable, default pools present) is done. Waits a bounded
+   * time, then rejects with an UnavailableError that says what is missing.
+   */
+  ready(): Promise<void>;
+}
