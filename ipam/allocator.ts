@@ -209,14 +209,14 @@ export class Allocator {
    * whose endpoint still exists is kept: a replayed release must never free a live container's
    * address; the endpoint's deletion comes first in Docker's order.
    */
-  async release(ip: IP): Promise<'released' | 'not-allocated' | 'in-use'> {
+  async release(ip: IP, opts: { force?: boolean } = {}): Promise<'released' | 'not-allocated' | 'in-use'> {
     const b = await this.blockOf(ip);
     const cidr = b?.cidr ?? (await this.findBlockCidr(ip));
     if (!cidr) return 'not-allocated';
     let liveKey: string | undefined;
     const probe = await this.readBlock(cidr);
     const owner = probe && blk.ownerOf(probe.rec, probe.net, ip);
-    if (owner?.kind === 'endpoint' && owner.endpoint) {
+    if (owner?.kind === 'endpoint' && owner.endpoint && !opts.force) {
       liveKey = keys.endpoint(owner.host, owner.endpoint);
       if (await this.kv.get(liveKey)) return 'in-use';
     }

@@ -1,0 +1,98 @@
+/**
+ * The embedded default: with ETCD_ENDPOINTS unset, `calico node` runs a private single-member
+ * etcd on loopback with its data under CALICO_DATA_DIR, and stops it on exit. Enough for one
+ * host; a cluster shares an external etcd.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { UnavailableError } from '../lib/errors';
+import type { Logger } from '../lib/log';
+import { sleep } from '../lib/retry';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function reachable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export class EmbeddedEtcd {
+  private child?: ChildProcess;
+  endpoint = '';
+
+  constructor(
+    private dataDir: string,
+    private binary: string,
+    private log: Logger,
+  ) {}
+
+  async start(timeoutMs = 20_000): Promise<string> {
+    const dir = path.join(this.dataDir, 'etcd');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const [client, peer] = [await freePort(), await freePort()];
+    this.endpoint = `http://127.0.0.1:${client}`;
+    const peerUrl = `http://127.0.0.1:${peer}`;
+    const args = [
+      '--name', 'calico-embedded',
+      '--data-dir', dir,
+      '--listen-client-urls', this.endpoint,
+      '--advertise-client-urls', this.endpoint,
+      '--listen-peer-urls', peerUrl,
+      '--initial-advertise-peer-urls', peerUrl,
+      '--initial-cluster', `calico-embedded=${peerUrl}`,
+      // Every IPAM write adds history; without compaction etcd's quota fills up.
+      '--auto-compaction-mode', 'periodic',
+      '--auto-compaction-retention', '1h',
+      '--log-level', 'warn',
+    ];
+    const logFile = fs.openSync(path.join(this.dataDir, 'etcd.log'), 'a');
+    this.child = spawn(this.binary, args, { stdio: ['ignore', logFile, logFile] });
+    fs.closeSync(logFile);
+    let exited: string | undefined;
+    this.child.once('error', (err) => (exited = err.message));
+    this.child.once('exit', (code, sig) => {
+      exited = `exited with ${code ?? sig}`;
+      this.log.warn('embedded etcd stopped', { code, signal: sig });
+    });
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (exited) break;
+      if (await reachable(client)) {
+        this.log.info('embedded etcd started', { endpoint: this.endpoint, dataDir: dir });
+        return this.endpoint;
+      }
+      await sleep(100);
+    }
+    await this.stop();
+    throw new UnavailableError(
+      `the embedded etcd (${this.binary}) did not start${exited ? `: ${exited}` : ` within ${timeoutMs} ms`}; see ${path.join(this.dataDir, 'etcd.log')}, install etcd (Debian: etcd-server) or set ETCD_ENDPOINTS`,
+    );
+  }
+
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const done = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGTERM');
+    const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+    await done;
+    clearTimeout(t);
+  }
+}

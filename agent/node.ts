@@ -1,0 +1,165 @@
+/**
+ * `calico node`: the per-host daemon. Sockets come first and answer Activate and
+ * GetCapabilities at once; everything that needs etcd (embedded etcd start, default pools,
+ * host registration) runs in the background, retried with jittered backoff, and handlers that
+ * need it wait a bounded time for it.
+ */
+import fs from 'node:fs';
+import type http from 'node:http';
+import path from 'node:path';
+import { networkDriverRoutes } from '../driver/handlers';
+import { IpamHandlers } from '../ipam/handlers';
+import { Allocator } from '../ipam/allocator';
+import { Pools } from '../ipam/pools';
+import { type Config, embeddedEndpointFile } from '../lib/config';
+import type { NodeContext } from '../lib/context';
+import { createLinuxDataplane } from '../lib/dataplane/linux';
+import type { Dataplane } from '../lib/dataplane/types';
+import { EtcdKV } from '../lib/datastore/etcd';
+import { keys } from '../lib/datastore/keys';
+import type { HostRecord } from '../lib/datastore/records';
+import { Records } from '../lib/datastore/records-store';
+import { UnavailableError, errorMessage } from '../lib/errors';
+import type { Logger } from '../lib/log';
+import { type Routes, closeUnix, createPluginApp, listenUnix } from '../lib/server';
+import { jitteredDelay, sleep, withDeadline } from '../lib/retry';
+import { EmbeddedEtcd } from './embedded-etcd';
+
+export const VERSION: string = (require('../../package.json') as { version: string }).version;
+const READY_WAIT_MS = 10_000;
+
+export interface NodeOptions {
+  config: Config;
+  log: Logger;
+  /** Injected by tests; the real one acts on this process's network namespace. */
+  dataplane?: Dataplane;
+}
+
+function activate(implementsList: string[]): Routes {
+  return { '/Plugin.Activate': { hasBody: false, handler: () => ({ Implements: implementsList }) } };
+}
+
+export class CalicoNode {
+  private servers: Array<{ server: http.Server; path: string }> = [];
+  private etcd?: EmbeddedEtcd;
+  private kv?: EtcdKV;
+  private readyPromise: Promise<void>;
+  private markReady!: () => void;
+  private isReady = false;
+  private lastError = 'starting';
+  private stopping = false;
+  private mtu?: number;
+  readonly ctx: NodeContext;
+
+  constructor(private opts: NodeOptions) {
+    this.readyPromise = new Promise((r) => (this.markReady = r));
+    const { config, log } = opts;
+    const dataplane = opts.dataplane ?? createLinuxDataplane(log);
+    // The KV is created lazily once etcd's address is known; until then handlers wait in ready().
+    const kvProxy = new Proxy({} as EtcdKV, {
+      get: (_t, prop) => {
+        if (!this.kv) throw new UnavailableError(`calico node on ${config.nodeName} is not connected to etcd yet: ${this.lastError}`);
+        const v = (this.kv as unknown as Record<string | symbol, unknown>)[prop];
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(this.kv) : v;
+      },
+    });
+    const pools = new Pools(kvProxy);
+    this.ctx = {
+      host: config.nodeName,
+      kv: kvProxy,
+      pools,
+      allocator: new Allocator(kvProxy, pools, config.nodeName, log),
+      records: new Records(kvProxy, config.nodeName),
+      dataplane,
+      log,
+      defaultMtu: async () => {
+        if (this.mtu === undefined) this.mtu = config.mtu ?? (await dataplane.uplinkMtu()) ?? 1500;
+        return this.mtu;
+      },
+      ready: () => this.ready(),
+    };
+  }
+
+  private async ready(): Promise<void> {
+    if (this.isReady) return;
+    try {
+      await withDeadline(this.readyPromise, READY_WAIT_MS, 'waiting for start-up');
+    } catch {
+      throw new UnavailableError(`calico node on ${this.opts.config.nodeName} is not ready: ${this.lastError}; check etcd and the calico node log`);
+    }
+  }
+
+  /** Makes the sockets (legacy plugin: one per interface) and starts the background start-up. */
+  async start(): Promise<void> {
+    const { config, log } = this.opts;
+    fs.mkdirSync(config.pluginDir, { recursive: true });
+    const ipam = new IpamHandlers(this.ctx);
+    const sockets: Array<[string, Routes]> = [
+      ['calico.sock', { ...activate(['NetworkDriver']), ...networkDriverRoutes(this.ctx) }],
+      ['calico-ipam.sock', { ...activate(['IpamDriver']), ...ipam.routes() }],
+    ];
+    for (const [name, routes] of sockets) {
+      const p = path.join(config.pluginDir, name);
+      this.servers.push({ server: await listenUnix(createPluginApp(routes, log), p), path: p });
+    }
+    log.info('plugin sockets listening', { dir: config.pluginDir, sockets: sockets.map(([n]) => n), node: config.nodeName });
+    void this.initialise();
+  }
+
+  private async initialise(): Promise<void> {
+    const { config, log } = this.opts;
+    for (let attempt = 0; !this.stopping; attempt++) {
+      try {
+        let endpoints = config.etcdEndpoints;
+        if (!endpoints) {
+          if (!this.etcd) {
+            this.etcd = new EmbeddedEtcd(config.dataDir, config.etcdBinary, log);
+            const url = await this.etcd.start();
+            fs.writeFileSync(embeddedEndpointFile(config), url + '\n');
+          }
+          endpoints = [this.etcd.endpoint];
+        }
+        this.kv ??= new EtcdKV({
+          endpoints,
+          caFile: config.etcdCaFile,
+          certFile: config.etcdCertFile,
+          keyFile: config.etcdKeyFile,
+          username: config.etcdUsername,
+          password: config.etcdPassword,
+        });
+        for (const [family, cidr] of [[4, config.ipv4Pool], [6, config.ipv6Pool]] as const) {
+          const made = await this.ctx.pools.ensureDefault(family, cidr);
+          if (made) log.info('created default pool', { cidr: made.cidr, blockSize: made.blockSize });
+        }
+        await this.register();
+        await this.ctx.dataplane.enableForwarding(true);
+        this.isReady = true;
+        this.markReady();
+        log.info('calico node ready', { node: config.nodeName, etcd: endpoints });
+        return;
+      } catch (err) {
+        this.lastError = errorMessage(err);
+        log.warn('start-up step failed; retrying', { attempt, error: this.lastError });
+        await sleep(250 + jitteredDelay(attempt, 250, 5000));
+      }
+    }
+  }
+
+  private async register(): Promise<void> {
+    const { config } = this.opts;
+    const ipv4 = config.ip ?? (await this.ctx.dataplane.uplinkIPv4());
+    const rec: HostRecord = { name: config.nodeName, asn: config.asn, version: VERSION, startedAt: new Date().toISOString(), ...(ipv4 ? { ipv4 } : {}) };
+    await this.ctx.kv.put(keys.host(config.nodeName), JSON.stringify(rec));
+    this.opts.log.info('host registered', { ...rec });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const s of this.servers) await closeUnix(s.server, s.path);
+    this.servers = [];
+    await this.kv?.close();
+    await this.etcd?.stop();
+    this.ctx.dataplane.close();
+    this.opts.log.info('calico node stopped', { node: this.opts.config.nodeName });
+  }
+}

@@ -1,0 +1,25 @@
+/** How CLI commands reach etcd: ETCD_ENDPOINTS, else the embedded etcd `calico node` runs here. */
+import fs from 'node:fs';
+import { type Config, embeddedEndpointFile, loadConfig } from '../lib/config';
+import { EtcdKV } from '../lib/datastore/etcd';
+import { UnavailableError } from '../lib/errors';
+
+export function connect(cfg: Config = loadConfig()): EtcdKV {
+  let endpoints = cfg.etcdEndpoints;
+  if (!endpoints) {
+    const file = embeddedEndpointFile(cfg);
+    try {
+      endpoints = [fs.readFileSync(file, 'utf8').trim()];
+    } catch {
+      throw new UnavailableError(`ETCD_ENDPOINTS is not set and no embedded etcd is recorded in ${file}: start "calico node" first, or set ETCD_ENDPOINTS`);
+    }
+  }
+  return new EtcdKV({
+    endpoints,
+    caFile: cfg.etcdCaFile,
+    certFile: cfg.etcdCertFile,
+    keyFile: cfg.etcdKeyFile,
+    username: cfg.etcdUsername,
+    password: cfg.etcdPassword,
+  });
+}

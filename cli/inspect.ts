@@ -1,0 +1,105 @@
+/** `calico endpoint ls`, `calico node ls`, `calico status`. */
+import type { Command } from 'commander';
+import { Pools } from '../ipam/pools';
+import { loadConfig } from '../lib/config';
+import { keys } from '../lib/datastore/keys';
+import type { BlockRecord, EndpointRecord, HostRecord, NetworkRecord } from '../lib/datastore/records';
+import { errorMessage } from '../lib/errors';
+import { connect } from './connect';
+import { print, table } from './output';
+import { run } from './run';
+
+export function endpointCommands(program: Command): void {
+  program
+    .command('endpoint')
+    .description('container endpoints')
+    .command('ls')
+    .description('list endpoints on every host (or one)')
+    .option('--host <name>', 'only this host')
+    .option('--json', 'print JSON')
+    .action((o: { host?: string; json?: boolean }) =>
+      run(async () => {
+        const kv = connect();
+        try {
+          const eps = (await kv.list(keys.endpoints(o.host))).map((e) => JSON.parse(e.value) as EndpointRecord);
+          const nets = new Map((await kv.list(keys.networks())).map((e) => JSON.parse(e.value) as NetworkRecord).map((n) => [`${n.host}/${n.id}`, n]));
+          print(!!o.json, eps, () =>
+            table(
+              ['HOST', 'ENDPOINT', 'CONTAINER', 'NETWORK', 'INTERFACE', 'ADDRESSES'],
+              eps.map((e) => [e.host, e.id.slice(0, 12), e.containerName ?? e.containerId?.slice(0, 12), nets.get(`${e.host}/${e.network}`)?.name ?? e.network.slice(0, 12), e.ifName, [...e.ipv4, ...e.ipv6].join(',')]),
+            ),
+          );
+        } finally {
+          await kv.close();
+        }
+      }),
+    );
+}
+
+export function nodeListCommand(node: Command): void {
+  node
+    .command('ls')
+    .description('list hosts registered in etcd')
+    .option('--json', 'print JSON')
+    .action((o: { json?: boolean }) =>
+      run(async () => {
+        const kv = connect();
+        try {
+          const hosts = (await kv.list(keys.hosts())).map((e) => JSON.parse(e.value) as HostRecord);
+          print(!!o.json, hosts, () => table(['NAME', 'ADDRESS', 'AS', 'VERSION', 'STARTED'], hosts.map((h) => [h.name, h.ipv4, h.asn, h.version, h.startedAt])));
+        } finally {
+          await kv.close();
+        }
+      }),
+    );
+}
+
+export function statusCommand(program: Command): void {
+  program
+    .command('status')
+    .description("this host's view: etcd, pools, blocks and endpoints")
+    .option('--json', 'print JSON')
+    .action((o: { json?: boolean }) =>
+      run(async () => {
+        const cfg = loadConfig();
+        const kv = connect(cfg);
+        try {
+          let etcd = 'reachable';
+          let report: Record<string, unknown> = {};
+          try {
+            const [host, pools, aff, eps] = await Promise.all([
+              kv.get(keys.host(cfg.nodeName)),
+              new Pools(kv, 0).list(),
+              kv.list(keys.affinities(cfg.nodeName)),
+              kv.list(keys.endpoints(cfg.nodeName)),
+            ]);
+            const blocks = (await Promise.all(aff.map((a) => kv.get(keys.block(a.key.split('/').pop()!.replace(/-(\d+)$/, '/$1'))))))
+              .filter((e) => e !== undefined)
+              .map((e) => JSON.parse(e.value) as BlockRecord);
+            report = {
+              node: cfg.nodeName,
+              registered: host ? (JSON.parse(host.value) as HostRecord) : null,
+              pools: pools.map((p) => ({ cidr: p.cidr, disabled: p.disabled })),
+              blocks: blocks.map((b) => ({ cidr: b.cidr, used: Object.keys(b.allocations).length })),
+              endpoints: eps.length,
+            };
+          } catch (err) {
+            etcd = `unreachable: ${errorMessage(err)}`;
+          }
+          const data = { etcd, ...report };
+          print(!!o.json, data, () =>
+            [
+              `node:       ${cfg.nodeName}${report.registered ? '' : ' (not registered: is calico node running?)'}`,
+              `etcd:       ${etcd}`,
+              `pools:      ${((report.pools as Array<{ cidr: string; disabled: boolean }>) ?? []).map((p) => p.cidr + (p.disabled ? ' (disabled)' : '')).join(', ') || '-'}`,
+              `blocks:     ${((report.blocks as Array<{ cidr: string; used: number }>) ?? []).map((b) => `${b.cidr} (${b.used} used)`).join(', ') || '-'}`,
+              `endpoints:  ${report.endpoints ?? '-'}`,
+            ].join('\n'),
+          );
+          return etcd === 'reachable' ? 0 : 2;
+        } finally {
+          await kv.close();
+        }
+      }),
+    );
+}

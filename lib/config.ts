@@ -1,0 +1,116 @@
+/**
+ * Configuration from the environment (product.md's table). Parsed once at start; a bad value
+ * stops `calico node` with a message naming the variable rather than failing later.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { BadRequestError } from './errors';
+import { parseCidr, parseIP } from './ip';
+import { type LogLevel, isLogLevel } from './log';
+import { validHostName } from './datastore/keys';
+
+export interface Config {
+  /** Unset: `calico node` runs a private etcd. */
+  etcdEndpoints?: string[];
+  etcdCaFile?: string;
+  etcdCertFile?: string;
+  etcdKeyFile?: string;
+  etcdUsername?: string;
+  etcdPassword?: string;
+  nodeName: string;
+  ip?: string;
+  asn: number;
+  pluginDir: string;
+  dataDir: string;
+  ipv4Pool?: string;
+  ipv6Pool?: string;
+  mtu?: number;
+  logLevel: LogLevel;
+  dockerHost: string;
+  /** Binary for the embedded etcd. */
+  etcdBinary: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function fail(variable: string, value: string, what: string): never {
+  throw new BadRequestError(`${variable}="${value}" is not valid: ${what}`);
+}
+
+function nonEmpty(env: Env, k: string): string | undefined {
+  const v = env[k]?.trim();
+  return v ? v : undefined;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const endpoints = nonEmpty(env, 'ETCD_ENDPOINTS')
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const e of endpoints ?? []) {
+    if (!/^https?:\/\/[^/\s]+\/?$/.test(e)) fail('ETCD_ENDPOINTS', env.ETCD_ENDPOINTS ?? '', `"${e}" is not an http(s)://host:port URL`);
+  }
+  if (endpoints && new Set(endpoints.map((e) => e.split(':')[0])).size > 1) {
+    fail('ETCD_ENDPOINTS', env.ETCD_ENDPOINTS ?? '', 'mixes http and https endpoints');
+  }
+  const nodeName = nonEmpty(env, 'CALICO_NODENAME') ?? os.hostname();
+  if (!validHostName(nodeName)) fail('CALICO_NODENAME', nodeName, 'use letters, digits, dots, dashes and underscores');
+  const ip = nonEmpty(env, 'CALICO_IP');
+  if (ip) {
+    try {
+      if (parseIP(ip).family !== 4) throw new Error('not IPv4');
+    } catch {
+      fail('CALICO_IP', ip, 'give this host\'s IPv4 address, like 172.31.0.1');
+    }
+  }
+  const asText = nonEmpty(env, 'CALICO_AS') ?? '64512';
+  const asn = Number(asText);
+  if (!/^\d+$/.test(asText) || asn < 1 || asn > 4294967295) fail('CALICO_AS', asText, 'give an AS number from 1 to 4294967295');
+  const pool = (k: string, def: string, family: 4 | 6): string | undefined => {
+    const v = env[k] === undefined ? def : env[k]!.trim();
+    if (!v) return undefined; // set to empty: create no default pool of this family
+    try {
+      const c = parseCidr(v, k, true);
+      if (c.family !== family) throw new Error(`not IPv${family}`);
+    } catch (err) {
+      fail(k, v, `give an IPv${family} network like ${def} (${(err as Error).message})`);
+    }
+    return v;
+  };
+  const mtuText = nonEmpty(env, 'CALICO_MTU');
+  let mtu: number | undefined;
+  if (mtuText) {
+    mtu = Number(mtuText);
+    if (!/^\d+$/.test(mtuText) || mtu < 68 || mtu > 65535) fail('CALICO_MTU', mtuText, 'give a whole number from 68 to 65535');
+  }
+  const level = (nonEmpty(env, 'CALICO_LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!isLogLevel(level)) fail('CALICO_LOG_LEVEL', level, 'use error, warn, info or debug');
+  const cfg: Config = {
+    nodeName,
+    asn,
+    pluginDir: path.resolve(nonEmpty(env, 'CALICO_PLUGIN_DIR') ?? '/run/docker/plugins'),
+    dataDir: path.resolve(nonEmpty(env, 'CALICO_DATA_DIR') ?? '/var/lib/calico'),
+    logLevel: level,
+    dockerHost: nonEmpty(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock',
+    etcdBinary: nonEmpty(env, 'CALICO_ETCD_BINARY') ?? 'etcd',
+  };
+  const v4 = pool('CALICO_IPV4POOL_CIDR', '192.168.0.0/16', 4);
+  const v6 = pool('CALICO_IPV6POOL_CIDR', 'fd80:24e2:f998:72d6::/64', 6);
+  if (v4) cfg.ipv4Pool = v4;
+  if (v6) cfg.ipv6Pool = v6;
+  if (endpoints) cfg.etcdEndpoints = endpoints;
+  if (ip) cfg.ip = ip;
+  if (mtu) cfg.mtu = mtu;
+  const opt = (k: string) => nonEmpty(env, k);
+  if (opt('ETCD_CA_CERT_FILE')) cfg.etcdCaFile = opt('ETCD_CA_CERT_FILE');
+  if (opt('ETCD_CERT_FILE')) cfg.etcdCertFile = opt('ETCD_CERT_FILE');
+  if (opt('ETCD_KEY_FILE')) cfg.etcdKeyFile = opt('ETCD_KEY_FILE');
+  if (opt('ETCD_USERNAME')) cfg.etcdUsername = opt('ETCD_USERNAME');
+  if (opt('ETCD_PASSWORD')) cfg.etcdPassword = opt('ETCD_PASSWORD');
+  return cfg;
+}
+
+/** Where `calico node` records its embedded etcd's URL, so the CLI on the same host finds it. */
+export function embeddedEndpointFile(cfg: Pick<Config, 'dataDir'>): string {
+  return path.join(cfg.dataDir, 'etcd.endpoint');
+}

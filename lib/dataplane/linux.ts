@@ -1,0 +1,314 @@
+/**
+ * The real dataplane: rtnetlink for links, addresses and routes, /proc/sys for per-interface
+ * settings. It acts on the network namespace of the process that creates it.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { CalicoError, ConflictError, errorMessage, InternalError, NotFoundError, UnavailableError, BadRequestError } from '../errors';
+import type { Logger } from '../log';
+import {
+  AF_INET,
+  AF_INET6,
+  isNetlinkCode,
+  isUnicastMac,
+  NetlinkError,
+  RtNetlink,
+  RT_SCOPE_LINK,
+  RT_SCOPE_UNIVERSE,
+  RT_TABLE_MAIN,
+  type LinkInfo,
+  type RouteInfo,
+} from './netlink';
+import { confKey, isValidIfName, neighKey, writeSysctl } from './sysctl';
+import type { Dataplane, EndpointWiring, WiringResult, WorkloadRoute } from './types';
+
+/** Every host end gets this MAC: containers only ever talk to "the router", never to each other. */
+export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
+/** EUI-64 link-local of {@link HOST_MAC}; the kernel would derive the same one on carrier up. */
+export const HOST_LINK_LOCAL = 'fe80::ecee:eeff:feee:eeee';
+/** Host ends of workload veths; everything else in the namespace is not ours to list. */
+export const WORKLOAD_PREFIX = 'cali';
+
+const RTN_UNICAST = 1;
+
+/** Errnos that say "not now" rather than "never": the caller may retry. */
+const transient = new Set(['EAGAIN', 'EBUSY', 'EINTR', 'ENOBUFS', 'ENODEV', 'ENOENT', 'ENOMEM', 'ETIMEDOUT']);
+
+function codeOf(err: unknown): string | undefined {
+  if (err instanceof NetlinkError) return err.code;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Wraps a kernel failure as "failed to <what>: <cause>", classified by errno. */
+function kernelError(what: string, err: unknown): CalicoError {
+  if (err instanceof CalicoError) return err;
+  const message = `failed to ${what}: ${errorMessage(err)}`;
+  const code = codeOf(err);
+  if (code === 'EEXIST') return new ConflictError(message, { cause: err });
+  if (code !== undefined && transient.has(code)) return new UnavailableError(message, { cause: err });
+  return new InternalError(message, { cause: err });
+}
+
+async function attempt<T>(what: string, fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw kernelError(what, err);
+  }
+}
+
+function setSysctl(key: string, value: string | number): void {
+  try {
+    writeSysctl(key, value);
+  } catch (err) {
+    throw kernelError(`set ${key}`, err);
+  }
+}
+
+/** Waits for every operation (so a rollback never races one still in flight), then throws the first failure. */
+async function allOrFirstError(ops: Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(ops);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+function hostCidr(ip: string): string {
+  return isIPv4(ip) ? `${ip}/32` : `${ip}/128`;
+}
+
+/** Checks a wiring before anything touches the kernel; returns the de-duplicated addresses. */
+function validateWiring(w: EndpointWiring): { ipv4: string[]; ipv6: string[] } {
+  const fail = (problem: string): never => {
+    throw new BadRequestError(`failed to wire endpoint ${JSON.stringify(w.hostIfName)}: ${problem}`);
+  };
+  if (!isValidIfName(w.hostIfName)) fail('invalid host interface name: want 1-15 characters of [A-Za-z0-9_.-]');
+  if (!isValidIfName(w.tempIfName)) fail(`invalid temporary interface name ${JSON.stringify(w.tempIfName)}`);
+  if (w.hostIfName === w.tempIfName) fail('host and temporary interface names are the same');
+  if (!Number.isInteger(w.mtu) || w.mtu < 68 || w.mtu > 65535) fail(`invalid MTU ${w.mtu}: want 68-65535`);
+  if (typeof w.containerMac !== 'string' || !isUnicastMac(w.containerMac)) {
+    fail(`invalid container MAC ${JSON.stringify(w.containerMac)}: want a unicast colon-hex MAC`);
+  }
+  const ipv4 = [...new Set(w.ipv4 ?? [])];
+  const ipv6 = [...new Set(w.ipv6 ?? [])];
+  for (const ip of ipv4) if (!isIPv4(ip)) fail(`invalid IPv4 address ${JSON.stringify(ip)}`);
+  for (const ip of ipv6) if (!isIPv6(ip) || ip.includes('%')) fail(`invalid IPv6 address ${JSON.stringify(ip)}`);
+  // Below 1280 the kernel switches IPv6 off on the link and the gateway address cannot exist.
+  if (ipv6.length > 0 && w.mtu < 1280) fail(`MTU ${w.mtu} is too small for IPv6 (minimum 1280)`);
+  return { ipv4, ipv6 };
+}
+
+/** {@link Dataplane} on the real kernel, in the network namespace of this process. */
+export class LinuxDataplane implements Dataplane {
+  private readonly nl: RtNetlink;
+
+  /** @param nl injectable for tests; by default one socket opened now and kept until close(). */
+  constructor(
+    private readonly logger?: Logger,
+    nl?: RtNetlink,
+  ) {
+    this.nl = nl ?? new RtNetlink({ onError: (err) => this.logger?.warn('netlink socket error', { err: err.message }) });
+  }
+
+  async wireEndpoint(w: EndpointWiring): Promise<WiringResult> {
+    const { ipv4, ipv6 } = validateWiring(w);
+    const { link, created } = await this.ensurePair(w);
+    try {
+      this.configureSysctls(w.hostIfName, ipv6.length > 0);
+      const ops: Promise<void>[] = [];
+      if (ipv6.length > 0) ops.push(this.addGatewayAddress(link));
+      for (const ip of ipv4) ops.push(this.addHostRoute(link, ip));
+      for (const ip of ipv6) ops.push(this.addHostRoute(link, ip));
+      await allOrFirstError(ops);
+    } catch (err) {
+      if (created) await this.rollback(w.hostIfName, err);
+      throw err;
+    }
+    return ipv6.length > 0 ? { ipv6Gateway: HOST_LINK_LOCAL } : {};
+  }
+
+  /**
+   * Creates the pair, host end already up with its MAC and MTU (one request). On a name clash,
+   * reuses a pair whose both ends are still here, and replaces anything else.
+   */
+  private async ensurePair(w: EndpointWiring): Promise<{ link: LinkInfo; created: boolean }> {
+    const pair = `veth pair ${w.hostIfName}/${w.tempIfName}`;
+    const spec = { name: w.hostIfName, peerName: w.tempIfName, mtu: w.mtu, mac: HOST_MAC, peerMac: w.containerMac, up: true };
+    const first = await attempt(`create ${pair}`, () => this.nl.createVeth(spec));
+    if (first !== 'exists') return { link: first, created: true };
+
+    const [host, temp] = await attempt(`look up ${pair}`, () =>
+      Promise.all([this.nl.getLink(w.hostIfName), this.nl.getLink(w.tempIfName)]),
+    );
+    const intact =
+      host !== undefined &&
+      temp !== undefined &&
+      host.kind === 'veth' &&
+      host.peerNetnsId === undefined &&
+      host.peerIndex === temp.index &&
+      temp.peerIndex === host.index;
+    if (intact) {
+      await attempt(`configure ${pair}`, async () => {
+        const results = await Promise.all([
+          this.nl.setLink(host.index, { mtu: w.mtu, mac: HOST_MAC, up: true }),
+          this.nl.setLink(temp.index, { mtu: w.mtu, mac: w.containerMac }),
+        ]);
+        if (results.includes('no-link')) throw new NetlinkError('ENODEV');
+      });
+      return { link: { ...host, up: true }, created: false };
+    }
+
+    // The container end left with a sandbox that is gone (or never was ours): start over.
+    if (temp !== undefined && temp.kind !== 'veth') {
+      throw new ConflictError(`failed to create ${pair}: ${w.tempIfName} exists and is not a veth`);
+    }
+    this.logger?.info('recreating stale veth pair', { hostIfName: w.hostIfName, tempIfName: w.tempIfName });
+    await attempt(`delete stale ${pair}`, async () => {
+      if (host) await this.nl.deleteLink(w.hostIfName);
+      if (temp) await this.nl.deleteLink(w.tempIfName);
+    });
+    const second = await attempt(`create ${pair}`, () => this.nl.createVeth(spec));
+    if (second === 'exists') throw new ConflictError(`failed to create ${pair}: created concurrently by someone else`);
+    return { link: second, created: true };
+  }
+
+  private configureSysctls(ifName: string, ipv6: boolean): void {
+    // Answer ARP for any address (the gateway 169.254.1.1 included) with the host end's MAC, at once.
+    setSysctl(confKey('ipv4', ifName, 'proxy_arp'), 1);
+    setSysctl(neighKey('ipv4', ifName, 'proxy_delay'), 0);
+    setSysctl(confKey('ipv4', ifName, 'forwarding'), 1);
+    if (ipv6) {
+      setSysctl(confKey('ipv6', ifName, 'disable_ipv6'), 0);
+      // A container must not be able to steer the host's routing with router advertisements.
+      setSysctl(confKey('ipv6', ifName, 'accept_ra'), 0);
+      setSysctl(confKey('ipv6', ifName, 'forwarding'), 1);
+    }
+  }
+
+  private async addGatewayAddress(link: LinkInfo): Promise<void> {
+    const what = `add address ${HOST_LINK_LOCAL}/64 to ${link.name}`;
+    const outcome = await attempt(what, () =>
+      // NODAD: usable immediately, and DAD could not run anyway while the peer has no carrier.
+      this.nl.addAddress({ index: link.index, ip: HOST_LINK_LOCAL, prefixLen: 64, nodad: true, scope: RT_SCOPE_LINK }),
+    );
+    if (outcome === 'no-link') throw new UnavailableError(`failed to ${what}: the link disappeared`);
+  }
+
+  /** Adds `ip/32` (`/128`) via the link; an identical route is fine, one via another device is not. */
+  private async addHostRoute(link: LinkInfo, ip: string): Promise<void> {
+    const cidr = hostCidr(ip);
+    const what = `add route ${cidr} via ${link.name}`;
+    const v4 = isIPv4(ip);
+    // The kernel ignores the scope of IPv6 routes; `scope link` is what an IPv4 /32 onto a veth is.
+    const scope = v4 ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+    const outcome = await attempt(what, () => this.nl.addRoute({ dst: ip, oif: link.index, scope }));
+    if (outcome === 'added') return;
+    if (outcome === 'no-link') throw new UnavailableError(`failed to ${what}: the link disappeared`);
+    const found = await attempt(`look up route ${cidr}`, () => this.nl.lookupRoute(ip));
+    if (found?.oif === link.index && found.dstLen === (v4 ? 32 : 128)) return;
+    const other = found?.oif !== undefined ? await this.nl.getLinkByIndex(found.oif).catch(() => undefined) : undefined;
+    const where = other?.name ?? (found?.oif !== undefined ? `ifindex ${found.oif}` : 'another route');
+    throw new ConflictError(`failed to ${what}: the address is already routed through ${where}`);
+  }
+
+  private async rollback(hostIfName: string, cause: unknown): Promise<void> {
+    try {
+      await this.nl.deleteLink(hostIfName);
+      this.logger?.debug('rolled back veth pair', { hostIfName, err: errorMessage(cause) });
+    } catch (err) {
+      this.logger?.warn('failed to roll back veth pair', { hostIfName, err: errorMessage(err) });
+    }
+  }
+
+  async unwireEndpoint(hostIfName: string): Promise<void> {
+    if (!isValidIfName(hostIfName)) {
+      throw new BadRequestError(`failed to unwire endpoint: invalid interface name ${JSON.stringify(hostIfName)}`);
+    }
+    // Deleting the host end deletes the peer, the addresses and the routes with it.
+    await attempt(`delete link ${hostIfName}`, () => this.nl.deleteLink(hostIfName));
+  }
+
+  async ensureRoute(hostIfName: string, ip: string): Promise<void> {
+    if (!isValidIfName(hostIfName)) {
+      throw new BadRequestError(`failed to add route: invalid interface name ${JSON.stringify(hostIfName)}`);
+    }
+    if (!isIPv4(ip) && !(isIPv6(ip) && !ip.includes('%'))) {
+      throw new BadRequestError(`failed to add route via ${hostIfName}: invalid IP address ${JSON.stringify(ip)}`);
+    }
+    const link = await attempt(`look up link ${hostIfName}`, () => this.nl.getLink(hostIfName));
+    if (!link) throw new NotFoundError(`failed to add route ${hostCidr(ip)}: link ${hostIfName} not found`);
+    await this.addHostRoute(link, ip);
+  }
+
+  async listWorkloadLinks(): Promise<string[]> {
+    const links = await attempt('list links', () => this.nl.listLinks());
+    return links.filter((l) => l.name.startsWith(WORKLOAD_PREFIX)).map((l) => l.name);
+  }
+
+  async listWorkloadRoutes(): Promise<WorkloadRoute[]> {
+    const links = await attempt('list links', () => this.nl.listLinks());
+    const names = new Map(links.filter((l) => l.name.startsWith(WORKLOAD_PREFIX)).map((l) => [l.index, l.name]));
+    const v4 = await attempt('list IPv4 routes', () => this.nl.listRoutes(AF_INET));
+    const v6 = await this.listIPv6Routes();
+    const out: WorkloadRoute[] = [];
+    for (const r of [...v4, ...v6]) {
+      const ifName = r.oif !== undefined ? names.get(r.oif) : undefined;
+      const hostLen = r.family === AF_INET ? 32 : 128;
+      if (!ifName || r.dst === undefined || r.dstLen !== hostLen) continue;
+      // Skips the local-table entry of the gateway address, multicast and anycast entries.
+      if (r.table !== RT_TABLE_MAIN || r.type !== RTN_UNICAST) continue;
+      out.push({ dst: `${r.dst}/${r.dstLen}`, ifName });
+    }
+    return out;
+  }
+
+  /** A kernel without IPv6 has no IPv6 routes, which is not an error. */
+  private async listIPv6Routes(): Promise<RouteInfo[]> {
+    try {
+      return await this.nl.listRoutes(AF_INET6);
+    } catch (err) {
+      if (isNetlinkCode(err, 'EAFNOSUPPORT', 'EOPNOTSUPP')) return [];
+      throw kernelError('list IPv6 routes', err);
+    }
+  }
+
+  async enableForwarding(ipv6: boolean): Promise<void> {
+    setSysctl('net/ipv4/ip_forward', 1);
+    if (ipv6) setSysctl('net/ipv6/conf/all/forwarding', 1);
+  }
+
+  async uplinkMtu(): Promise<number | undefined> {
+    const oif = (await this.defaultRouteOif(AF_INET)) ?? (await this.defaultRouteOif(AF_INET6));
+    if (oif === undefined) return undefined;
+    const link = await attempt(`look up link ${oif}`, () => this.nl.getLinkByIndex(oif));
+    return link?.mtu;
+  }
+
+  async uplinkIPv4(): Promise<string | undefined> {
+    const oif = await this.defaultRouteOif(AF_INET);
+    if (oif === undefined) return undefined;
+    const addrs = await attempt('list IPv4 addresses', () => this.nl.listAddresses(AF_INET));
+    return addrs.find((a) => a.index === oif && a.scope === RT_SCOPE_UNIVERSE)?.ip;
+  }
+
+  /** Device of the preferred (lowest metric) default route in the main table. */
+  private async defaultRouteOif(family: number): Promise<number | undefined> {
+    const routes = family === AF_INET ? await attempt('list IPv4 routes', () => this.nl.listRoutes(AF_INET)) : await this.listIPv6Routes();
+    const defaults = routes
+      .filter((r) => r.dstLen === 0 && r.table === RT_TABLE_MAIN && r.type === RTN_UNICAST)
+      .sort((a, b) => (a.priority ?? 0) - (b.priority ?? 0));
+    for (const r of defaults) {
+      const oif = r.oif ?? r.firstHopOif;
+      if (oif !== undefined) return oif;
+    }
+    return undefined;
+  }
+
+  close(): void {
+    this.nl.close();
+  }
+}
+
+/** The dataplane of this process's network namespace. */
+export function createLinuxDataplane(logger?: Logger): LinuxDataplane {
+  return new LinuxDataplane(logger);
+}
