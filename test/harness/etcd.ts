@@ -1,0 +1,84 @@
+/**
+ * A real etcd for tests, started inside a namespace on a free port, with its data in a temp
+ * dir that is removed on stop. `stop()` then `start()` restarts it on the same data and port
+ * (the fault tests need etcd to come back where the nodes expect it).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import type { Netns } from './netns';
+
+function randomPort(): number {
+  return 20000 + Math.floor(Math.random() * 40000);
+}
+
+export interface TestEtcd {
+  endpoint: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Stops and deletes its data. */
+  destroy(): Promise<void>;
+}
+
+async function waitForPort(ns: Netns, host: string, port: number, timeoutMs: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`etcd exited with ${child.exitCode}`);
+    try {
+      // Probe from inside the namespace: the port is not reachable from the test's own.
+      await ns.exec(process.execPath, ['-e', `const s=require('net').connect(${port},'${host}');s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1))`], { timeoutMs: 2000 });
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`etcd did not listen on ${host}:${port} within ${timeoutMs} ms`);
+}
+
+export async function startEtcd(ns: Netns, host = '127.0.0.1'): Promise<TestEtcd> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-test-etcd-'));
+  const client = randomPort();
+  const peer = client + 1;
+  const endpoint = `http://${host}:${client}`;
+  let child: ChildProcess | undefined;
+  const log = fs.createWriteStream(path.join(dir, 'etcd.log'), { flags: 'a' });
+  const start = async () => {
+    child = ns.spawn('etcd', [
+      '--name', 'test',
+      '--data-dir', path.join(dir, 'data'),
+      '--listen-client-urls', endpoint,
+      '--advertise-client-urls', endpoint,
+      '--listen-peer-urls', `http://${host}:${peer}`,
+      '--initial-advertise-peer-urls', `http://${host}:${peer}`,
+      '--initial-cluster', `test=http://${host}:${peer}`,
+      '--log-level', 'warn',
+    ]);
+    child.stdout?.pipe(log, { end: false });
+    child.stderr?.pipe(log, { end: false });
+    await waitForPort(ns, host, client, 20_000, child);
+  };
+  const stop = async () => {
+    const c = child;
+    child = undefined;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once('exit', () => resolve());
+      c.kill('SIGTERM');
+    });
+  };
+  await start();
+  return {
+    endpoint,
+    start,
+    stop,
+    destroy: async () => {
+      await stop();
+      log.end();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export { net };

@@ -1,0 +1,67 @@
+/**
+ * A fake Docker daemon's plugin client: POSTs to a plugin socket the way Go's
+ * pkg/plugins client does (no Content-Type, the v1.2 Accept header, JSON with a trailing
+ * newline, or an empty body for argument-less calls and for retried requests).
+ */
+import http from 'node:http';
+
+export interface Reply {
+  status: number;
+  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  raw: string;
+}
+
+export function callPlugin(socketPath: string, method: string, body?: unknown | { raw: string }): Promise<Reply> {
+  const payload = body === undefined ? '' : typeof body === 'object' && body !== null && 'raw' in body ? (body as { raw: string }).raw : JSON.stringify(body) + '\n';
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        socketPath,
+        method: 'POST',
+        path: `/${method}`,
+        headers: { Host: 'plugin.moby.localhost', Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': Buffer.byteLength(payload) },
+        timeout: 60_000,
+      },
+      (res) => {
+        let raw = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (raw += c));
+        res.on('end', () => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(raw);
+          } catch {
+            parsed = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed, raw });
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`${method} timed out`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** Two sockets, as a legacy plugin install has them. */
+export class FakeDocker {
+  constructor(
+    readonly networkSock: string,
+    readonly ipamSock: string,
+  ) {}
+
+  net(method: string, body?: unknown) {
+    return callPlugin(this.networkSock, `NetworkDriver.${method}`, body);
+  }
+
+  ipam(method: string, body?: unknown) {
+    return callPlugin(this.ipamSock, `IpamDriver.${method}`, body);
+  }
+
+  /** Asserts success and returns the body. */
+  async ok(which: 'net' | 'ipam', method: string, body?: unknown) {
+    const r = await this[which](method, body);
+    if (r.status !== 200) throw new Error(`${method} failed with ${r.status}: ${r.raw}`);
+    return r.body;
+  }
+}
