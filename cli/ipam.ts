@@ -20,8 +20,9 @@ export function ipamCommands(program: Command): void {
     .command('show')
     .description('blocks, their host affinity and use; with --ip, who holds an address')
     .option('--ip <address>', 'show the owner of one address')
+    .option('--allocations', 'list every allocated address with its owner')
     .option('--json', 'print JSON')
-    .action((o: { ip?: string; json?: boolean }) =>
+    .action((o: { ip?: string; allocations?: boolean; json?: boolean }) =>
       run(async () => {
         const kv = connect();
         try {
@@ -32,6 +33,13 @@ export function ipamCommands(program: Command): void {
             const owner = b && blk.ownerOf(b, parseCidr(b.cidr), ip);
             print(!!o.json, { ip: formatIP(ip), block: b?.cidr ?? null, owner: owner ?? null }, () =>
               owner ? `${formatIP(ip)} is held by ${describeOwner(owner)} (block ${b!.cidr})` : `${formatIP(ip)} is free`,
+            );
+            return;
+          }
+          if (o.allocations) {
+            const list = blocks.flatMap((b) => blk.allocations(b, parseCidr(b.cidr)).map(({ ip, owner }) => ({ ip: formatIP(ip), block: b.cidr, affinity: b.affinity, owner })));
+            print(!!o.json, list, () =>
+              table(['ADDRESS', 'BLOCK', 'KIND', 'HOST', 'NETWORK', 'ENDPOINT', 'SINCE'], list.map((a) => [a.ip, a.block, a.owner.kind, a.owner.host, a.owner.network?.slice(0, 12), a.owner.endpoint?.slice(0, 12), a.owner.since])),
             );
             return;
           }
