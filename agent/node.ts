@@ -94,10 +94,14 @@ export class CalicoNode {
     const { config, log } = this.opts;
     fs.mkdirSync(config.pluginDir, { recursive: true });
     const ipam = new IpamHandlers(this.ctx);
-    const sockets: Array<[string, Routes]> = [
-      ['calico.sock', { ...activate(['NetworkDriver']), ...networkDriverRoutes(this.ctx) }],
-      ['calico-ipam.sock', { ...activate(['IpamDriver']), ...ipam.routes() }],
-    ];
+    // A managed plugin gets one socket for both interfaces; a legacy install one per driver name.
+    const sockets: Array<[string, Routes]> =
+      config.pluginMode === 'managed'
+        ? [['calico.sock', { ...activate(['NetworkDriver', 'IpamDriver']), ...networkDriverRoutes(this.ctx), ...ipam.routes() }]]
+        : [
+            ['calico.sock', { ...activate(['NetworkDriver']), ...networkDriverRoutes(this.ctx) }],
+            ['calico-ipam.sock', { ...activate(['IpamDriver']), ...ipam.routes() }],
+          ];
     for (const [name, routes] of sockets) {
       const p = path.join(config.pluginDir, name);
       this.servers.push({ server: await listenUnix(createPluginApp(routes, log), p), path: p });

@@ -29,6 +29,10 @@ export interface Config {
   dockerHost: string;
   /** Binary for the embedded etcd. */
   etcdBinary: string;
+  /** `legacy`: calico.sock + calico-ipam.sock; `managed`: one calico.sock serving both. */
+  pluginMode: 'legacy' | 'managed';
+  /** Where sysctls are written; a managed plugin sees the host's under /host/proc/sys. */
+  procSys: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -93,7 +97,12 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: level,
     dockerHost: nonEmpty(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock',
     etcdBinary: nonEmpty(env, 'CALICO_ETCD_BINARY') ?? 'etcd',
+    pluginMode: 'legacy',
+    procSys: path.resolve(nonEmpty(env, 'CALICO_PROC_SYS') ?? '/proc/sys'),
   };
+  const mode = (nonEmpty(env, 'CALICO_PLUGIN_MODE') ?? 'legacy').toLowerCase();
+  if (mode !== 'legacy' && mode !== 'managed') fail('CALICO_PLUGIN_MODE', mode, 'use legacy or managed');
+  cfg.pluginMode = mode;
   const v4 = pool('CALICO_IPV4POOL_CIDR', '192.168.0.0/16', 4);
   const v6 = pool('CALICO_IPV6POOL_CIDR', 'fd80:24e2:f998:72d6::/64', 6);
   if (v4) cfg.ipv4Pool = v4;

@@ -3,7 +3,7 @@
  * settings. It acts on the network namespace of the process that creates it.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { CalicoError, ConflictError, errorMessage, InternalError, NotFoundError, UnavailableError, BadRequestError } from '../errors';
+import { BadRequestError, CalicoError, ConflictError, errorMessage, InternalError, NotFoundError, UnavailableError } from '../errors';
 import type { Logger } from '../log';
 import {
   AF_INET,
@@ -82,6 +82,8 @@ function validateWiring(w: EndpointWiring): { ipv4: string[]; ipv6: string[] } {
     throw new BadRequestError(`failed to wire endpoint ${JSON.stringify(w.hostIfName)}: ${problem}`);
   };
   if (!isValidIfName(w.hostIfName)) fail('invalid host interface name: want 1-15 characters of [A-Za-z0-9_.-]');
+  // Wiring may delete a stale link of that name: never let it reach a link that is not ours.
+  if (!w.hostIfName.startsWith(WORKLOAD_PREFIX)) fail(`host interface name must start with "${WORKLOAD_PREFIX}"`);
   if (!isValidIfName(w.tempIfName)) fail(`invalid temporary interface name ${JSON.stringify(w.tempIfName)}`);
   if (w.hostIfName === w.tempIfName) fail('host and temporary interface names are the same');
   if (!Number.isInteger(w.mtu) || w.mtu < 68 || w.mtu > 65535) fail(`invalid MTU ${w.mtu}: want 68-65535`);
@@ -120,7 +122,7 @@ export class LinuxDataplane implements Dataplane {
       for (const ip of ipv6) ops.push(this.addHostRoute(link, ip));
       await allOrFirstError(ops);
     } catch (err) {
-      if (created) await this.rollback(w.hostIfName, err);
+      if (created) await this.rollback(link, err);
       throw err;
     }
     return ipv6.length > 0 ? { ipv6Gateway: HOST_LINK_LOCAL } : {};
@@ -157,14 +159,15 @@ export class LinuxDataplane implements Dataplane {
       return { link: { ...host, up: true }, created: false };
     }
 
-    // The container end left with a sandbox that is gone (or never was ours): start over.
-    if (temp !== undefined && temp.kind !== 'veth') {
-      throw new ConflictError(`failed to create ${pair}: ${w.tempIfName} exists and is not a veth`);
+    // The container end left with a sandbox that is gone (or never was ours): start over, but
+    // only ever delete veths; a name clash with anything else is someone else's link.
+    for (const l of [host, temp]) {
+      if (l !== undefined && l.kind !== 'veth') throw new ConflictError(`failed to create ${pair}: ${l.name} exists and is not a veth`);
     }
     this.logger?.info('recreating stale veth pair', { hostIfName: w.hostIfName, tempIfName: w.tempIfName });
     await attempt(`delete stale ${pair}`, async () => {
-      if (host) await this.nl.deleteLink(w.hostIfName);
-      if (temp) await this.nl.deleteLink(w.tempIfName);
+      if (host) await this.nl.deleteLink(host.index);
+      if (temp) await this.nl.deleteLink(temp.index);
     });
     const second = await attempt(`create ${pair}`, () => this.nl.createVeth(spec));
     if (second === 'exists') throw new ConflictError(`failed to create ${pair}: created concurrently by someone else`);
@@ -210,21 +213,28 @@ export class LinuxDataplane implements Dataplane {
     throw new ConflictError(`failed to ${what}: the address is already routed through ${where}`);
   }
 
-  private async rollback(hostIfName: string, cause: unknown): Promise<void> {
+  /** By ifindex: the name could have been taken by someone else's link in between. */
+  private async rollback(link: LinkInfo, cause: unknown): Promise<void> {
     try {
-      await this.nl.deleteLink(hostIfName);
-      this.logger?.debug('rolled back veth pair', { hostIfName, err: errorMessage(cause) });
+      await this.nl.deleteLink(link.index);
+      this.logger?.debug('rolled back veth pair', { hostIfName: link.name, err: errorMessage(cause) });
     } catch (err) {
-      this.logger?.warn('failed to roll back veth pair', { hostIfName, err: errorMessage(err) });
+      this.logger?.warn('failed to roll back veth pair', { hostIfName: link.name, err: errorMessage(err) });
     }
   }
 
   async unwireEndpoint(hostIfName: string): Promise<void> {
-    if (!isValidIfName(hostIfName)) {
-      throw new BadRequestError(`failed to unwire endpoint: invalid interface name ${JSON.stringify(hostIfName)}`);
+    if (!isValidIfName(hostIfName) || !hostIfName.startsWith(WORKLOAD_PREFIX)) {
+      throw new BadRequestError(
+        `failed to unwire endpoint: invalid interface name ${JSON.stringify(hostIfName)}: want "${WORKLOAD_PREFIX}" and at most 11 more of [A-Za-z0-9_.-]`,
+      );
     }
+    const what = `delete link ${hostIfName}`;
+    const link = await attempt(what, () => this.nl.getLink(hostIfName));
+    if (link === undefined) return;
+    if (link.kind !== 'veth') throw new ConflictError(`failed to ${what}: it is not a veth, so not a workload's`);
     // Deleting the host end deletes the peer, the addresses and the routes with it.
-    await attempt(`delete link ${hostIfName}`, () => this.nl.deleteLink(hostIfName));
+    await attempt(what, () => this.nl.deleteLink(link.index));
   }
 
   async ensureRoute(hostIfName: string, ip: string): Promise<void> {

@@ -7,6 +7,13 @@
  * one at a time: the package groups multipart replies per socket, so an ACK landing between two
  * parts of a dump would cut the dump short, and the kernel refuses a second dump (EBUSY) while
  * one is running on the same socket.
+ *
+ * The kernel executes an rtnetlink request inside sendmsg(), and the package calls sendmsg() on
+ * the main thread, draining its whole write queue in one go. So each request blocks the event
+ * loop for its kernel time (about 1 ms to create a veth, 20-40 ms to delete one), and a burst of
+ * queued requests would block it for their sum, long enough for the package's timeouts (which
+ * run before the replies are read) to fire although the kernel has answered. Hence a small cap
+ * on requests in flight.
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import ipaddr from 'ipaddr.js';
@@ -26,6 +33,8 @@ const NLM_F_CREATE = 0x400;
 /** The package only reads `flags` as a number; an object of booleans is silently dropped. */
 const CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL;
 const RTN_UNICAST = 1;
+/** Enough to pipeline one endpoint's address and routes; few enough that a burst stays short. */
+const MAX_IN_FLIGHT = 4;
 
 const causes: Record<string, string> = {
   EACCES: 'permission denied',
@@ -262,6 +271,8 @@ export class RtNetlink {
   private dumpChain: Promise<unknown> = Promise.resolve();
   private readonly timeout: number;
   private closed = false;
+  private inFlight = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly options: RtNetlinkOptions = {}) {
     this.timeout = options.timeoutMs ?? 5000;
@@ -276,10 +287,15 @@ export class RtNetlink {
 
   private async call<T>(fn: (s: RtNetlinkSocket, opts: { timeout: number }) => Promise<T>): Promise<T> {
     if (this.closed) throw new NetlinkError('EBADF');
+    if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.inFlight++;
     try {
       return await fn(this.sock, { timeout: this.timeout });
     } catch (err) {
       throw toNetlinkError(err);
+    } finally {
+      this.inFlight--;
+      this.waiting.shift()?.();
     }
   }
 
@@ -373,10 +389,11 @@ export class RtNetlink {
     }
   }
 
-  /** Deletes a link by name; deleting one end of a veth deletes both. */
-  async deleteLink(name: string): Promise<'deleted' | 'missing'> {
+  /** Deletes a link by name or ifindex; deleting one end of a veth deletes both. */
+  async deleteLink(link: string | number): Promise<'deleted' | 'missing'> {
+    const [header, attrs]: [rt.Link, ifla.LinkAttrs] = typeof link === 'number' ? [{ index: link }, {}] : [{}, { ifname: link }];
     try {
-      await this.call((s, o) => s.delLink({}, { ifname: name }, o));
+      await this.call((s, o) => s.delLink(header, attrs, o));
       return 'deleted';
     } catch (err) {
       if (isNetlinkCode(err, 'ENODEV')) return 'missing';

@@ -68,7 +68,14 @@ export async function startCalico(ns: Netns, opts: { name: string; etcd?: string
     logs: () => log,
     ready: async (timeoutMs = 30_000) => {
       const deadline = Date.now() + timeoutMs;
-      while (!/"calico node ready"/.test(log.slice(mark))) {
+      const quiet = env.CALICO_LOG_LEVEL === 'warn' || env.CALICO_LOG_LEVEL === 'error';
+      const isReady = async () => {
+        if (!quiet) return /"calico node ready"/.test(log.slice(mark));
+        // No info lines to watch: ask for something that needs etcd and the default pools.
+        const r = await proc.docker.ipam('RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false }).catch(() => undefined);
+        return r?.status === 200;
+      };
+      while (!(await isReady())) {
         if (Date.now() > deadline) throw new Error(`calico node ${opts.name} not ready after ${timeoutMs} ms:\n${log}`);
         if (child?.exitCode !== null && child?.exitCode !== undefined) throw new Error(`calico node exited:\n${log}`);
         await new Promise((r) => setTimeout(r, 25));
