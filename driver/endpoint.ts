@@ -3,7 +3,7 @@
  * in Interface), DeleteEndpoint after Leave, on rollbacks and during stale-sandbox cleanup at
  * daemon start, sometimes twice: deleting a missing endpoint is success.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { NodeContext } from '../lib/context';
 import type { EndpointRecord } from '../lib/datastore/records';
 import { BadRequestError, NotFoundError } from '../lib/errors';
@@ -12,9 +12,13 @@ import { parseRequest } from '../lib/validate';
 import { hostIfName } from './names';
 import { CreateEndpointRequest, EndpointRequest } from './protocol';
 
-/** A random locally administered unicast MAC, so containers never share one (Calico's fixed ee:ee:... did). */
-export function randomMac(): string {
-  const b = randomBytes(6);
+/**
+ * A locally administered unicast MAC derived from the endpoint ID: containers never share one
+ * (Calico's fixed ee:ee:... caused trouble), and a replayed CreateEndpoint answers the same
+ * MAC without reading anything back.
+ */
+export function endpointMac(endpointId: string): string {
+  const b = createHash('sha256').update(endpointId).digest().subarray(0, 6);
   b[0] = (b[0] & 0xfe) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
@@ -50,8 +54,9 @@ export class EndpointHandlers {
     if (!network) {
       throw new NotFoundError(`network ${req.NetworkID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; it was created while calico's datastore was reset or on another host: remove and recreate the network`);
     }
-    const existing = await this.ctx.records.getEndpoint(req.EndpointID);
-    const mac = iface.MacAddress ? normaliseMac(iface.MacAddress) : existing?.mac ?? randomMac();
+    // Only this process's memory: a new endpoint costs no read, and a replay keeps its labels.
+    const existing = this.ctx.records.cachedEndpoint(req.EndpointID);
+    const mac = iface.MacAddress ? normaliseMac(iface.MacAddress) : endpointMac(req.EndpointID);
     const rec: EndpointRecord = {
       id: req.EndpointID,
       host: this.ctx.host,

@@ -2,27 +2,25 @@
  * Host-affine address allocation over the KV seam (Calico's auto-assign, on etcd v3
  * transactions): use this host's blocks first, then claim a new block (block and affinity
  * created in one transaction), then borrow a free address from another host's block.
- * Every write is a compare-and-swap; losers re-read and retry, bounded and jittered.
+ * Block writes go through BlockWriter: compare-and-swap, grouped per block, retried bounded
+ * and jittered when another host wins.
  */
 import { randomUUID } from 'node:crypto';
-import type { Compare, KV, KVEntry, Op } from '../lib/datastore/kv';
+import type { Compare, KV, Op } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';
 import type { AffinityRecord, BlockRecord, EndpointRecord, Owner } from '../lib/datastore/records';
 import { BadRequestError, ConflictError, UnavailableError } from '../lib/errors';
-import { type Cidr, type Family, type IP, containsCidr, enclosing, formatCidr, formatIP, overlaps, parseCidr } from '../lib/ip';
+import { type Cidr, type Family, type IP, cidrFromKey, containsCidr, containsIP, enclosing, formatCidr, formatIP, overlaps, parseCidr } from '../lib/ip';
 import type { Logger } from '../lib/log';
 import { KeyedMutex, jitteredDelay, sleep } from '../lib/retry';
 import * as blk from './block';
+import { BlockWriter } from './block-writer';
 import { pickUnclaimedBlock } from './placement';
 import type { Pool, Pools } from './pools';
 
 const MAX_ATTEMPTS = 20;
-
-interface Cached {
-  rec: BlockRecord;
-  mod: string;
-  net: Cidr;
-}
+/** How long this host's list of affine blocks is trusted before it is read again. */
+const AFFINITY_TTL_MS = 5000;
 
 export function describeOwner(o: Owner): string {
   if (o.kind === 'endpoint') return `endpoint ${o.endpoint?.slice(0, 12)} on network ${o.network?.slice(0, 12)} (host ${o.host})`;
@@ -31,92 +29,71 @@ export function describeOwner(o: Owner): string {
 }
 
 export class Allocator {
-  private blocks = new Map<string, Cached>();
+  private writer: BlockWriter;
   private mutex = new KeyedMutex();
+  private affinity?: { at: number; cidrs: string[] };
 
   constructor(
     private kv: KV,
     private pools: Pools,
     readonly host: string,
     private log: Logger,
-  ) {}
+  ) {
+    this.writer = new BlockWriter(kv);
+  }
 
   newOwner(pool: string, extra: Partial<Owner> = {}): Owner {
     return { host: this.host, pool, kind: 'pending', handle: randomUUID(), since: new Date().toISOString(), ...extra };
   }
 
-  private async readBlock(cidr: string): Promise<Cached | undefined> {
-    const e = await this.kv.get(keys.block(cidr));
-    if (!e) {
-      this.blocks.delete(cidr);
-      return undefined;
+  /** Blocks affine to this host, cached briefly: only this host claims them. */
+  async affineBlocks(family: Family, fresh = false): Promise<string[]> {
+    if (fresh || !this.affinity || Date.now() - this.affinity.at > AFFINITY_TTL_MS) {
+      const prefix = keys.affinities(this.host);
+      const entries = await this.kv.list(prefix);
+      this.affinity = { at: Date.now(), cidrs: entries.map((e) => cidrFromKey(e.key.slice(prefix.length))) };
     }
-    return this.remember(e);
+    return this.affinity.cidrs.filter((c) => parseCidr(c).family === family);
   }
 
-  private remember(e: KVEntry): Cached {
-    const rec = JSON.parse(e.value) as BlockRecord;
-    const c = { rec, mod: e.mod, net: parseCidr(rec.cidr) };
-    this.blocks.set(rec.cidr, c);
-    return c;
+  private rememberAffinity(cidr: string): void {
+    if (this.affinity && !this.affinity.cidrs.includes(cidr)) this.affinity.cidrs.push(cidr);
   }
 
-  /** Blocks affine to this host. Read fresh: another host's `calico node rm` may change them. */
-  async affineBlocks(family: Family): Promise<string[]> {
-    const entries = await this.kv.list(keys.affinities(this.host));
-    return entries.map((e) => e.key.slice(keys.affinities(this.host).length)).map((k) => k.replace(/-(\d+)$/, '/$1')).filter((c) => parseCidr(c).family === family);
+  private usable(net: Cidr, pools: Pool[], within?: Cidr[]): boolean {
+    return pools.some((p) => containsCidr(p.net, net)) && (!within || within.some((w) => overlaps(w, net)));
   }
 
-  /**
-   * Read-modify-write of one block under a compare-and-swap. `fn` returns the new record (or
-   * null to delete it), extra guarded ops, and a result; or `done` to stop without writing.
-   */
-  private async mutate<T>(
-    cidr: string,
-    fn: (c: Cached | undefined) => { write: BlockRecord | null; compares?: Compare[]; ops?: Op[]; result: T } | { done: T },
-  ): Promise<T> {
-    return this.mutex.run(cidr, async () => {
-      let cur = this.blocks.get(cidr);
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        if (!cur || attempt > 0) cur = await this.readBlock(cidr);
-        const step = fn(cur);
-        if ('done' in step) return step.done;
-        const key = keys.block(cidr);
-        const compares: Compare[] = [cur ? { key, mod: cur.mod } : { key, absent: true }, ...(step.compares ?? [])];
-        const ops: Op[] = [step.write ? { put: key, value: JSON.stringify(step.write) } : { del: key }, ...(step.ops ?? [])];
-        const rev = await this.kv.txn(compares, ops);
-        if (rev) {
-          // The write's revision is the block's new mod revision: the next change to this block
-          // needs no read unless another host wrote it meanwhile (then the CAS fails and we read).
-          if (step.write) this.blocks.set(cidr, { rec: step.write, mod: rev, net: parseCidr(step.write.cidr) });
-          else this.blocks.delete(cidr);
-          return step.result;
-        }
-        await sleep(jitteredDelay(attempt, 2, 50));
-      }
-      throw new UnavailableError(`block ${cidr} kept changing under concurrent writers (${MAX_ATTEMPTS} attempts); try again`);
-    });
+  private async fromAffineBlocks(family: Family, pools: Pool[], owner: Owner, within: Cidr[] | undefined, fresh: boolean): Promise<IP | undefined> {
+    for (const cidr of await this.affineBlocks(family, fresh)) {
+      if (!this.usable(parseCidr(cidr), pools, within)) continue;
+      const cached = this.writer.cached(cidr);
+      // Skip blocks known to be full without a round trip; a stale view is corrected on claim.
+      if (cached && !fresh && !cached.rec.unallocated.some((o) => !within || within.some((w) => containsIP(w, blk.ipAt(cached.net, o))))) continue;
+      const ip = await this.tryAllocate(cidr, owner, within, true);
+      if (ip) return ip;
+    }
+    return undefined;
   }
 
   /** Picks any free address of `family` from enabled pools, restricted to `within` if given. */
   async autoAssign(family: Family, owner: Owner, within?: Cidr[]): Promise<IP> {
-    return this.mutex.run(`auto/${family}`, async () => {
-      const pools = (await this.pools.enabled(family)).filter((p) => !within || within.some((w) => overlaps(p.net, w)));
-      if (pools.length === 0) {
-        throw new BadRequestError(
-          within
-            ? `no enabled Calico IP pool covers ${within.map(formatCidr).join(', ')}; see "calico pool ls"`
-            : `no enabled IPv${family} pool; add one with "calico pool add <cidr>"`,
-        );
-      }
-      // 1. Blocks already affine to this host.
-      for (const cidr of await this.affineBlocks(family)) {
-        const net = parseCidr(cidr);
-        if (!pools.some((p) => containsCidr(p.net, net)) || (within && !within.some((w) => overlaps(w, net)))) continue;
-        const ip = await this.tryAllocate(cidr, owner, within, true);
-        if (ip) return ip;
-      }
-      // 2. Claim a new block, 3. borrow from others' blocks.
+    const pools = (await this.pools.enabled(family)).filter((p) => !within || within.some((w) => overlaps(p.net, w)));
+    if (pools.length === 0) {
+      throw new BadRequestError(
+        within
+          ? `no enabled Calico IP pool covers ${within.map(formatCidr).join(', ')}; see "calico pool ls"`
+          : `no enabled IPv${family} pool; add one with "calico pool add <cidr>"`,
+      );
+    }
+    // 1. Blocks already affine to this host (concurrent requests share one write per block).
+    const quick = await this.fromAffineBlocks(family, pools, owner, within, false);
+    if (quick) return quick;
+    // 2. and 3. are serialised per family on this host, so a burst of requests that finds the
+    // blocks full claims one new block, not one each.
+    return this.mutex.run(`claim/${family}`, async () => {
+      const again = await this.fromAffineBlocks(family, pools, owner, within, true);
+      if (again) return again;
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const all = await this.kv.list(keys.blocks());
         const taken = new Set(all.map((e) => parseCidr((JSON.parse(e.value) as BlockRecord).cidr).base));
@@ -127,20 +104,21 @@ export class Allocator {
           if (ip) return ip;
           taken.add(candidate.base);
         }
-        if (!pools.some((p) => pickUnclaimedBlock(p.net, p.blockSize, taken, this.host, within))) {
-          for (const e of all) {
-            const rec = JSON.parse(e.value) as BlockRecord;
-            const net = parseCidr(rec.cidr);
-            if (net.family !== family || rec.unallocated.length === 0) continue;
-            if (!pools.some((p) => containsCidr(p.net, net)) || (within && !within.some((w) => overlaps(w, net)))) continue;
-            const ip = await this.tryAllocate(rec.cidr, owner, within, false);
-            if (ip) {
-              this.log.info('borrowed an address from another host\'s block', { ip: formatIP(ip), block: rec.cidr, affinity: rec.affinity });
-              return ip;
-            }
-          }
-          break;
+        if (pools.some((p) => pickUnclaimedBlock(p.net, p.blockSize, taken, this.host, within))) {
+          await sleep(jitteredDelay(attempt, 2, 50)); // lost claim races: look again
+          continue;
         }
+        for (const e of all) {
+          const rec = JSON.parse(e.value) as BlockRecord;
+          const net = parseCidr(rec.cidr);
+          if (net.family !== family || rec.unallocated.length === 0 || !this.usable(net, pools, within)) continue;
+          const ip = await this.tryAllocate(rec.cidr, owner, within, false);
+          if (ip) {
+            this.log.info("borrowed an address from another host's block", { ip: formatIP(ip), block: rec.cidr, affinity: rec.affinity });
+            return ip;
+          }
+        }
+        break;
       }
       throw new ConflictError(
         `no free IPv${family} address in ${within ? within.map(formatCidr).join(', ') : pools.map((p) => p.cidr).join(', ')}; ` +
@@ -149,28 +127,33 @@ export class Allocator {
     });
   }
 
-  private async tryAllocate(cidr: string, owner: Owner, within: Cidr[] | undefined, mustBeMine: boolean): Promise<IP | undefined> {
-    return this.mutate<IP | undefined>(cidr, (c) => {
+  private tryAllocate(cidr: string, owner: Owner, within: Cidr[] | undefined, mustBeMine: boolean): Promise<IP | undefined> {
+    return this.writer.change<IP | undefined>(cidr, (c) => {
       if (!c || (mustBeMine && c.rec.affinity !== this.host)) return { done: undefined };
       const got = blk.allocate(c.rec, c.net, owner, within);
-      if (!got) return { done: undefined };
-      return { write: got.rec, result: got.ip };
+      return got ? { write: got.rec, result: got.ip } : { done: undefined };
     });
+  }
+
+  private async claim(net: Cidr, rec: BlockRecord): Promise<boolean> {
+    const cidr = formatCidr(net);
+    const aff: AffinityRecord = { state: 'confirmed', since: new Date().toISOString() };
+    const rev = await this.kv.txn(
+      [{ key: keys.block(cidr), absent: true }, { key: keys.affinity(this.host, cidr), absent: true }],
+      [{ put: keys.block(cidr), value: JSON.stringify(rec) }, { put: keys.affinity(this.host, cidr), value: JSON.stringify(aff) }],
+    );
+    if (!rev) return false;
+    this.writer.remember(cidr, rec, rev);
+    this.rememberAffinity(cidr);
+    this.log.info('claimed block', { block: cidr, host: this.host });
+    return true;
   }
 
   /** Creates a block affine to this host and takes an address from it, in one transaction. */
   private async claimAndAllocate(net: Cidr, owner: Owner, within?: Cidr[]): Promise<IP | undefined> {
-    const cidr = formatCidr(net);
     const got = blk.allocate(blk.newBlock(net, this.host), net, owner, within);
     if (!got) return undefined;
-    const aff: AffinityRecord = { state: 'confirmed', since: new Date().toISOString() };
-    const ok = await this.kv.txn(
-      [{ key: keys.block(cidr), absent: true }, { key: keys.affinity(this.host, cidr), absent: true }],
-      [{ put: keys.block(cidr), value: JSON.stringify(got.rec) }, { put: keys.affinity(this.host, cidr), value: JSON.stringify(aff) }],
-    );
-    if (!ok) return undefined;
-    this.log.info('claimed block', { block: cidr, host: this.host });
-    return got.ip;
+    return (await this.claim(net, got.rec)) ? got.ip : undefined;
   }
 
   async blockOf(ip: IP): Promise<{ pool: Pool; cidr: string; net: Cidr } | undefined> {
@@ -185,23 +168,20 @@ export class Allocator {
     const b = await this.blockOf(ip);
     if (!b) throw new BadRequestError(`address ${formatIP(ip)} is not inside any Calico IP pool; see "calico pool ls"`);
     if (b.pool.disabled) throw new BadRequestError(`address ${formatIP(ip)} is in pool ${b.pool.cidr}, which is disabled; enable it with "calico pool enable ${b.pool.cidr}"`);
-    const exists = await this.mutate<boolean>(b.cidr, (c) => {
-      if (!c) return { done: false };
-      const r = blk.assign(c.rec, c.net, ip, owner);
-      if ('heldBy' in r) throw new ConflictError(`address ${formatIP(ip)} is already in use by ${describeOwner(r.heldBy)}; choose another address or remove that container`);
-      return { write: r.rec, result: true };
-    });
-    if (exists) return;
-    // The block does not exist yet: claim it for this host with the address taken.
-    const rec = blk.assign(blk.newBlock(b.net, this.host), b.net, ip, owner);
-    if ('heldBy' in rec) throw new ConflictError(`address ${formatIP(ip)} is already in use`);
-    const aff: AffinityRecord = { state: 'confirmed', since: new Date().toISOString() };
-    const ok = await this.kv.txn(
-      [{ key: keys.block(b.cidr), absent: true }, { key: keys.affinity(this.host, b.cidr), absent: true }],
-      [{ put: keys.block(b.cidr), value: JSON.stringify(rec.rec) }, { put: keys.affinity(this.host, b.cidr), value: JSON.stringify(aff) }],
-    );
-    if (!ok) return this.assign(ip, owner); // someone created the block meanwhile: go through the CAS path
-    this.log.info('claimed block', { block: b.cidr, host: this.host, for: formatIP(ip) });
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const exists = await this.writer.change<boolean>(b.cidr, (c) => {
+        if (!c) return { done: false };
+        const r = blk.assign(c.rec, c.net, ip, owner);
+        if ('heldBy' in r) throw new ConflictError(`address ${formatIP(ip)} is already in use by ${describeOwner(r.heldBy)}; choose another address or remove that container`);
+        return { write: r.rec, result: true };
+      });
+      if (exists) return;
+      // The block does not exist yet: claim it for this host with the address taken.
+      const rec = blk.assign(blk.newBlock(b.net, this.host), b.net, ip, owner);
+      if ('rec' in rec && (await this.claim(b.net, rec.rec))) return;
+      this.writer.forget(b.cidr); // someone created the block meanwhile: go through the CAS path
+    }
+    throw new UnavailableError(`could not take address ${formatIP(ip)}: its block kept changing; try again`);
   }
 
   /**
@@ -213,30 +193,29 @@ export class Allocator {
     const b = await this.blockOf(ip);
     const cidr = b?.cidr ?? (await this.findBlockCidr(ip));
     if (!cidr) return 'not-allocated';
-    let liveKey: string | undefined;
-    const probe = await this.readBlock(cidr);
-    const owner = probe && blk.ownerOf(probe.rec, probe.net, ip);
-    if (owner?.kind === 'endpoint' && owner.endpoint && !opts.force) {
-      liveKey = keys.endpoint(owner.host, owner.endpoint);
-      if (await this.kv.get(liveKey)) return 'in-use';
+    const current = this.writer.cached(cidr) ?? (await this.writer.read(cidr));
+    const owner = current && blk.ownerOf(current.rec, current.net, ip);
+    if (!owner) {
+      // The cached view may be stale (another host allocated it): confirm before answering.
+      const fresh = await this.writer.read(cidr);
+      if (!fresh || !blk.ownerOf(fresh.rec, fresh.net, ip)) return 'not-allocated';
+      return this.release(ip, opts);
     }
-    return this.mutate<'released' | 'not-allocated'>(cidr, (c) => {
-      if (!c) return { done: 'not-allocated' as const };
-      const next = blk.release(c.rec, c.net, ip);
-      if (!next) return { done: 'not-allocated' as const };
+    if (owner.kind === 'endpoint' && owner.endpoint && !opts.force && (await this.kv.get(keys.endpoint(owner.host, owner.endpoint)))) return 'in-use';
+    return this.writer.change<'released' | 'not-allocated'>(cidr, (c) => {
+      const now = c && blk.ownerOf(c.rec, c.net, ip);
+      // Only the allocation we looked at: if it changed hands meanwhile, it is not ours to free.
+      if (!c || !now || now.handle !== owner.handle) return { done: 'not-allocated' };
+      const next = blk.release(c.rec, c.net, ip)!;
       // A block that belongs to nobody and holds nothing is deleted rather than kept.
-      const write = next.affinity === null && blk.isEmpty(next) ? null : next;
-      return { write, compares: liveKey ? [{ key: liveKey, absent: true }] : [], result: 'released' as const };
+      return { write: next.affinity === null && blk.isEmpty(next) ? null : next, result: 'released' };
     });
   }
 
   /** An address outside every pool (its pool was removed) can still sit in a block. */
   private async findBlockCidr(ip: IP): Promise<string | undefined> {
     const all = await this.kv.list(keys.blocks());
-    const e = all.find((x) => {
-      const net = parseCidr((JSON.parse(x.value) as BlockRecord).cidr);
-      return net.family === ip.family && ip.value >= net.base && ip.value < net.base + (1n << BigInt((ip.family === 4 ? 32 : 128) - net.prefix));
-    });
+    const e = all.find((x) => containsIP(parseCidr((JSON.parse(x.value) as BlockRecord).cidr), ip));
     return e ? (JSON.parse(e.value) as BlockRecord).cidr : undefined;
   }
 
@@ -247,11 +226,19 @@ export class Allocator {
   async markAux(ip: IP, network: string): Promise<void> {
     const b = await this.blockOf(ip);
     if (!b) return;
-    await this.mutate<void>(b.cidr, (c) => {
+    await this.writer.change<void>(b.cidr, (c) => {
       const owner = c && blk.ownerOf(c.rec, c.net, ip);
       if (!c || !owner || owner.kind === 'endpoint' || (owner.kind === 'aux' && owner.network === network)) return { done: undefined };
       return { write: blk.setOwner(c.rec, c.net, ip, { ...owner, kind: 'aux', network }), result: undefined };
     });
+  }
+
+  /** Makes each address's owner the endpoint; throws if one is not ours to take. */
+  private claimOwner(rec: BlockRecord, net: Cidr, ip: IP, ep: EndpointRecord): BlockRecord {
+    const owner = blk.ownerOf(rec, net, ip);
+    if (!owner) throw new BadRequestError(`address ${formatIP(ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
+    if (owner.kind === 'endpoint' && owner.endpoint !== ep.id) throw new ConflictError(`address ${formatIP(ip)} is already in use by ${describeOwner(owner)}`);
+    return blk.setOwner(rec, net, ip, { ...owner, kind: 'endpoint', network: ep.network, endpoint: ep.id });
   }
 
   /**
@@ -267,42 +254,45 @@ export class Allocator {
       }),
     );
     const cidrs = [...new Set(located.map((l) => l.cidr))].sort();
-    await this.mutex.runAll(cidrs, async () => {
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const current = new Map<string, Cached>();
-        for (const cidr of cidrs) {
-          const c = (attempt === 0 ? this.blocks.get(cidr) : undefined) ?? (await this.readBlock(cidr));
-          if (c) current.set(cidr, c);
-        }
-        const next = new Map<string, BlockRecord>();
-        let staleView = false;
-        for (const l of located) {
-          const c = current.get(l.cidr);
-          const rec = next.get(l.cidr) ?? c?.rec;
-          const owner = rec && c && blk.ownerOf(rec, c.net, l.ip);
-          if ((!rec || !c || !owner || (owner.kind === 'endpoint' && owner.endpoint !== ep.id)) && attempt === 0) {
-            staleView = true; // the cached block may predate a write by another host: read again
-            break;
-          }
-          if (!rec || !c || !owner) {
-            throw new BadRequestError(`address ${formatIP(l.ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
-          }
-          if (owner.kind === 'endpoint' && owner.endpoint !== ep.id) {
-            throw new ConflictError(`address ${formatIP(l.ip)} is already in use by ${describeOwner(owner)}`);
-          }
-          next.set(l.cidr, blk.setOwner(rec, c.net, l.ip, { ...owner, kind: 'endpoint', network: ep.network, endpoint: ep.id }));
-        }
-        if (staleView) continue;
-        const compares: Compare[] = cidrs.map((cidr) => ({ key: keys.block(cidr), mod: current.get(cidr)!.mod }));
-        const ops: Op[] = [...[...next].map(([cidr, rec]) => ({ put: keys.block(cidr), value: JSON.stringify(rec) })), { put: endpointKey, value: JSON.stringify(ep) }];
-        const rev = await this.kv.txn(compares, ops);
-        if (rev) {
-          for (const [cidr, rec] of next) this.blocks.set(cidr, { rec, mod: rev, net: parseCidr(rec.cidr) });
-          return;
-        }
-        await sleep(jitteredDelay(attempt, 2, 50));
+    const put: Op = { put: endpointKey, value: JSON.stringify(ep) };
+    if (cidrs.length === 1) {
+      // The common case: one block, so the write joins that block's group commit.
+      let stale = true;
+      for (let attempt = 0; attempt < 2 && stale; attempt++) {
+        stale = false;
+        await this.writer.change<void>(cidrs[0], (c) => {
+          if (!c) throw new BadRequestError(`address ${formatIP(located[0].ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
+          let rec = c.rec;
+          for (const l of located) rec = this.claimOwner(rec, c.net, l.ip, ep);
+          return { write: rec, ops: [put], result: undefined };
+        }).catch(async (err) => {
+          if (attempt > 0) throw err;
+          stale = true; // the cached block may predate another host's write: read and try once more
+          await this.writer.read(cidrs[0]);
+        });
       }
-      throw new UnavailableError(`could not record endpoint ${ep.id.slice(0, 12)}: its address blocks kept changing; try again`);
-    });
+      return;
+    }
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const current = new Map<string, NonNullable<ReturnType<BlockWriter['cached']>>>();
+      for (const cidr of cidrs) {
+        const c = await this.writer.read(cidr);
+        if (c) current.set(cidr, c);
+      }
+      const next = new Map<string, BlockRecord>();
+      for (const l of located) {
+        const c = current.get(l.cidr);
+        if (!c) throw new BadRequestError(`address ${formatIP(l.ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
+        next.set(l.cidr, this.claimOwner(next.get(l.cidr) ?? c.rec, c.net, l.ip, ep));
+      }
+      const compares: Compare[] = cidrs.map((cidr) => ({ key: keys.block(cidr), mod: current.get(cidr)!.mod }));
+      const rev = await this.kv.txn(compares, [...[...next].map(([cidr, rec]) => ({ put: keys.block(cidr), value: JSON.stringify(rec) })), put]);
+      if (rev) {
+        for (const [cidr, rec] of next) this.writer.remember(cidr, rec, rev);
+        return;
+      }
+      await sleep(jitteredDelay(attempt, 2, 50));
+    }
+    throw new UnavailableError(`could not record endpoint ${ep.id.slice(0, 12)}: its address blocks kept changing; try again`);
   }
 }

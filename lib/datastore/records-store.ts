@@ -53,6 +53,10 @@ export class Records {
     return rec;
   }
 
+  cachedEndpoint(id: string): EndpointRecord | undefined {
+    return this.endpoints.get(id);
+  }
+
   /** Called after the allocator's transaction wrote the record. */
   rememberEndpoint(rec: EndpointRecord): void {
     this.endpoints.set(rec.id, rec);

@@ -1,0 +1,134 @@
+/**
+ * Group commit for block documents. Changes to one block are queued; while a transaction is in
+ * flight, new changes wait, and the next transaction applies all of them at once. With eight
+ * containers starting together on a host that is one etcd write instead of eight serialised
+ * ones. A lost compare-and-swap (another host wrote the block) re-reads and re-applies the
+ * whole batch; each change is a pure function of the block, so re-applying is safe.
+ */
+import type { KV, KVEntry, Op } from '../lib/datastore/kv';
+import { keys } from '../lib/datastore/keys';
+import type { BlockRecord } from '../lib/datastore/records';
+import { UnavailableError } from '../lib/errors';
+import { type Cidr, parseCidr } from '../lib/ip';
+import { jitteredDelay, sleep } from '../lib/retry';
+
+const MAX_ATTEMPTS = 20;
+
+export interface CachedBlock {
+  rec: BlockRecord;
+  mod: string;
+  net: Cidr;
+}
+
+/** One change: return the new record (null deletes it) with extra ops, or `done` to write nothing. */
+export type BlockChange<T> = (c: CachedBlock | undefined) => { write: BlockRecord | null; ops?: Op[]; result: T } | { done: T };
+
+interface Pending {
+  change: BlockChange<unknown>;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+export class BlockWriter {
+  private cache = new Map<string, CachedBlock>();
+  private queues = new Map<string, Pending[]>();
+
+  constructor(private kv: KV) {}
+
+  cached(cidr: string): CachedBlock | undefined {
+    return this.cache.get(cidr);
+  }
+
+  forget(cidr: string): void {
+    this.cache.delete(cidr);
+  }
+
+  remember(cidr: string, rec: BlockRecord, mod: string): void {
+    this.cache.set(cidr, { rec, mod, net: parseCidr(rec.cidr) });
+  }
+
+  async read(cidr: string): Promise<CachedBlock | undefined> {
+    const e: KVEntry | undefined = await this.kv.get(keys.block(cidr));
+    if (!e) {
+      this.cache.delete(cidr);
+      return undefined;
+    }
+    const rec = JSON.parse(e.value) as BlockRecord;
+    const c = { rec, mod: e.mod, net: parseCidr(rec.cidr) };
+    this.cache.set(cidr, c);
+    return c;
+  }
+
+  change<T>(cidr: string, change: BlockChange<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const item: Pending = { change: change as BlockChange<unknown>, resolve: resolve as (v: unknown) => void, reject };
+      const q = this.queues.get(cidr);
+      if (q) {
+        q.push(item);
+        return;
+      }
+      this.queues.set(cidr, [item]);
+      void this.drain(cidr);
+    });
+  }
+
+  private async drain(cidr: string): Promise<void> {
+    for (;;) {
+      const batch = this.queues.get(cidr)!.splice(0);
+      if (batch.length === 0) {
+        this.queues.delete(cidr);
+        return;
+      }
+      try {
+        await this.commit(cidr, batch);
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+      }
+    }
+  }
+
+  private async commit(cidr: string, batch: Pending[]): Promise<void> {
+    const key = keys.block(cidr);
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const start = attempt === 0 ? (this.cache.get(cidr) ?? (await this.read(cidr))) : await this.read(cidr);
+      let cur: CachedBlock | undefined = start;
+      let wrote = false;
+      const ops: Op[] = [];
+      const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
+      for (const p of batch) {
+        try {
+          const step = p.change(cur);
+          if ('done' in step) {
+            outcomes.push({ ok: true, value: step.done });
+            continue;
+          }
+          wrote = true;
+          cur = step.write ? { rec: step.write, mod: cur?.mod ?? '0', net: parseCidr(step.write.cidr) } : undefined;
+          ops.push(...(step.ops ?? []));
+          outcomes.push({ ok: true, value: step.result });
+        } catch (err) {
+          outcomes.push({ ok: false, err });
+        }
+      }
+      const settle = () => batch.forEach((p, i) => { const o = outcomes[i]; if (o.ok) p.resolve(o.value); else p.reject(o.err); });
+      if (!wrote) {
+        settle();
+        return;
+      }
+      const rev = await this.kv.txn(
+        [start ? { key, mod: start.mod } : { key, absent: true }],
+        [cur ? { put: key, value: JSON.stringify(cur.rec) } : { del: key }, ...ops],
+      );
+      if (rev) {
+        // The write's revision is the block's new mod revision, so the next change needs no read
+        // unless another host wrote the block meanwhile (then the compare fails and we read).
+        if (cur) this.remember(cidr, cur.rec, rev);
+        else this.cache.delete(cidr);
+        settle();
+        return;
+      }
+      await sleep(jitteredDelay(attempt, 2, 50));
+    }
+    throw new UnavailableError(`block ${cidr} kept changing under concurrent writers (${MAX_ATTEMPTS} attempts); try again`);
+  }
+}
