@@ -33,6 +33,18 @@ async function reachable(port: number): Promise<boolean> {
   });
 }
 
+function cmdline(pid: number): string[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+}
+
+function hasSetpriv(): boolean {
+  return ['/usr/bin/setpriv', '/bin/setpriv'].some((p) => fs.existsSync(p));
+}
+
 export class EmbeddedEtcd {
   private child?: ChildProcess;
   endpoint = '';
@@ -43,9 +55,43 @@ export class EmbeddedEtcd {
     private log: Logger,
   ) {}
 
+  private get pidFile(): string {
+    return path.join(this.dataDir, 'etcd.pid');
+  }
+
+  /**
+   * A `calico node` killed with SIGKILL cannot stop its etcd, which then holds the data
+   * directory's lock: stop such an orphan (only an etcd on our data dir) before starting anew.
+   */
+  private async reapOrphan(dir: string): Promise<void> {
+    let pid: number;
+    try {
+      pid = Number(fs.readFileSync(this.pidFile, 'utf8').trim());
+    } catch {
+      return;
+    }
+    if (!Number.isInteger(pid) || pid <= 1 || !cmdline(pid).includes(dir)) return;
+    this.log.warn('stopping an embedded etcd left running by a previous calico node', { pid });
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      return;
+    }
+    for (let i = 0; i < 50 && cmdline(pid).includes(dir); i++) await sleep(100);
+    if (cmdline(pid).includes(dir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+      for (let i = 0; i < 20 && cmdline(pid).includes(dir); i++) await sleep(100);
+    }
+  }
+
   async start(timeoutMs = 20_000): Promise<string> {
     const dir = path.join(this.dataDir, 'etcd');
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    await this.reapOrphan(dir);
     const [client, peer] = [await freePort(), await freePort()];
     this.endpoint = `http://127.0.0.1:${client}`;
     const peerUrl = `http://127.0.0.1:${peer}`;
@@ -63,8 +109,12 @@ export class EmbeddedEtcd {
       '--log-level', 'warn',
     ];
     const logFile = fs.openSync(path.join(this.dataDir, 'etcd.log'), 'a');
-    this.child = spawn(this.binary, args, { stdio: ['ignore', logFile, logFile] });
+    // With setpriv the kernel stops etcd if calico node dies without cleaning up (SIGKILL, OOM).
+    this.child = hasSetpriv()
+      ? spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', this.binary, ...args], { stdio: ['ignore', logFile, logFile] })
+      : spawn(this.binary, args, { stdio: ['ignore', logFile, logFile] });
     fs.closeSync(logFile);
+    if (this.child.pid) fs.writeFileSync(this.pidFile, `${this.child.pid}\n`);
     let exited: string | undefined;
     this.child.once('error', (err) => (exited = err.message));
     this.child.once('exit', (code, sig) => {
