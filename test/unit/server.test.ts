@@ -1,0 +1,149 @@
+/** The plugin HTTP server: body decoding, routing and error mapping (lib/server.ts). */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type http from 'node:http';
+import request from 'supertest';
+import { BadRequestError, ConflictError, NotFoundError, UnavailableError } from '../../lib/errors';
+import { silentLogger } from '../../lib/log';
+import { PLUGIN_CONTENT_TYPE, type Routes, createPluginApp } from '../../lib/server';
+
+/** An app whose routes record the bodies they receive. */
+function setup(extra: Routes = {}) {
+  const bodies: unknown[] = [];
+  const routes: Routes = {
+    '/Plugin.Activate': { hasBody: false, handler: () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }) },
+    '/NetworkDriver.CreateNetwork': { hasBody: true, handler: (b) => void bodies.push(b) },
+    '/IpamDriver.RequestAddress': { hasBody: true, handler: async (b) => (bodies.push(b), { Address: '10.0.0.1/32', Data: {} }) },
+    ...extra,
+  };
+  const app = createPluginApp(routes, silentLogger());
+  let contentType: string | undefined | null = null;
+  // Records the Content-Type the server actually received, then hands over to the app.
+  const server = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    contentType = req.headers['content-type'];
+    app(req as never, res as never);
+  };
+  return { app, server, bodies, seenContentType: () => contentType };
+}
+
+const throwing = (err: unknown): Routes => ({ '/X.Fail': { hasBody: false, handler: () => Promise.reject(err) } });
+
+describe('createPluginApp', () => {
+  test('returns 200 with the handler result as plugin JSON', async () => {
+    const { app } = setup();
+    const res = await request(app).post('/Plugin.Activate');
+    assert.equal(res.status, 200);
+    assert.ok(String(res.headers['content-type']).startsWith(PLUGIN_CONTENT_TYPE), res.headers['content-type']);
+    assert.deepEqual(JSON.parse(res.text), { Implements: ['NetworkDriver', 'IpamDriver'] });
+  });
+
+  test('returns 200 with {} when the handler returns undefined', async () => {
+    const { app, bodies } = setup();
+    const res = await request(app).post('/NetworkDriver.CreateNetwork').send({ NetworkID: 'n1' });
+    assert.equal(res.status, 200);
+    assert.equal(res.text, '{}');
+    assert.deepEqual(bodies, [{ NetworkID: 'n1' }]);
+  });
+
+  test('passes the parsed body to an async handler', async () => {
+    const { app, bodies } = setup();
+    const res = await request(app).post('/IpamDriver.RequestAddress').send({ PoolID: 'CalicoPoolIPv4', Address: '' });
+    assert.equal(res.status, 200);
+    assert.deepEqual(JSON.parse(res.text), { Address: '10.0.0.1/32', Data: {} });
+    assert.deepEqual(bodies, [{ PoolID: 'CalicoPoolIPv4', Address: '' }]);
+  });
+
+  test('accepts a request without a Content-Type header and still parses the body', async () => {
+    const { server, bodies, seenContentType } = setup();
+    const res = await request(server).post('/NetworkDriver.CreateNetwork').send('{"NetworkID":"n2"}').unset('Content-Type');
+    assert.equal(seenContentType(), undefined, 'no Content-Type reached the server');
+    assert.equal(res.status, 200);
+    assert.deepEqual(bodies, [{ NetworkID: 'n2' }]);
+  });
+
+  test('accepts Docker\'s plugin content type and plain text alike', async () => {
+    const { app, bodies } = setup();
+    for (const type of [PLUGIN_CONTENT_TYPE, 'text/plain', 'application/octet-stream']) {
+      const res = await request(app).post('/NetworkDriver.CreateNetwork').set('Content-Type', type).send(Buffer.from('{"NetworkID":"n3"}'));
+      assert.equal(res.status, 200, type);
+    }
+    assert.equal(bodies.length, 3);
+  });
+
+  test('ignores the body of a route without one', async () => {
+    const { app } = setup();
+    const res = await request(app).post('/Plugin.Activate').set('Content-Type', 'text/plain').send('not json');
+    assert.equal(res.status, 200);
+  });
+
+  for (const [what, body] of [['no', undefined], ['an empty', ''], ['a whitespace-only', ' \n ']] as const) {
+    test(`answers ${what} body to a route that needs one with 400 mentioning the empty body`, async () => {
+      const { app, bodies } = setup();
+      const req = request(app).post('/NetworkDriver.CreateNetwork').set('Content-Type', 'application/json');
+      const res = body === undefined ? await req : await req.send(body);
+      assert.equal(res.status, 400);
+      const reply = JSON.parse(res.text);
+      assert.match(reply.Err, /empty request body for \/NetworkDriver\.CreateNetwork/);
+      assert.equal(reply.Error, reply.Err);
+      assert.deepEqual(bodies, []);
+    });
+  }
+
+  test('answers malformed JSON with 400 naming malformed JSON', async () => {
+    const { app, bodies } = setup();
+    const res = await request(app).post('/NetworkDriver.CreateNetwork').set('Content-Type', 'text/plain').send('{"NetworkID": ');
+    assert.equal(res.status, 400);
+    assert.match(JSON.parse(res.text).Err, /malformed JSON in request body for \/NetworkDriver\.CreateNetwork/);
+    assert.deepEqual(bodies, []);
+  });
+
+  test('answers an unknown path with 404 and an Err naming it', async () => {
+    const { app } = setup();
+    const res = await request(app).post('/NetworkDriver.ProgramExternalConnectivity').send({});
+    assert.equal(res.status, 404);
+    assert.ok(String(res.headers['content-type']).startsWith(PLUGIN_CONTENT_TYPE), res.headers['content-type']);
+    assert.deepEqual(JSON.parse(res.text), { Err: 'calico does not implement /NetworkDriver.ProgramExternalConnectivity' });
+  });
+
+  test('does not route to inherited object properties', async () => {
+    const { app } = setup();
+    for (const path of ['/constructor', '/__proto__', '/toString']) assert.equal((await request(app).post(path)).status, 404, path);
+  });
+
+  const errorCases: Array<[string, unknown, number, string]> = [
+    ['BadRequestError', new BadRequestError('field "Pool" is missing'), 400, 'field "Pool" is missing'],
+    ['NotFoundError', new NotFoundError('no network n1'), 400, 'no network n1'],
+    ['ConflictError', new ConflictError('10.0.0.1 is already in use'), 400, '10.0.0.1 is already in use'],
+    ['UnavailableError', new UnavailableError('etcd timed out'), 500, 'etcd timed out'],
+    ['a plain Error', new Error('kaboom'), 500, 'internal error: kaboom'],
+    ['a thrown string', 'just a string', 500, 'internal error: just a string'],
+  ];
+  for (const [what, err, status, message] of errorCases) {
+    test(`answers a handler throwing ${what} with ${status} and the message in Err`, async () => {
+      const { app } = setup(throwing(err));
+      const res = await request(app).post('/X.Fail');
+      assert.equal(res.status, status);
+      assert.deepEqual(JSON.parse(res.text), { Err: message, Error: message });
+    });
+  }
+
+  test('maps a synchronous throw like an async one', async () => {
+    const { app } = setup({
+      '/X.Sync': {
+        hasBody: false,
+        handler: () => {
+          throw new BadRequestError('sync');
+        },
+      },
+    });
+    const res = await request(app).post('/X.Sync');
+    assert.equal(res.status, 400);
+    assert.equal(JSON.parse(res.text).Err, 'sync');
+  });
+
+  test('does not send an X-Powered-By header', async () => {
+    const { app } = setup();
+    const res = await request(app).post('/Plugin.Activate');
+    assert.equal(res.headers['x-powered-by'], undefined);
+  });
+});
