@@ -16,7 +16,7 @@ import { KeyedMutex, jitteredDelay, sleep } from '../lib/retry';
 import * as blk from './block';
 import { BlockWriter } from './block-writer';
 import { pickUnclaimedBlock } from './placement';
-import type { Pool, Pools } from './pools';
+import { type Pool, type Pools, poolRecord } from './pools';
 
 const MAX_ATTEMPTS = 20;
 /** How long this host's list of affine blocks is trusted before it is read again. */
@@ -94,24 +94,30 @@ export class Allocator {
     return this.mutex.run(`claim/${family}`, async () => {
       const again = await this.fromAffineBlocks(family, pools, owner, within, true);
       if (again) return again;
+      let current = pools;
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        if (attempt > 0) {
+          this.pools.invalidate();
+          current = (await this.pools.enabled(family)).filter((p) => !within || within.some((w) => overlaps(p.net, w)));
+          await sleep(jitteredDelay(attempt, 2, 50));
+        }
         const all = await this.kv.list(keys.blocks());
         const taken = new Set(all.map((e) => parseCidr((JSON.parse(e.value) as BlockRecord).cidr).base));
-        for (const pool of pools) {
+        let lostRace = false;
+        for (const pool of current) {
           const candidate = pickUnclaimedBlock(pool.net, pool.blockSize, taken, this.host, within);
           if (!candidate) continue;
-          const ip = await this.claimAndAllocate(candidate, owner, within);
+          const ip = await this.claimAndAllocate(pool, candidate, owner, within);
           if (ip) return ip;
-          taken.add(candidate.base);
+          lostRace = true;
+          break;
         }
-        if (pools.some((p) => pickUnclaimedBlock(p.net, p.blockSize, taken, this.host, within))) {
-          await sleep(jitteredDelay(attempt, 2, 50)); // lost claim races: look again
-          continue;
-        }
+        // Someone claimed first (or the pool changed): look at the blocks again, theirs included.
+        if (lostRace) continue;
         for (const e of all) {
           const rec = JSON.parse(e.value) as BlockRecord;
           const net = parseCidr(rec.cidr);
-          if (net.family !== family || rec.unallocated.length === 0 || !this.usable(net, pools, within)) continue;
+          if (net.family !== family || rec.unallocated.length === 0 || !this.usable(net, current, within)) continue;
           const ip = await this.tryAllocate(rec.cidr, owner, within, false);
           if (ip) {
             this.log.info("borrowed an address from another host's block", { ip: formatIP(ip), block: rec.cidr, affinity: rec.affinity });
@@ -121,7 +127,7 @@ export class Allocator {
         break;
       }
       throw new ConflictError(
-        `no free IPv${family} address in ${within ? within.map(formatCidr).join(', ') : pools.map((p) => p.cidr).join(', ')}; ` +
+        `no free IPv${family} address in ${within ? within.map(formatCidr).join(', ') : current.map((p) => p.cidr).join(', ')}; ` +
           `remove unused containers, release leaked addresses ("calico ipam check"), or use a larger subnet or another pool`,
       );
     });
@@ -135,13 +141,23 @@ export class Allocator {
     });
   }
 
-  private async claim(net: Cidr, rec: BlockRecord): Promise<boolean> {
+  /**
+   * Creates a block and this host's affinity in one transaction, guarded by the pool's revision
+   * and bumping it, so a pool being removed or disabled meanwhile cannot gain a block.
+   */
+  private async claim(pool: Pool, net: Cidr, rec: BlockRecord): Promise<boolean> {
     const cidr = formatCidr(net);
     const aff: AffinityRecord = { state: 'confirmed', since: new Date().toISOString() };
     const rev = await this.kv.txn(
-      [{ key: keys.block(cidr), absent: true }, { key: keys.affinity(this.host, cidr), absent: true }],
-      [{ put: keys.block(cidr), value: JSON.stringify(rec) }, { put: keys.affinity(this.host, cidr), value: JSON.stringify(aff) }],
+      [{ key: keys.block(cidr), absent: true }, { key: keys.affinity(this.host, cidr), absent: true }, { key: keys.pool(pool.cidr), mod: pool.mod }],
+      [
+        { put: keys.block(cidr), value: JSON.stringify(rec) },
+        { put: keys.affinity(this.host, cidr), value: JSON.stringify(aff) },
+        // Rewriting the pool unchanged bumps its revision, which `calico pool rm` compares.
+        { put: keys.pool(pool.cidr), value: JSON.stringify(poolRecord(pool)) },
+      ],
     );
+    this.pools.invalidate();
     if (!rev) return false;
     this.writer.remember(cidr, rec, rev);
     this.rememberAffinity(cidr);
@@ -150,10 +166,10 @@ export class Allocator {
   }
 
   /** Creates a block affine to this host and takes an address from it, in one transaction. */
-  private async claimAndAllocate(net: Cidr, owner: Owner, within?: Cidr[]): Promise<IP | undefined> {
+  private async claimAndAllocate(pool: Pool, net: Cidr, owner: Owner, within?: Cidr[]): Promise<IP | undefined> {
     const got = blk.allocate(blk.newBlock(net, this.host), net, owner, within);
     if (!got) return undefined;
-    return (await this.claim(net, got.rec)) ? got.ip : undefined;
+    return (await this.claim(pool, net, got.rec)) ? got.ip : undefined;
   }
 
   async blockOf(ip: IP): Promise<{ pool: Pool; cidr: string; net: Cidr } | undefined> {
@@ -165,8 +181,9 @@ export class Allocator {
 
   /** Takes one chosen address (`--ip`, `--aux-address`); a clash names the holder. */
   async assign(ip: IP, owner: Owner): Promise<void> {
-    const b = await this.blockOf(ip);
-    if (!b) throw new BadRequestError(`address ${formatIP(ip)} is not inside any Calico IP pool; see "calico pool ls"`);
+    const found = await this.blockOf(ip);
+    if (!found) throw new BadRequestError(`address ${formatIP(ip)} is not inside any Calico IP pool; see "calico pool ls"`);
+    const b = { ...found };
     if (b.pool.disabled) throw new BadRequestError(`address ${formatIP(ip)} is in pool ${b.pool.cidr}, which is disabled; enable it with "calico pool enable ${b.pool.cidr}"`);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const exists = await this.writer.change<boolean>(b.cidr, (c) => {
@@ -178,8 +195,14 @@ export class Allocator {
       if (exists) return;
       // The block does not exist yet: claim it for this host with the address taken.
       const rec = blk.assign(blk.newBlock(b.net, this.host), b.net, ip, owner);
-      if ('rec' in rec && (await this.claim(b.net, rec.rec))) return;
-      this.writer.forget(b.cidr); // someone created the block meanwhile: go through the CAS path
+      if ('rec' in rec && (await this.claim(b.pool, b.net, rec.rec))) return;
+      // Someone created the block (or changed the pool) meanwhile: look again.
+      this.writer.forget(b.cidr);
+      this.pools.invalidate();
+      await sleep(jitteredDelay(attempt, 2, 50));
+      const again = await this.blockOf(ip);
+      if (!again || again.pool.disabled) throw new BadRequestError(`address ${formatIP(ip)} is no longer inside an enabled Calico IP pool; see "calico pool ls"`);
+      b.pool = again.pool;
     }
     throw new UnavailableError(`could not take address ${formatIP(ip)}: its block kept changing; try again`);
   }
@@ -202,10 +225,12 @@ export class Allocator {
       return this.release(ip, opts);
     }
     if (owner.kind === 'endpoint' && owner.endpoint && !opts.force && (await this.kv.get(keys.endpoint(owner.host, owner.endpoint)))) return 'in-use';
-    return this.writer.change<'released' | 'not-allocated'>(cidr, (c) => {
+    return this.writer.change<'released' | 'not-allocated' | 'in-use'>(cidr, (c) => {
       const now = c && blk.ownerOf(c.rec, c.net, ip);
-      // Only the allocation we looked at: if it changed hands meanwhile, it is not ours to free.
+      // Only the allocation we looked at: if it changed hands meanwhile, it is not ours to free,
+      // and if an endpoint took it since we checked, that endpoint is live.
       if (!c || !now || now.handle !== owner.handle) return { done: 'not-allocated' };
+      if (!opts.force && (now.kind !== owner.kind || now.endpoint !== owner.endpoint)) return { done: 'in-use' };
       const next = blk.release(c.rec, c.net, ip)!;
       // A block that belongs to nobody and holds nothing is deleted rather than kept.
       return { write: next.affinity === null && blk.isEmpty(next) ? null : next, result: 'released' };

@@ -89,16 +89,20 @@ export class BlockWriter {
 
   private async commit(cidr: string, batch: Pending[]): Promise<void> {
     const key = keys.block(cidr);
+    let verified = false;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const start = attempt === 0 ? (this.cache.get(cidr) ?? (await this.read(cidr))) : await this.read(cidr);
+      const cached = attempt === 0 && !verified ? this.cache.get(cidr) : undefined;
+      const start = cached ?? (await this.read(cidr));
       let cur: CachedBlock | undefined = start;
       let wrote = false;
+      let refusedOrDone = false;
       const ops: Op[] = [];
       const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
       for (const p of batch) {
         try {
           const step = p.change(cur);
           if ('done' in step) {
+            refusedOrDone = true;
             outcomes.push({ ok: true, value: step.done });
             continue;
           }
@@ -107,10 +111,18 @@ export class BlockWriter {
           ops.push(...(step.ops ?? []));
           outcomes.push({ ok: true, value: step.result });
         } catch (err) {
+          refusedOrDone = true;
           outcomes.push({ ok: false, err });
         }
       }
       const settle = () => batch.forEach((p, i) => { const o = outcomes[i]; if (o.ok) p.resolve(o.value); else p.reject(o.err); });
+      // A write is checked by its compare-and-swap; a refusal or "nothing to do" is not, so one
+      // decided on a cached copy (maybe older than another host's write) is decided again fresh.
+      if (cached && (!wrote || refusedOrDone)) {
+        verified = true;
+        attempt--;
+        continue;
+      }
       if (!wrote) {
         settle();
         return;

@@ -14,10 +14,17 @@ const BLOCK_LIMITS: Record<Family, [number, number]> = { 4: [20, 32], 6: [116, 1
 
 export interface Pool extends PoolRecord {
   net: Cidr;
+  /** etcd mod revision of the pool key: block claims are guarded by it. */
+  mod: string;
 }
 
-function toPool(r: PoolRecord): Pool {
-  return { ...r, net: parseCidr(r.cidr, 'pool') };
+/** The stored form of a pool, without what toPool adds. */
+export function poolRecord(p: Pool): PoolRecord {
+  return { cidr: p.cidr, family: p.family, blockSize: p.blockSize, disabled: p.disabled, createdAt: p.createdAt };
+}
+
+function toPool(r: PoolRecord, mod: string): Pool {
+  return { ...r, net: parseCidr(r.cidr, 'pool'), mod };
 }
 
 export class Pools {
@@ -35,7 +42,7 @@ export class Pools {
   async list(): Promise<Pool[]> {
     if (this.cache && Date.now() - this.cache.at < this.ttlMs) return this.cache.pools;
     const entries = await this.kv.list(keys.pools());
-    const pools = entries.map((e) => toPool(JSON.parse(e.value) as PoolRecord));
+    const pools = entries.map((e) => toPool(JSON.parse(e.value) as PoolRecord, e.mod));
     pools.sort((a, b) => a.family - b.family || (a.net.base < b.net.base ? -1 : 1));
     this.cache = { at: Date.now(), pools };
     return pools;
@@ -94,7 +101,7 @@ export class Pools {
     const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
     const e = await this.kv.get(keys.pool(canon));
     if (!e) throw new NotFoundError(`no pool ${canon}; see "calico pool ls"`);
-    return toPool(JSON.parse(e.value) as PoolRecord);
+    return toPool(JSON.parse(e.value) as PoolRecord, e.mod);
   }
 
   async setDisabled(cidr: string, disabled: boolean): Promise<PoolRecord> {
@@ -127,8 +134,10 @@ export class Pools {
       );
     }
     const affinities = (await this.kv.list(keys.affinities())).filter((e) => blocks.some((b) => e.key.endsWith(`/${b.e.key.split('/').pop()}`)));
+    // Every block claim rewrites its pool's key, so comparing the pool's revision (read before
+    // the blocks) fails this removal if a block was claimed after that read.
     const ok = await this.kv.txn(
-      [...blocks.map((b) => ({ key: b.e.key, mod: b.e.mod })), { key: keys.pool(pool.cidr), mod: (await this.kv.get(keys.pool(pool.cidr)))?.mod ?? '0' }],
+      [...blocks.map((b) => ({ key: b.e.key, mod: b.e.mod })), { key: keys.pool(pool.cidr), mod: pool.mod }],
       [...blocks.map((b) => ({ del: b.e.key })), ...affinities.map((a) => ({ del: a.key })), { del: keys.pool(pool.cidr) }],
     );
     this.invalidate();

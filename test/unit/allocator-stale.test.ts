@@ -27,18 +27,9 @@ async function fill(al: Allocator, n: number): Promise<IP[]> {
   return out;
 }
 
-const BUG_STALE =
-  'bug: ipam/block-writer.ts commit() uses the cached block on attempt 0 and settles a `done` result (or a thrown ' +
-  'conflict) without re-reading, so a decision based on a stale copy is final';
-const BUG_CLAIM_RACE =
-  'bug: ipam/allocator.ts autoAssign borrows from the `all` listing read before a lost claim race, then breaks and ' +
-  'throws ConflictError, so the block the winner just created is never considered';
-const BUG_RELEASE_RACE =
-  'bug: ipam/allocator.ts release() checks for a live endpoint before the write and then only compares the owner ' +
-  'handle, which attachEndpoint keeps, so a release racing an attach frees a live endpoint address';
 
 describe('allocator with a stale block cache', () => {
-  test('a host whose block was freed by another host allocates from it again', { todo: BUG_STALE }, async () => {
+  test('a host whose block was freed by another host allocates from it again', async () => {
     const { a, b } = await setup('10.6.0.0/28');
     const mine = await fill(a, 1);
     const theirs = await fill(b, 14); // b borrows from a's only block
@@ -49,7 +40,7 @@ describe('allocator with a stale block cache', () => {
     assert.notEqual(formatIP(ip), formatIP(mine[0]));
   });
 
-  test('a borrowing host sees an address the block owner released', { todo: BUG_STALE }, async () => {
+  test('a borrowing host sees an address the block owner released', async () => {
     const { a, b } = await setup('10.6.0.0/28');
     const mine = await fill(a, 15);
     await fill(b, 1); // b borrows the last free address and caches the full block
@@ -57,7 +48,7 @@ describe('allocator with a stale block cache', () => {
     assert.equal(formatIP(await b.autoAssign(4, b.newOwner('p'))), formatIP(mine[3]));
   });
 
-  test('assign takes an address another host released after this host cached the block', { todo: BUG_STALE }, async () => {
+  test('assign takes an address another host released after this host cached the block', async () => {
     const { kv, a, b } = await setup('10.6.0.0/16');
     await a.assign(parseIP('10.6.0.3'), a.newOwner('p'));
     await b.assign(parseIP('10.6.0.4'), b.newOwner('p')); // b caches the block with .3 held
@@ -67,7 +58,7 @@ describe('allocator with a stale block cache', () => {
     assert.equal(rec.allocations['3'].host, 'host-b');
   });
 
-  test('markAux marks an address allocated through another Allocator instance', { todo: BUG_STALE }, async () => {
+  test('markAux marks an address allocated through another Allocator instance', async () => {
     const { kv, pools, a } = await setup('10.6.0.0/16');
     await fill(a, 1); // a caches the block
     const other = new Allocator(kv, pools, 'host-a', silentLogger());
@@ -89,7 +80,7 @@ describe('allocator with a stale block cache', () => {
 });
 
 describe('allocator losing a claim race', () => {
-  test('borrows from the block the winner just claimed instead of reporting the pool full', { todo: BUG_CLAIM_RACE }, async () => {
+  test('borrows from the block the winner just claimed instead of reporting the pool full', async () => {
     const { kv, b } = await setup('10.6.0.0/26'); // a single /26 block
     const net = parseCidr('10.6.0.0/26');
     const winner = blk.allocate(blk.newBlock(net, 'host-a'), net, { host: 'host-a', pool: 'p', kind: 'pending', handle: 'w', since: '' })!;
@@ -107,7 +98,7 @@ describe('allocator losing a claim race', () => {
     assert.notEqual(formatIP(ip), formatIP(winner.ip));
   });
 
-  test('two hosts splitting one block exactly both succeed', { todo: BUG_CLAIM_RACE }, async () => {
+  test('two hosts splitting one block exactly both succeed', async () => {
     const { kv, a, b } = await setup('10.6.0.0/26');
     const burst = (al: Allocator) => Promise.all(Array.from({ length: 32 }, () => al.autoAssign(4, al.newOwner('p'))));
     const all = (await Promise.all([burst(a), burst(b)])).flat();
@@ -117,7 +108,7 @@ describe('allocator losing a claim race', () => {
 });
 
 describe('allocator release racing an attach', () => {
-  test('does not free an address whose endpoint was attached after the release looked at it', { todo: BUG_RELEASE_RACE }, async () => {
+  test('does not free an address whose endpoint was attached after the release looked at it', async () => {
     const { kv, a } = await setup('10.6.0.0/16');
     const [ip] = await fill(a, 1);
     const net = enclosing(ip, 26);

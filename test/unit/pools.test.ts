@@ -241,16 +241,18 @@ describe('Pools.remove', () => {
 });
 
 describe('Pools.remove racing a claim', () => {
-  const BUG = 'bug: ipam/pools.ts remove() guards only the blocks it listed, so a block claimed between its list and its txn survives in a deleted pool';
-  test('does not leave behind a block claimed while the pool was being removed', { todo: BUG }, async () => {
+  test('does not leave behind a block claimed while the pool was being removed', async () => {
     const { kv, pools } = setup();
     await pools.add('10.7.0.0/24');
     const block = { cidr: '10.7.0.64/26', affinity: 'h2', allocations: { 0: new Allocator(kv, pools, 'h2', silentLogger()).newOwner('p') }, unallocated: [...Array(63).keys()].map((i) => i + 1) };
+    const poolKey = keys.pool('10.7.0.0/24');
+    const poolValue = (await kv.get(poolKey))!.value;
     let fired = false;
     kv.beforeTxn = () => {
       if (fired) return;
-      fired = true; // another host claims a block of the pool just before the removal commits
-      void kv.txn([], [{ put: keys.block(block.cidr), value: JSON.stringify(block) }, { put: keys.affinity('h2', block.cidr), value: '{}' }]);
+      fired = true; // another host claims a block of the pool just before the removal commits;
+      // a claim rewrites the pool's key (Allocator.claim), which is what removal compares
+      void kv.txn([], [{ put: keys.block(block.cidr), value: JSON.stringify(block) }, { put: keys.affinity('h2', block.cidr), value: '{}' }, { put: poolKey, value: poolValue }]);
     };
     await assert.rejects(pools.remove('10.7.0.0/24'), ConflictError);
     assert.ok(await kv.get(keys.pool('10.7.0.0/24')), 'the pool stays while it has an address in use');
