@@ -2,9 +2,9 @@
  * The real dataplane: rtnetlink for links, addresses and routes, /proc/sys for per-interface
  * settings. It acts on the network namespace of the process that creates it.
  */
+import { existsSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { BadRequestError, CalicoError, ConflictError, errorMessage, InternalError, NotFoundError, UnavailableError } from '../errors';
-import type { Logger } from '../log';
 import {
   AF_INET,
   AF_INET6,
@@ -18,7 +18,7 @@ import {
   type LinkInfo,
   type RouteInfo,
 } from './netlink';
-import { confKey, isValidIfName, neighKey, writeSysctl } from './sysctl';
+import { confKey, isValidIfName, neighKey, PROC_SYS, sysctlPath, writeSysctl } from './sysctl';
 import type { Dataplane, EndpointWiring, WiringResult, WorkloadRoute } from './types';
 
 /** Every host end gets this MAC: containers only ever talk to "the router", never to each other. */
@@ -57,10 +57,38 @@ async function attempt<T>(what: string, fn: () => Promise<T> | T): Promise<T> {
   }
 }
 
-function setSysctl(key: string, value: string | number): void {
+/**
+ * What the dataplane logs through: a winston Logger fits, and so does the forwarder the worker
+ * thread of ThreadedDataplane uses (a winston Logger cannot cross a thread boundary).
+ */
+export interface DataplaneLogger {
+  debug(message: string, meta?: Record<string, unknown>): unknown;
+  info(message: string, meta?: Record<string, unknown>): unknown;
+  warn(message: string, meta?: Record<string, unknown>): unknown;
+}
+
+export interface LinuxDataplaneOptions {
+  /**
+   * Root of the sysctl tree written for this namespace, `/proc/sys` by default. A Docker managed
+   * plugin has a read-only /proc/sys of its own and sees the host's under /host/proc/sys.
+   */
+  procSys?: string;
+  /** Injectable for tests; by default one socket opened now and kept until close(). */
+  netlink?: RtNetlink;
+}
+
+function setSysctl(root: string, key: string, value: string | number): void {
   try {
-    writeSysctl(key, value);
+    writeSysctl(key, value, root);
   } catch (err) {
+    // ENOENT is normally "the interface went away" (transient); a root without net/ is a
+    // misconfiguration that no retry fixes, so name the root and the option.
+    if (codeOf(err) === 'ENOENT' && !existsSync(`${root}/net`)) {
+      throw new InternalError(
+        `failed to set ${key}: ${sysctlPath(key, root)} does not exist: ${root} is not a sysctl tree (check the procSys setting, CALICO_PROC_SYS)`,
+        { cause: err },
+      );
+    }
     throw kernelError(`set ${key}`, err);
   }
 }
@@ -102,13 +130,20 @@ function validateWiring(w: EndpointWiring): { ipv4: string[]; ipv6: string[] } {
 /** {@link Dataplane} on the real kernel, in the network namespace of this process. */
 export class LinuxDataplane implements Dataplane {
   private readonly nl: RtNetlink;
+  /** Root under which sysctls are written: `/proc/sys` unless told otherwise. */
+  readonly procSys: string;
 
-  /** @param nl injectable for tests; by default one socket opened now and kept until close(). */
+  /**
+   * @param options `{ procSys, netlink }`; an RtNetlink in its place is accepted as the socket
+   *   to use (the older signature).
+   */
   constructor(
-    private readonly logger?: Logger,
-    nl?: RtNetlink,
+    private readonly logger?: DataplaneLogger,
+    options: LinuxDataplaneOptions | RtNetlink = {},
   ) {
-    this.nl = nl ?? new RtNetlink({ onError: (err) => this.logger?.warn('netlink socket error', { err: err.message }) });
+    const opts: LinuxDataplaneOptions = options instanceof RtNetlink ? { netlink: options } : options;
+    this.procSys = opts.procSys ?? PROC_SYS;
+    this.nl = opts.netlink ?? new RtNetlink({ onError: (err) => this.logger?.warn('netlink socket error', { err: err.message }) });
   }
 
   async wireEndpoint(w: EndpointWiring): Promise<WiringResult> {
@@ -176,14 +211,14 @@ export class LinuxDataplane implements Dataplane {
 
   private configureSysctls(ifName: string, ipv6: boolean): void {
     // Answer ARP for any address (the gateway 169.254.1.1 included) with the host end's MAC, at once.
-    setSysctl(confKey('ipv4', ifName, 'proxy_arp'), 1);
-    setSysctl(neighKey('ipv4', ifName, 'proxy_delay'), 0);
-    setSysctl(confKey('ipv4', ifName, 'forwarding'), 1);
+    setSysctl(this.procSys, confKey('ipv4', ifName, 'proxy_arp'), 1);
+    setSysctl(this.procSys, neighKey('ipv4', ifName, 'proxy_delay'), 0);
+    setSysctl(this.procSys, confKey('ipv4', ifName, 'forwarding'), 1);
     if (ipv6) {
-      setSysctl(confKey('ipv6', ifName, 'disable_ipv6'), 0);
+      setSysctl(this.procSys, confKey('ipv6', ifName, 'disable_ipv6'), 0);
       // A container must not be able to steer the host's routing with router advertisements.
-      setSysctl(confKey('ipv6', ifName, 'accept_ra'), 0);
-      setSysctl(confKey('ipv6', ifName, 'forwarding'), 1);
+      setSysctl(this.procSys, confKey('ipv6', ifName, 'accept_ra'), 0);
+      setSysctl(this.procSys, confKey('ipv6', ifName, 'forwarding'), 1);
     }
   }
 
@@ -282,8 +317,8 @@ export class LinuxDataplane implements Dataplane {
   }
 
   async enableForwarding(ipv6: boolean): Promise<void> {
-    setSysctl('net/ipv4/ip_forward', 1);
-    if (ipv6) setSysctl('net/ipv6/conf/all/forwarding', 1);
+    setSysctl(this.procSys, 'net/ipv4/ip_forward', 1);
+    if (ipv6) setSysctl(this.procSys, 'net/ipv6/conf/all/forwarding', 1);
   }
 
   async uplinkMtu(): Promise<number | undefined> {
@@ -319,6 +354,6 @@ export class LinuxDataplane implements Dataplane {
 }
 
 /** The dataplane of this process's network namespace. */
-export function createLinuxDataplane(logger?: Logger): LinuxDataplane {
-  return new LinuxDataplane(logger);
+export function createLinuxDataplane(logger?: DataplaneLogger, opts: { procSys?: string } = {}): LinuxDataplane {
+  return new LinuxDataplane(logger, { procSys: opts.procSys });
 }
