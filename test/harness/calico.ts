@@ -45,7 +45,9 @@ export async function startCalico(ns: Netns, opts: { name: string; etcd?: string
   let child: ChildProcess | undefined;
   let log = '';
   const launch = async () => {
-    child = ns.spawn('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, CLI, 'node']);
+    // CALICO_TEST_NODE_ARGS passes node flags (e.g. --cpu-prof) to the daemon when profiling.
+    const nodeArgs = process.env.CALICO_TEST_NODE_ARGS ? process.env.CALICO_TEST_NODE_ARGS.split(' ') : [];
+    child = ns.spawn('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, ...nodeArgs, CLI, 'node']);
     child.stdout?.on('data', (d) => (log += d));
     child.stderr?.on('data', (d) => (log += d));
     const sock = path.join(pluginDir, 'calico-ipam.sock');
@@ -106,7 +108,7 @@ export async function startCalico(ns: Netns, opts: { name: string; etcd?: string
       }
     },
     destroy: async () => {
-      await proc.stop('SIGKILL');
+      await proc.stop(process.env.CALICO_TEST_NODE_ARGS ? 'SIGTERM' : 'SIGKILL');
       fs.rmSync(root, { recursive: true, force: true });
     },
   };
