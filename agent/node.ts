@@ -13,7 +13,7 @@ import { Allocator } from '../ipam/allocator';
 import { Pools } from '../ipam/pools';
 import { type Config, embeddedEndpointFile } from '../lib/config';
 import type { NodeContext } from '../lib/context';
-import { createThreadedDataplane } from '../lib/dataplane/threaded';
+import { createHybridDataplane } from '../lib/dataplane/hybrid';
 import type { Dataplane } from '../lib/dataplane/types';
 import { EtcdKV } from '../lib/datastore/etcd';
 import { keys } from '../lib/datastore/keys';
@@ -54,7 +54,7 @@ export class CalicoNode {
   constructor(private opts: NodeOptions) {
     this.readyPromise = new Promise((r) => (this.markReady = r));
     const { config, log } = opts;
-    const dataplane = opts.dataplane ?? createThreadedDataplane(log, { procSys: config.procSys });
+    const dataplane = opts.dataplane ?? createHybridDataplane(log, { procSys: config.procSys });
     // The KV is created lazily once etcd's address is known; until then handlers wait in ready().
     const kvProxy = new Proxy({} as EtcdKV, {
       get: (_t, prop) => {

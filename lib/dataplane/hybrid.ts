@@ -1,0 +1,60 @@
+/**
+ * The daemon's dataplane: creating an endpoint's links and routes costs the kernel about a
+ * millisecond, so it runs right here, where a Join waits for it anyway; deleting a veth costs
+ * 20-40 ms of kernel time inside sendmsg(), so deletions go to worker threads and never stall
+ * the plugin server. Calls for one interface are serialised here, whichever thread runs them.
+ */
+import { KeyedMutex } from '../retry';
+import { type DataplaneLogger, createLinuxDataplane } from './linux';
+import { createThreadedDataplane } from './threaded';
+import type { Dataplane, EndpointWiring, WiringResult, WorkloadRoute } from './types';
+
+export class HybridDataplane implements Dataplane {
+  private order = new KeyedMutex();
+
+  constructor(
+    private local: Dataplane,
+    private threaded: Dataplane,
+  ) {}
+
+  wireEndpoint(w: EndpointWiring): Promise<WiringResult> {
+    return this.order.run(w.hostIfName, () => this.local.wireEndpoint(w));
+  }
+
+  unwireEndpoint(hostIfName: string): Promise<void> {
+    return this.order.run(hostIfName, () => this.threaded.unwireEndpoint(hostIfName));
+  }
+
+  ensureRoute(hostIfName: string, ip: string): Promise<void> {
+    return this.order.run(hostIfName, () => this.local.ensureRoute(hostIfName, ip));
+  }
+
+  listWorkloadLinks(): Promise<string[]> {
+    return this.local.listWorkloadLinks();
+  }
+
+  listWorkloadRoutes(): Promise<WorkloadRoute[]> {
+    return this.local.listWorkloadRoutes();
+  }
+
+  enableForwarding(ipv6: boolean): Promise<void> {
+    return this.local.enableForwarding(ipv6);
+  }
+
+  uplinkMtu(): Promise<number | undefined> {
+    return this.local.uplinkMtu();
+  }
+
+  uplinkIPv4(): Promise<string | undefined> {
+    return this.local.uplinkIPv4();
+  }
+
+  close(): void {
+    this.threaded.close();
+    this.local.close();
+  }
+}
+
+export function createHybridDataplane(logger?: DataplaneLogger, opts: { procSys?: string } = {}): HybridDataplane {
+  return new HybridDataplane(createLinuxDataplane(logger, opts), createThreadedDataplane(logger, opts));
+}
