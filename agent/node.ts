@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
 import { networkDriverRoutes } from '../driver/handlers';
+import { Sandboxes } from '../driver/sandboxes';
 import { IpamHandlers } from '../ipam/handlers';
 import { Allocator } from '../ipam/allocator';
 import { Pools } from '../ipam/pools';
@@ -49,6 +50,7 @@ export class CalicoNode {
   private lastError = 'starting';
   private stopping = false;
   private mtu?: number;
+  private sandboxes = new Sandboxes();
   readonly ctx: NodeContext;
 
   constructor(private opts: NodeOptions) {
@@ -97,9 +99,9 @@ export class CalicoNode {
     // A managed plugin gets one socket for both interfaces; a legacy install one per driver name.
     const sockets: Array<[string, Routes]> =
       config.pluginMode === 'managed'
-        ? [['calico.sock', { ...activate(['NetworkDriver', 'IpamDriver']), ...networkDriverRoutes(this.ctx), ...ipam.routes() }]]
+        ? [['calico.sock', { ...activate(['NetworkDriver', 'IpamDriver']), ...networkDriverRoutes(this.ctx, this.sandboxes), ...ipam.routes() }]]
         : [
-            ['calico.sock', { ...activate(['NetworkDriver']), ...networkDriverRoutes(this.ctx) }],
+            ['calico.sock', { ...activate(['NetworkDriver']), ...networkDriverRoutes(this.ctx, this.sandboxes) }],
             ['calico-ipam.sock', { ...activate(['IpamDriver']), ...ipam.routes() }],
           ];
     for (const [name, routes] of sockets) {
@@ -136,6 +138,8 @@ export class CalicoNode {
           if (made) log.info('created default pool', { cidr: made.cidr, blockSize: made.blockSize });
         }
         await this.register();
+        // Which endpoints share a container survives a restart through the endpoint records.
+        for (const ep of await this.ctx.records.listEndpoints(config.nodeName)) if (ep.sandbox) this.sandboxes.joined(ep.sandbox, ep.id);
         await this.ctx.dataplane.enableForwarding(true);
         this.isReady = true;
         this.markReady();

@@ -11,6 +11,7 @@ import { type IP, hostCidr, parseAddressWithPrefix } from '../lib/ip';
 import { parseRequest } from '../lib/validate';
 import { hostIfName } from './names';
 import { CreateEndpointRequest, EndpointRequest } from './protocol';
+import type { Sandboxes } from './sandboxes';
 
 /**
  * A locally administered unicast MAC derived from the endpoint ID: containers never share one
@@ -30,7 +31,10 @@ export function normaliseMac(mac: string): string {
 }
 
 export class EndpointHandlers {
-  constructor(private ctx: NodeContext) {}
+  constructor(
+    private ctx: NodeContext,
+    private sandboxes: Sandboxes,
+  ) {}
 
   async createEndpoint(body: unknown) {
     const req = parseRequest(CreateEndpointRequest, body, 'NetworkDriver.CreateEndpoint');
@@ -69,6 +73,7 @@ export class EndpointHandlers {
       createdAt: existing?.createdAt ?? new Date().toISOString(),
       ...(existing?.containerId ? { containerId: existing.containerId } : {}),
       ...(existing?.containerName ? { containerName: existing.containerName } : {}),
+      ...(existing?.sandbox ? { sandbox: existing.sandbox } : {}),
     };
     await this.ctx.allocator.attachEndpoint(addrs, rec, this.ctx.records.endpointKey(rec.id));
     this.ctx.records.rememberEndpoint(rec);
@@ -81,6 +86,7 @@ export class EndpointHandlers {
     const req = parseRequest(EndpointRequest, body, 'NetworkDriver.DeleteEndpoint');
     // Rollback after a failed Join comes here without a Leave: the veth must go too.
     await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
+    this.sandboxes.left(req.EndpointID);
     await this.ctx.ready();
     await this.ctx.records.deleteEndpoint(req.EndpointID);
     this.ctx.log.info('endpoint deleted', { endpoint: req.EndpointID });

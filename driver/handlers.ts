@@ -5,6 +5,7 @@ import { parseRequest } from '../lib/validate';
 import { EndpointHandlers } from './endpoint';
 import { JoinLeaveHandlers } from './joinleave';
 import { NetworkHandlers } from './network';
+import type { Sandboxes } from './sandboxes';
 import { DiscoveryRequest, EndpointRequest } from './protocol';
 
 /**
@@ -13,10 +14,10 @@ import { DiscoveryRequest, EndpointRequest } from './protocol';
  */
 export const NETWORK_CAPABILITIES = { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false };
 
-export function networkDriverRoutes(ctx: NodeContext): Routes {
+export function networkDriverRoutes(ctx: NodeContext, sandboxes: Sandboxes): Routes {
   const net = new NetworkHandlers(ctx);
-  const ep = new EndpointHandlers(ctx);
-  const jl = new JoinLeaveHandlers(ctx);
+  const ep = new EndpointHandlers(ctx, sandboxes);
+  const jl = new JoinLeaveHandlers(ctx, sandboxes);
   const ack = (schema: typeof EndpointRequest | typeof DiscoveryRequest, method: string) => (b: unknown) => {
     parseRequest(schema, b, method);
     return {};

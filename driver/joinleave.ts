@@ -7,15 +7,20 @@
  * the veth; a missing veth is success.
  */
 import type { NodeContext } from '../lib/context';
+import { errorMessage } from '../lib/errors';
 import { NotFoundError } from '../lib/errors';
 import { parseRequest } from '../lib/validate';
 import { CONTAINER_IF_PREFIX, hostIfName, tempIfName } from './names';
 import { EndpointRequest, JoinRequest, type JoinResponse } from './protocol';
+import type { Sandboxes } from './sandboxes';
 
 export const IPV4_GATEWAY = '169.254.1.1';
 
 export class JoinLeaveHandlers {
-  constructor(private ctx: NodeContext) {}
+  constructor(
+    private ctx: NodeContext,
+    private sandboxes: Sandboxes,
+  ) {}
 
   async join(body: unknown): Promise<JoinResponse> {
     const req = parseRequest(JoinRequest, body, 'NetworkDriver.Join');
@@ -34,22 +39,33 @@ export class JoinLeaveHandlers {
       ipv4,
       ipv6,
     });
-    this.ctx.log.info('endpoint joined', { endpoint: ep.id, interface: ep.ifName, mtu });
+    const sandbox = req.SandboxKey ?? '';
+    // Only a container's first calico interface carries the gateway (see sandboxes.ts).
+    const first = !this.sandboxes.hasOthers(sandbox, ep.id);
+    this.sandboxes.joined(sandbox, ep.id);
+    if (sandbox && ep.sandbox !== sandbox) {
+      // Remembered in etcd for a restart of calico node; the answer does not wait for it.
+      const rec = { ...ep, sandbox };
+      this.ctx.records.updateEndpoint(rec).catch((err) => this.ctx.log.warn('could not record the endpoint\'s sandbox', { endpoint: ep.id, error: errorMessage(err) }));
+    }
+    this.ctx.log.info('endpoint joined', { endpoint: ep.id, interface: ep.ifName, mtu, gateway: first });
     const res: JoinResponse = {
       InterfaceName: { SrcName: tempIfName(req.EndpointID), DstPrefix: CONTAINER_IF_PREFIX },
-      Gateway: ipv4.length ? IPV4_GATEWAY : '',
-      StaticRoutes: ipv4.length ? [{ Destination: `${IPV4_GATEWAY}/32`, RouteType: 1 }] : [],
-      DisableGatewayService: false,
+      Gateway: first && ipv4.length ? IPV4_GATEWAY : '',
+      StaticRoutes: first && ipv4.length ? [{ Destination: `${IPV4_GATEWAY}/32`, RouteType: 1 }] : [],
+      // A second interface needs no gateway service: the container's first one routes.
+      DisableGatewayService: !first,
     };
     // Only endpoints with an IPv6 address get an IPv6 gateway: Docker disables IPv6 inside
     // IPv4-only containers and would fail to install the route (libnetwork-plugin#192).
-    if (ipv6.length && wired.ipv6Gateway) res.GatewayIPv6 = wired.ipv6Gateway;
+    if (first && ipv6.length && wired.ipv6Gateway) res.GatewayIPv6 = wired.ipv6Gateway;
     return res;
   }
 
   async leave(body: unknown) {
     const req = parseRequest(EndpointRequest, body, 'NetworkDriver.Leave');
     await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
+    this.sandboxes.left(req.EndpointID);
     this.ctx.log.info('endpoint left', { endpoint: req.EndpointID });
     return {};
   }

@@ -16,7 +16,7 @@ if (process.getuid && process.getuid() !== 0) {
   console.error('the test suites create network namespaces and run etcd: run them as root (sudo scripts/test.sh)');
   process.exit(2);
 }
-for (const bin of ['etcd', 'ip', 'ping']) {
+for (const bin of ['etcd', 'ip', 'ping', 'dockerd', 'docker', 'busybox']) {
   try {
     execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
   } catch {
@@ -24,6 +24,6 @@ for (const bin of ['etcd', 'ip', 'ping']) {
     process.exit(2);
   }
 }
-const suites = (process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'contract', 'integration']).map((s) => path.join(dist, s));
+const suites = (process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'contract', 'integration', 'e2e']).map((s) => path.join(dist, s));
 const r = spawnSync(process.execPath, ['--test', ...suites], { stdio: 'inherit', cwd: root });
 process.exit(r.status ?? 1);

@@ -11,8 +11,8 @@ export interface KVEntry {
   mod: string;
 }
 
-/** A guard in a transaction: the key is at exactly this revision, or does not exist. */
-export type Compare = { key: string; mod: string } | { key: string; absent: true };
+/** A guard in a transaction: the key is at exactly this revision, does not exist, or exists. */
+export type Compare = { key: string; mod: string } | { key: string; absent: true } | { key: string; present: true };
 
 export type Op = { put: string; value: string } | { del: string };
 

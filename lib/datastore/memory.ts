@@ -23,7 +23,8 @@ export class MemoryKV implements KV {
     this.beforeTxn?.();
     for (const c of compares) {
       const cur = this.data.get(c.key);
-      if ('absent' in c ? cur !== undefined : cur === undefined || cur.mod.toString() !== c.mod) return undefined;
+      const holds = 'absent' in c ? cur === undefined : 'present' in c ? cur !== undefined : cur !== undefined && cur.mod.toString() === c.mod;
+      if (!holds) return undefined;
     }
     this.revision++;
     for (const op of ops) {

@@ -57,6 +57,17 @@ export class Records {
     return this.endpoints.get(id);
   }
 
+  /**
+   * Updates an endpoint that still exists; returns false (writing nothing) once it is deleted,
+   * so a late update can never bring back an endpoint DeleteEndpoint removed.
+   */
+  async updateEndpoint(rec: EndpointRecord): Promise<boolean> {
+    const key = this.endpointKey(rec.id);
+    const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: JSON.stringify(rec) }]);
+    if (ok && this.endpoints.has(rec.id)) this.endpoints.set(rec.id, rec);
+    return ok !== undefined;
+  }
+
   /** Called after the allocator's transaction wrote the record. */
   rememberEndpoint(rec: EndpointRecord): void {
     this.endpoints.set(rec.id, rec);

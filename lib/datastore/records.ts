@@ -84,6 +84,8 @@ export interface EndpointRecord {
   ipv6: string[];
   containerId?: string;
   containerName?: string;
+  /** Docker's SandboxKey (the container's netns path), learned at Join. */
+  sandbox?: string;
   labels: Record<string, string>;
   createdAt: string;
 }

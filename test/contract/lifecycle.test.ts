@@ -239,6 +239,28 @@ describe('docker run, disconnect and rm', () => {
     await removeNetwork(net);
   });
 
+  test('a container joining a second calico network gets no second gateway, so Docker adds no clashing route', async () => {
+    const [n1, n2] = [await createNetwork(), await createNetwork()];
+    const sandbox = '/var/run/docker/netns/0123456789ab';
+    const eps = [];
+    for (const net of [n1, n2]) {
+      const eid = hex();
+      const a4 = await docker.ok('ipam', 'RequestAddress', { PoolID: net.v4.PoolID, Address: '', Options: null });
+      await docker.ok('net', 'CreateEndpoint', { NetworkID: net.id, EndpointID: eid, Interface: { Address: a4.Address, AddressIPv6: '', MacAddress: '' }, Options: null });
+      eps.push({ net, eid, a4, join: await docker.ok('net', 'Join', { NetworkID: net.id, EndpointID: eid, SandboxKey: sandbox, Options: null }) });
+    }
+    assert.equal(eps[0].join.Gateway, '169.254.1.1');
+    assert.deepEqual(eps[1].join, { InterfaceName: { SrcName: `tmp${eps[1].eid.slice(0, 11)}`, DstPrefix: 'eth' }, Gateway: '', StaticRoutes: [], DisableGatewayService: true });
+    // Once the first has left, a new first interface of that container gets the gateway again.
+    await remove(eps[0].net, eps[0]);
+    await remove(eps[1].net, eps[1]);
+    const again = await run(n2);
+    assert.equal(again.join.Gateway, '169.254.1.1');
+    await remove(n2, again);
+    await removeNetwork(n1);
+    await removeNetwork(n2);
+  });
+
   test('a network MTU option reaches the veth', async () => {
     const net = await createNetwork({ mtu: '1400' });
     const ep = await run(net);
