@@ -24,6 +24,7 @@ import { UnavailableError, errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { type Routes, closeUnix, createPluginApp, listenUnix } from '../lib/server';
 import { jitteredDelay, sleep, withDeadline } from '../lib/retry';
+import { DockerWatcher } from './docker-watcher';
 import { EmbeddedEtcd } from './embedded-etcd';
 
 export const VERSION: string = (require('../../package.json') as { version: string }).version;
@@ -51,6 +52,7 @@ export class CalicoNode {
   private stopping = false;
   private mtu?: number;
   private sandboxes = new Sandboxes();
+  private watcher?: DockerWatcher;
   readonly ctx: NodeContext;
 
   constructor(private opts: NodeOptions) {
@@ -110,6 +112,8 @@ export class CalicoNode {
     }
     log.info('plugin sockets listening', { dir: config.pluginDir, sockets: sockets.map(([n]) => n), node: config.nodeName });
     void this.initialise();
+    this.watcher = new DockerWatcher(this.ctx, config.dockerHost);
+    this.watcher.start();
   }
 
   private async initialise(): Promise<void> {
@@ -163,6 +167,7 @@ export class CalicoNode {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.watcher?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);
     this.servers = [];
     await this.kv?.close();

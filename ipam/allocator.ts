@@ -186,12 +186,13 @@ export class Allocator {
     const b = { ...found };
     if (b.pool.disabled) throw new BadRequestError(`address ${formatIP(ip)} is in pool ${b.pool.cidr}, which is disabled; enable it with "calico pool enable ${b.pool.cidr}"`);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const exists = await this.writer.change<boolean>(b.cidr, (c) => {
+      const exists = await this.writer.change<boolean | Owner>(b.cidr, (c) => {
         if (!c) return { done: false };
         const r = blk.assign(c.rec, c.net, ip, owner);
-        if ('heldBy' in r) throw new ConflictError(`address ${formatIP(ip)} is already in use by ${describeOwner(r.heldBy)}; choose another address or remove that container`);
+        if ('heldBy' in r) return { done: r.heldBy };
         return { write: r.rec, result: true };
       });
+      if (typeof exists === 'object') throw new ConflictError(`address ${formatIP(ip)} is already in use by ${await this.holderName(exists)}; choose another address or remove that container`);
       if (exists) return;
       // The block does not exist yet: claim it for this host with the address taken.
       const rec = blk.assign(blk.newBlock(b.net, this.host), b.net, ip, owner);
@@ -205,6 +206,16 @@ export class Allocator {
       b.pool = again.pool;
     }
     throw new UnavailableError(`could not take address ${formatIP(ip)}: its block kept changing; try again`);
+  }
+
+  /** The holder as a user knows it: the container's name once the Docker watcher learned it. */
+  private async holderName(o: Owner): Promise<string> {
+    if (o.kind === 'endpoint' && o.endpoint) {
+      const e = await this.kv.get(keys.endpoint(o.host, o.endpoint)).catch(() => undefined);
+      const rec = e ? (JSON.parse(e.value) as EndpointRecord) : undefined;
+      if (rec?.containerName) return `container ${rec.containerName} (endpoint ${o.endpoint.slice(0, 12)}, host ${o.host})`;
+    }
+    return describeOwner(o);
   }
 
   /**

@@ -30,6 +30,14 @@ export class Records {
     this.networks.set(rec.id, rec);
   }
 
+  /** Updates a network that still exists (present-guarded, like updateEndpoint). */
+  async updateNetwork(rec: NetworkRecord): Promise<boolean> {
+    const key = keys.network(this.host, rec.id);
+    const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: JSON.stringify(rec) }]);
+    if (ok) this.networks.set(rec.id, rec);
+    return ok !== undefined;
+  }
+
   async deleteNetwork(id: string): Promise<void> {
     await this.kv.del(keys.network(this.host, id));
     this.networks.delete(id);
@@ -64,7 +72,7 @@ export class Records {
   async updateEndpoint(rec: EndpointRecord): Promise<boolean> {
     const key = this.endpointKey(rec.id);
     const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: JSON.stringify(rec) }]);
-    if (ok && this.endpoints.has(rec.id)) this.endpoints.set(rec.id, rec);
+    if (ok) this.endpoints.set(rec.id, rec);
     return ok !== undefined;
   }
 

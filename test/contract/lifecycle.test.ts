@@ -22,7 +22,8 @@ let docker: FakeDocker;
 before(async () => {
   ns = await createNetns('ct');
   etcd = await startEtcd(ns);
-  node = await startCalico(ns, { name: 'ct-host', etcd: etcd.endpoint });
+  // No Docker answers here: Docker awareness is optional and must never block a request.
+  node = await startCalico(ns, { name: 'ct-host', etcd: etcd.endpoint, env: { DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
   await node.ready();
   docker = node.docker;
 });
@@ -326,6 +327,10 @@ describe('restarts', () => {
     // Daemon-restart stale cleanup (§5.7): Leave, DeleteEndpoint, ReleaseAddress.
     await remove(net, ep);
     await removeNetwork(net);
+  });
+
+  test('with Docker unreachable every request was served and the node said why names are missing', async () => {
+    assert.match(node.logs(), /cannot follow Docker; names and labels will be learned when it answers/);
   });
 
   test('after everything is removed, calico ipam check is clean', async () => {

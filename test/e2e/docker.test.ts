@@ -29,6 +29,14 @@ after(async () => {
   await scope.destroyAll();
 });
 
+async function until(fn: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 async function addrOf(ctr: string, net: string, v6 = false): Promise<string> {
   return h.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").${v6 ? 'GlobalIPv6Address' : 'IPAddress'}}}`, ctr]);
 }
@@ -101,9 +109,21 @@ describe('containers', () => {
     await h.dockerOk(['run', '-d', '--name', 's1', '--network', 'part', '--ip', '10.65.40.77', 'busybox', 'sleep', '600']);
     assert.equal(await addrOf('s1', 'part'), '10.65.40.77');
     const eid = await h.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.part.EndpointID}}', 's1']);
+    // The holder is named by its container once the node has learned it from Docker's events.
+    await until(async () => JSON.parse((await h.calico(['endpoint', 'ls', '--json'])).stdout).some((e: { containerName?: string }) => e.containerName === 's1'), 'endpoint of s1 named');
     const clash = await h.docker(['run', '--rm', '--network', 'part', '--ip', '10.65.40.77', 'busybox', 'true']);
     assert.notEqual(clash.code, 0);
-    assert.match(clash.stderr, new RegExp(`10\\.65\\.40\\.77 is already in use by endpoint ${eid.slice(0, 12)}`));
+    assert.match(clash.stderr, new RegExp(`10\\.65\\.40\\.77 is already in use by container s1 \\(endpoint ${eid.slice(0, 12)}`));
+  });
+
+  test('endpoints learn their container name, ID and org.projectcalico.label.* labels, and networks their names, from Docker', async () => {
+    const id = await h.dockerOk(['run', '-d', '--name', 'lbl', '-l', 'org.projectcalico.label.role=db', '-l', 'other=ignored', '--network', 'any', 'busybox', 'sleep', '600']);
+    await until(async () => {
+      const eps = JSON.parse((await h.calico(['endpoint', 'ls', '--json'])).stdout) as Array<{ containerName?: string; containerId?: string; labels: Record<string, string> }>;
+      const e = eps.find((x) => x.containerName === 'lbl');
+      return !!e && e.containerId === id && JSON.stringify(e.labels) === JSON.stringify({ role: 'db' });
+    }, 'endpoint of lbl learned');
+    assert.match((await h.calico(['endpoint', 'ls'])).stdout, /e2e1\s+\w{12}\s+lbl\s+any\s+cali/);
   });
 
   test('the network MTU option is seen inside the container', async () => {

@@ -74,7 +74,7 @@ export async function startDockerHost(scope: NetnsScope, opts: { name: string; e
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `calico-e2e-${opts.name}-`));
   const execRoot = `/run/cdk-${id}`; // short: containerd's socket paths must fit 108 bytes
   const sock = `/run/cdk-${id}.sock`;
-  const node = await startCalico(ns, { name: opts.name, etcd: opts.etcd, env: opts.env });
+  const node = await startCalico(ns, { name: opts.name, etcd: opts.etcd, env: { DOCKER_HOST: `unix://${sock}`, ...opts.env } });
   fs.mkdirSync('/run/docker/plugins', { recursive: true });
   // Positional parameters, not interpolation: the script text is fixed.
   const script = 'mount -t cgroup2 none /sys/fs/cgroup && mount --bind "$1" /run/docker/plugins && shift && exec dockerd "$@"';

@@ -1,0 +1,138 @@
+/**
+ * Learns from Docker what its plugin calls never carry: network names, and each endpoint's
+ * container ID, name and `org.projectcalico.label.*` labels (for policy). It never runs inside a
+ * plugin request (Docker may be waiting on us, and at daemon start it is not serving yet): it
+ * follows the daemon's event stream, inspects asynchronously and writes what it learns to the
+ * records. Docker being unreachable only delays this; plugin requests never depend on it.
+ */
+import Docker from 'dockerode';
+import type { NodeContext } from '../lib/context';
+import { errorMessage } from '../lib/errors';
+import { jitteredDelay, sleep } from '../lib/retry';
+
+export const LABEL_PREFIX = 'org.projectcalico.label.';
+
+export function calicoLabels(labels: Record<string, string> | null | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labels ?? {})) if (k.startsWith(LABEL_PREFIX) && k.length > LABEL_PREFIX.length) out[k.slice(LABEL_PREFIX.length)] = v;
+  return out;
+}
+
+function dockerOptions(dockerHost: string): Docker.DockerOptions {
+  if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length), timeout: 10_000 };
+  const u = new URL(dockerHost.replace(/^tcp:/, 'http:'));
+  return { host: u.hostname, port: Number(u.port || 2375), protocol: 'http', timeout: 10_000 };
+}
+
+const same = (a: Record<string, string>, b: Record<string, string>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+
+export class DockerWatcher {
+  private docker: Docker;
+  private stopped = false;
+  private stream?: NodeJS.ReadableStream & { destroy?: () => void };
+
+  constructor(
+    private ctx: NodeContext,
+    dockerHost: string,
+  ) {
+    this.docker = new Docker(dockerOptions(dockerHost));
+  }
+
+  start(): void {
+    void this.loop();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.stream?.destroy?.();
+  }
+
+  private async loop(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped) {
+      try {
+        await this.ctx.ready();
+        // Follow events first so nothing between the resync and the stream is missed.
+        const ended = this.follow();
+        await this.resync();
+        failures = 0;
+        await ended;
+      } catch (err) {
+        if (this.stopped) return;
+        const level = failures === 0 ? 'warn' : 'debug';
+        this.ctx.log.log(level, 'cannot follow Docker; names and labels will be learned when it answers', { error: errorMessage(err) });
+      }
+      if (this.stopped) return;
+      await sleep(500 + jitteredDelay(failures++, 500, 30_000));
+    }
+  }
+
+  /** Resolves when the event stream ends (Docker restarted), rejects if it cannot be opened. */
+  private async follow(): Promise<void> {
+    const stream = (await this.docker.getEvents({ filters: { type: ['network', 'container'] } })) as NodeJS.ReadableStream & { destroy?: () => void };
+    this.stream = stream;
+    let buf = '';
+    return new Promise<void>((resolve) => {
+      stream.on('data', (chunk: Buffer) => {
+        buf += chunk.toString('utf8');
+        let i: number;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i).trim();
+          buf = buf.slice(i + 1);
+          if (line) this.onEvent(line);
+        }
+      });
+      stream.on('end', () => resolve());
+      stream.on('close', () => resolve());
+      stream.on('error', () => resolve());
+    });
+  }
+
+  private onEvent(line: string): void {
+    let ev: { Type?: string; Action?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
+    try {
+      ev = JSON.parse(line);
+    } catch {
+      return;
+    }
+    const attrs = ev.Actor?.Attributes ?? {};
+    const work =
+      ev.Type === 'network' && ev.Action === 'create' && ev.Actor?.ID
+        ? this.learnNetwork(ev.Actor.ID, attrs.name)
+        : ev.Type === 'network' && ev.Action === 'connect' && attrs.container
+          ? this.learnContainer(attrs.container)
+          : ev.Type === 'container' && (ev.Action === 'start' || ev.Action === 'rename') && ev.Actor?.ID
+            ? this.learnContainer(ev.Actor.ID)
+            : undefined;
+    work?.catch((err) => this.ctx.log.debug('could not learn from a Docker event', { event: ev.Action, error: errorMessage(err) }));
+  }
+
+  /** Everything Docker has now: network names, then every running container's endpoints. */
+  async resync(): Promise<void> {
+    const nets = await this.docker.listNetworks();
+    for (const n of nets) await this.learnNetwork(n.Id, n.Name);
+    const ctrs = await this.docker.listContainers();
+    for (const c of ctrs) await this.learnContainer(c.Id).catch(() => undefined);
+  }
+
+  private async learnNetwork(id: string, name: string | undefined): Promise<void> {
+    if (!name) return;
+    const rec = await this.ctx.records.getNetwork(id);
+    if (!rec || rec.name === name) return;
+    if (await this.ctx.records.updateNetwork({ ...rec, name })) this.ctx.log.info('learned network name', { network: id, name });
+  }
+
+  private async learnContainer(id: string): Promise<void> {
+    const info = await this.docker.getContainer(id).inspect();
+    const name = info.Name.replace(/^\//, '');
+    const labels = calicoLabels(info.Config?.Labels);
+    for (const net of Object.values(info.NetworkSettings?.Networks ?? {})) {
+      if (!net?.EndpointID) continue;
+      const rec = await this.ctx.records.getEndpoint(net.EndpointID);
+      if (!rec || (rec.containerId === info.Id && rec.containerName === name && same(rec.labels, labels))) continue;
+      if (await this.ctx.records.updateEndpoint({ ...rec, containerId: info.Id, containerName: name, labels })) {
+        this.ctx.log.info('learned endpoint container', { endpoint: rec.id, container: name, labels });
+      }
+    }
+  }
+}
