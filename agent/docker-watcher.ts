@@ -107,6 +107,18 @@ export class DockerWatcher {
     work?.catch((err) => this.ctx.log.debug('could not learn from a Docker event', { event: ev.Action, error: errorMessage(err) }));
   }
 
+  /** Endpoint IDs of every running container, or undefined if Docker does not answer. */
+  async liveEndpointIds(): Promise<Set<string> | undefined> {
+    try {
+      const ctrs = await this.docker.listContainers();
+      const ids = new Set<string>();
+      for (const c of ctrs) for (const n of Object.values(c.NetworkSettings?.Networks ?? {})) if (n?.EndpointID) ids.add(n.EndpointID);
+      return ids;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Everything Docker has now: network names, then every running container's endpoints. */
   async resync(): Promise<void> {
     const nets = await this.docker.listNetworks();

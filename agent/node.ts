@@ -26,6 +26,7 @@ import { type Routes, closeUnix, createPluginApp, listenUnix } from '../lib/serv
 import { jitteredDelay, sleep, withDeadline } from '../lib/retry';
 import { DockerWatcher } from './docker-watcher';
 import { EmbeddedEtcd } from './embedded-etcd';
+import { Reconciler } from './reconciler';
 
 export const VERSION: string = (require('../../package.json') as { version: string }).version;
 const READY_WAIT_MS = 10_000;
@@ -53,6 +54,7 @@ export class CalicoNode {
   private mtu?: number;
   private sandboxes = new Sandboxes();
   private watcher?: DockerWatcher;
+  private reconciler?: Reconciler;
   readonly ctx: NodeContext;
 
   constructor(private opts: NodeOptions) {
@@ -114,6 +116,8 @@ export class CalicoNode {
     void this.initialise();
     this.watcher = new DockerWatcher(this.ctx, config.dockerHost);
     this.watcher.start();
+    this.reconciler = new Reconciler(this.ctx, this.watcher, this.sandboxes, { intervalMs: config.reconcileIntervalMs, graceMs: config.reconcileGraceMs });
+    this.reconciler.start();
   }
 
   private async initialise(): Promise<void> {
@@ -168,6 +172,7 @@ export class CalicoNode {
   async stop(): Promise<void> {
     this.stopping = true;
     this.watcher?.stop();
+    this.reconciler?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);
     this.servers = [];
     await this.kv?.close();

@@ -223,7 +223,7 @@ export class Allocator {
    * whose endpoint still exists is kept: a replayed release must never free a live container's
    * address; the endpoint's deletion comes first in Docker's order.
    */
-  async release(ip: IP, opts: { force?: boolean } = {}): Promise<'released' | 'not-allocated' | 'in-use'> {
+  async release(ip: IP, opts: { force?: boolean; handle?: string } = {}): Promise<'released' | 'not-allocated' | 'in-use'> {
     const b = await this.blockOf(ip);
     const cidr = b?.cidr ?? (await this.findBlockCidr(ip));
     if (!cidr) return 'not-allocated';
@@ -235,6 +235,8 @@ export class Allocator {
       if (!fresh || !blk.ownerOf(fresh.rec, fresh.net, ip)) return 'not-allocated';
       return this.release(ip, opts);
     }
+    // Reconciliation frees exactly the allocation it judged leaked, not a later one.
+    if (opts.handle && owner.handle !== opts.handle) return 'not-allocated';
     if (owner.kind === 'endpoint' && owner.endpoint && !opts.force && (await this.kv.get(keys.endpoint(owner.host, owner.endpoint)))) return 'in-use';
     return this.writer.change<'released' | 'not-allocated' | 'in-use'>(cidr, (c) => {
       const now = c && blk.ownerOf(c.rec, c.net, ip);

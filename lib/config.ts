@@ -33,6 +33,9 @@ export interface Config {
   pluginMode: 'legacy' | 'managed';
   /** Where sysctls are written; a managed plugin sees the host's under /host/proc/sys. */
   procSys: string;
+  /** Reconciliation period, and how old an unattached allocation or endpoint must be to repair. */
+  reconcileIntervalMs: number;
+  reconcileGraceMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -99,7 +102,14 @@ export function loadConfig(env: Env = process.env): Config {
     etcdBinary: nonEmpty(env, 'CALICO_ETCD_BINARY') ?? 'etcd',
     pluginMode: 'legacy',
     procSys: path.resolve(nonEmpty(env, 'CALICO_PROC_SYS') ?? '/proc/sys'),
+    reconcileIntervalMs: 30_000,
+    reconcileGraceMs: 60_000,
   };
+  for (const [k, def, field] of [['CALICO_RECONCILE_INTERVAL', 30, 'reconcileIntervalMs'], ['CALICO_RECONCILE_GRACE', 60, 'reconcileGraceMs']] as const) {
+    const t = nonEmpty(env, k) ?? String(def);
+    if (!/^\d+(\.\d+)?$/.test(t) || Number(t) <= 0) fail(k, t, 'give a number of seconds greater than 0');
+    cfg[field] = Number(t) * 1000;
+  }
   const mode = (nonEmpty(env, 'CALICO_PLUGIN_MODE') ?? 'legacy').toLowerCase();
   if (mode !== 'legacy' && mode !== 'managed') fail('CALICO_PLUGIN_MODE', mode, 'use legacy or managed');
   cfg.pluginMode = mode;

@@ -63,6 +63,8 @@ export interface DockerHost {
   /** Like docker() but throws on a non-zero exit. */
   dockerOk(args: string[]): Promise<string>;
   calico(args: string[]): Promise<CmdResult>;
+  /** Stops dockerd (its containers stop, as on a daemon restart without live-restore) and starts it again. */
+  restartDockerd(): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -78,22 +80,37 @@ export async function startDockerHost(scope: NetnsScope, opts: { name: string; e
   fs.mkdirSync('/run/docker/plugins', { recursive: true });
   // Positional parameters, not interpolation: the script text is fixed.
   const script = 'mount -t cgroup2 none /sys/fs/cgroup && mount --bind "$1" /run/docker/plugins && shift && exec dockerd "$@"';
-  const dockerd = ns.spawn('unshare', [
-    '-m', '--propagation', 'private', 'sh', '-c', script, 'sh', node.pluginDir,
-    '--data-root', path.join(root, 'docker'), '--exec-root', execRoot, '-H', `unix://${sock}`, '--pidfile', path.join(root, 'dockerd.pid'),
-    '--bridge=none', '--iptables=false', '--ip6tables=false', '--ip-masq=false',
-  ]);
   const log = fs.createWriteStream(path.join(root, 'dockerd.log'));
-  dockerd.stdout?.pipe(log);
-  dockerd.stderr?.pipe(log);
   const env = { ...process.env, DOCKER_HOST: `unix://${sock}` };
   const docker = (args: string[], o: { timeoutMs?: number } = {}) => runCmd('docker', args, { env, timeoutMs: o.timeoutMs });
-  const deadline = Date.now() + 60_000;
-  while ((await docker(['version', '--format', '{{.Server.Version}}'])).code !== 0) {
-    if (dockerd.exitCode !== null) throw new Error(`dockerd exited: ${fs.readFileSync(path.join(root, 'dockerd.log'), 'utf8')}`);
-    if (Date.now() > deadline) throw new Error('dockerd did not start within 60 s');
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  let dockerd: ReturnType<Netns['spawn']>;
+  const launch = async () => {
+    dockerd = ns.spawn('unshare', [
+      '-m', '--propagation', 'private', 'sh', '-c', script, 'sh', node.pluginDir,
+      '--data-root', path.join(root, 'docker'), '--exec-root', execRoot, '-H', `unix://${sock}`, '--pidfile', path.join(root, 'dockerd.pid'),
+      '--bridge=none', '--iptables=false', '--ip6tables=false', '--ip-masq=false',
+    ]);
+    dockerd.stdout?.pipe(log, { end: false });
+    dockerd.stderr?.pipe(log, { end: false });
+    const deadline = Date.now() + 60_000;
+    while ((await docker(['version', '--format', '{{.Server.Version}}'])).code !== 0) {
+      if (dockerd.exitCode !== null) throw new Error(`dockerd exited: ${fs.readFileSync(path.join(root, 'dockerd.log'), 'utf8')}`);
+      if (Date.now() > deadline) throw new Error('dockerd did not start within 60 s');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  const stopDockerd = async () => {
+    if (dockerd.exitCode !== null || dockerd.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => dockerd.kill('SIGKILL'), 30_000);
+      dockerd.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      dockerd.kill('SIGTERM');
+    });
+  };
+  await launch();
   const imported = await runCmd('docker', ['import', '-', 'busybox:latest'], { env, input: await busyboxTar(path.join(root, 'image')) });
   if (imported.code !== 0) throw new Error(`docker import failed: ${imported.stderr}`);
   await node.ready();
@@ -109,19 +126,14 @@ export async function startDockerHost(scope: NetnsScope, opts: { name: string; e
       return r.stdout.trim();
     },
     calico: (args) => node.cli(args, { allowFail: true }),
+    restartDockerd: async () => {
+      await stopDockerd();
+      await launch();
+    },
     destroy: async () => {
       const ps = await docker(['ps', '-aq']);
       if (ps.code === 0 && ps.stdout.trim()) await docker(['rm', '-f', ...ps.stdout.trim().split(/\s+/)]);
-      if (dockerd.exitCode === null) {
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(() => dockerd.kill('SIGKILL'), 20_000);
-          dockerd.once('exit', () => {
-            clearTimeout(t);
-            resolve();
-          });
-          dockerd.kill('SIGTERM');
-        });
-      }
+      await stopDockerd();
       await node.destroy();
       await runCmd('umount', ['-R', path.join(root, 'docker')]).catch(() => undefined);
       fs.rmSync(root, { recursive: true, force: true });

@@ -1,0 +1,115 @@
+/**
+ * Reconciliation at start-up and on a timer: gathers Docker's, etcd's and the kernel's views of
+ * this host, plans repairs (reconcile-plan.ts) and carries them out, logging each one. It makes
+ * crashes harmless: a node killed between RequestAddress and CreateEndpoint, a Docker that
+ * forgot to call Leave, a route deleted by hand, all converge without an operator.
+ */
+import type { Sandboxes } from '../driver/sandboxes';
+import * as blk from '../ipam/block';
+import type { NodeContext } from '../lib/context';
+import { keys } from '../lib/datastore/keys';
+import type { BlockRecord, Owner } from '../lib/datastore/records';
+import { errorMessage } from '../lib/errors';
+import { formatIP, parseCidr, parseIP } from '../lib/ip';
+import { jitteredDelay, sleep } from '../lib/retry';
+import type { DockerWatcher } from './docker-watcher';
+import { type Repair, planRepairs } from './reconcile-plan';
+
+export interface ReconcileOptions {
+  intervalMs: number;
+  graceMs: number;
+}
+
+export class Reconciler {
+  private suspects = new Map<string, string>();
+  private stopped = false;
+  private running?: Promise<void>;
+
+  constructor(
+    private ctx: NodeContext,
+    private docker: DockerWatcher,
+    private sandboxes: Sandboxes,
+    private opts: ReconcileOptions,
+  ) {}
+
+  start(): void {
+    void this.loop();
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.ctx.ready();
+        await this.runOnce();
+      } catch (err) {
+        this.ctx.log.warn('reconciliation pass failed; the next one retries', { error: errorMessage(err) });
+      }
+      // Jitter keeps many hosts from hitting etcd in the same second.
+      await sleep(this.opts.intervalMs * 0.75 + jitteredDelay(0, this.opts.intervalMs * 0.5, this.opts.intervalMs * 0.5));
+    }
+  }
+
+  /** One pass; concurrent callers share it. Returns the repairs made. */
+  runOnce(): Promise<void> {
+    this.running ??= this.pass().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async pass(): Promise<void> {
+    const { ctx } = this;
+    // Order matters: the kernel first, then Docker, then etcd. CreateEndpoint writes the record
+    // before Join makes the link, and DeleteEndpoint removes the link before the record, so a
+    // link seen here always has its record in the later listing unless it is already going.
+    const links = await ctx.dataplane.listWorkloadLinks();
+    const routes = await ctx.dataplane.listWorkloadRoutes();
+    const dockerEndpoints = await this.docker.liveEndpointIds();
+    const [endpoints, networks, blocks] = await Promise.all([ctx.records.listEndpoints(ctx.host), ctx.records.listNetworks(ctx.host), ctx.kv.list(keys.blocks())]);
+    const allocations: Array<{ ip: string; owner: Owner }> = [];
+    for (const e of blocks) {
+      const rec = JSON.parse(e.value) as BlockRecord;
+      for (const a of blk.allocations(rec, parseCidr(rec.cidr))) if (a.owner.host === ctx.host) allocations.push({ ip: formatIP(a.ip), owner: a.owner });
+    }
+    const plan = planRepairs({ host: ctx.host, now: Date.now(), dockerEndpoints, endpoints, networks, allocations, links, routes, suspects: this.suspects, graceMs: this.opts.graceMs });
+    this.suspects = plan.suspects;
+    for (const r of plan.repairs) {
+      try {
+        await this.apply(r);
+      } catch (err) {
+        ctx.log.warn('repair failed; the next pass retries', { repair: r.kind, error: errorMessage(err) });
+      }
+    }
+    ctx.log.debug('reconciliation pass done', { repairs: plan.repairs.length, docker: dockerEndpoints ? 'answered' : 'unreachable' });
+  }
+
+  private async apply(r: Repair): Promise<void> {
+    const { ctx } = this;
+    switch (r.kind) {
+      case 'add-route':
+        await ctx.dataplane.ensureRoute(r.ifName, r.ip);
+        ctx.log.info('repaired: added missing host route', { interface: r.ifName, ip: r.ip, why: r.why });
+        return;
+      case 'remove-link':
+        await ctx.dataplane.unwireEndpoint(r.ifName);
+        ctx.log.info('repaired: removed a veth', { interface: r.ifName, why: r.why });
+        return;
+      case 'remove-endpoint': {
+        const e = r.endpoint;
+        await ctx.dataplane.unwireEndpoint(e.ifName);
+        this.sandboxes.left(e.id);
+        await ctx.records.deleteEndpoint(e.id);
+        for (const cidr of [...e.ipv4, ...e.ipv6]) await ctx.allocator.release(parseIP(cidr.split('/')[0]));
+        ctx.log.info('repaired: removed an endpoint and released its addresses', { endpoint: e.id, addresses: [...e.ipv4, ...e.ipv6], why: r.why });
+        return;
+      }
+      case 'release': {
+        const out = await ctx.allocator.release(parseIP(r.ip), { handle: r.handle });
+        if (out === 'released') ctx.log.info('repaired: released a leaked address', { ip: r.ip, why: r.why });
+        return;
+      }
+    }
+  }
+}
