@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the managed plugin's directory (config.json + rootfs/) from the built project, without a
+# registry or a Docker build: the node binary with the shared libraries it and the native
+# modules load, the compiled project and its production node_modules.
+#   scripts/build-plugin.sh [OUT_DIR]      (default: plugin-build)
+#   docker plugin create calico:latest OUT_DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-plugin-build}"
+[ -d dist ] || { echo "run npm run build first" >&2; exit 1; }
+rm -rf "$out"
+root="$out/rootfs"
+mkdir -p "$root/usr/local/bin" "$root/opt/calico" "$root/run/docker/plugins" "$root/var/lib/calico" \
+  "$root/etc/calico/certs" "$root/host/proc" "$root/tmp" "$root/proc" "$root/sys" "$root/dev" "$root/etc"
+chmod 1777 "$root/tmp"
+
+cp "$(command -v node)" "$root/usr/local/bin/node"
+cp -r dist package.json package-lock.json "$root/opt/calico/"
+cp -r node_modules "$root/opt/calico/"
+(cd "$root/opt/calico" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)
+
+# Shared libraries of node and of every native module, with the dynamic loader.
+libs() { { ldd "$1" 2>/dev/null || true; } | awk '/=>/ && $3 ~ /^\// {print $3} /^[[:space:]]*\/[^ ]+/ {print $1}'; }
+{
+  libs "$(command -v node)"
+  find "$root/opt/calico/node_modules" -name '*.node' -print0 | while IFS= read -r -d '' m; do libs "$m"; done
+} | sort -u | while read -r lib; do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+# Name resolution for the etcd host names in ETCD_ENDPOINTS.
+if [ -f /etc/nsswitch.conf ]; then cp /etc/nsswitch.conf "$root/etc/nsswitch.conf"; fi
+cp plugin-config.json "$out/config.json"
+echo "plugin directory ready: $out ($(du -sh "$out" | cut -f1))"
