@@ -59,6 +59,12 @@ test('containers keep pinging while calico node is stopped and started; new cont
   assert.match(ping.stdout, / 0% packet loss/);
   await h.dockerOk(['run', '-d', '--name', 'cc', '--network', 'net', 'busybox', 'sleep', '600']);
   await h.dockerOk(['exec', 'cc', 'ping', '-c', '1', '-W', '2', await ipOf('ca')]);
+  // A host route deleted by hand is put back by reconciliation.
+  const ipA = await ipOf('ca');
+  await h.ns.ip(['route', 'del', `${ipA}/32`]);
+  await until(async () => (await h.ns.ipJson<unknown[]>(['route', 'show', `${ipA}/32`])).length === 1, 'host route repaired', 15_000);
+  assert.match(h.node.logs(), /repaired: added missing host route/);
+  await h.dockerOk(['exec', 'cc', 'ping', '-c', '1', '-W', '2', ipA]);
   await h.dockerOk(['rm', '-f', 'ca', 'cb', 'cc']);
   assert.ok(await ipamClean(), (await h.calico(['ipam', 'check', '--grace', '0'])).stdout);
 });
