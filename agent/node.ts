@@ -26,6 +26,7 @@ import { type Routes, closeUnix, createPluginApp, listenUnix } from '../lib/serv
 import { jitteredDelay, sleep, withDeadline } from '../lib/retry';
 import { DockerWatcher } from './docker-watcher';
 import { EmbeddedEtcd } from './embedded-etcd';
+import { Liveness } from './liveness';
 import { Reconciler } from './reconciler';
 
 export const VERSION: string = (require('../../package.json') as { version: string }).version;
@@ -55,6 +56,7 @@ export class CalicoNode {
   private sandboxes = new Sandboxes();
   private watcher?: DockerWatcher;
   private reconciler?: Reconciler;
+  private liveness?: Liveness;
   readonly ctx: NodeContext;
 
   constructor(private opts: NodeOptions) {
@@ -146,6 +148,8 @@ export class CalicoNode {
           if (made) log.info('created default pool', { cidr: made.cidr, blockSize: made.blockSize });
         }
         await this.register();
+        this.liveness ??= new Liveness(this.kv.namespace, config.nodeName, config.livenessTtl, log);
+        this.liveness.start();
         // Which endpoints share a container survives a restart through the endpoint records.
         for (const ep of await this.ctx.records.listEndpoints(config.nodeName)) if (ep.sandbox) this.sandboxes.joined(ep.sandbox, ep.id);
         await this.ctx.dataplane.enableForwarding(true);
@@ -173,6 +177,7 @@ export class CalicoNode {
     this.stopping = true;
     this.watcher?.stop();
     this.reconciler?.stop();
+    await this.liveness?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);
     this.servers = [];
     await this.kv?.close();

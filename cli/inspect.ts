@@ -45,8 +45,9 @@ export function nodeListCommand(node: Command): void {
       run(async () => {
         const kv = connect();
         try {
-          const hosts = (await kv.list(keys.hosts())).map((e) => JSON.parse(e.value) as HostRecord);
-          print(!!o.json, hosts, () => table(['NAME', 'ADDRESS', 'AS', 'VERSION', 'STARTED'], hosts.map((h) => [h.name, h.ipv4, h.asn, h.version, h.startedAt])));
+          const alive = new Set((await kv.list(keys.alives())).map((e) => e.key.slice(keys.alives().length)));
+          const hosts = (await kv.list(keys.hosts())).map((e) => ({ ...(JSON.parse(e.value) as HostRecord), alive: alive.has((JSON.parse(e.value) as HostRecord).name) }));
+          print(!!o.json, hosts, () => table(['NAME', 'ADDRESS', 'AS', 'ALIVE', 'VERSION', 'STARTED'], hosts.map((h) => [h.name, h.ipv4, h.asn, h.alive ? 'yes' : 'no', h.version, h.startedAt])));
         } finally {
           await kv.close();
         }

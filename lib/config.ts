@@ -36,6 +36,8 @@ export interface Config {
   /** Reconciliation period, and how old an unattached allocation or endpoint must be to repair. */
   reconcileIntervalMs: number;
   reconcileGraceMs: number;
+  /** TTL of this host's liveness key, seconds. */
+  livenessTtl: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -104,7 +106,11 @@ export function loadConfig(env: Env = process.env): Config {
     procSys: path.resolve(nonEmpty(env, 'CALICO_PROC_SYS') ?? '/proc/sys'),
     reconcileIntervalMs: 30_000,
     reconcileGraceMs: 60_000,
+    livenessTtl: 30,
   };
+  const ttl = nonEmpty(env, 'CALICO_LIVENESS_TTL') ?? '30';
+  if (!/^\d+$/.test(ttl) || Number(ttl) < 2 || Number(ttl) > 3600) fail('CALICO_LIVENESS_TTL', ttl, 'give whole seconds from 2 to 3600');
+  cfg.livenessTtl = Number(ttl);
   for (const [k, def, field] of [['CALICO_RECONCILE_INTERVAL', 30, 'reconcileIntervalMs'], ['CALICO_RECONCILE_GRACE', 60, 'reconcileGraceMs']] as const) {
     const t = nonEmpty(env, k) ?? String(def);
     if (!/^\d+(\.\d+)?$/.test(t) || Number(t) <= 0) fail(k, t, 'give a number of seconds greater than 0');

@@ -4,6 +4,9 @@ import { cidrKey } from '../ip';
 export const keys = {
   host: (name: string) => `hosts/${name}`,
   hosts: () => 'hosts/',
+  /** Lease-backed liveness, separate from the host record so expiry removes nothing else. */
+  alive: (name: string) => `alive/${name}`,
+  alives: () => 'alive/',
   pool: (cidr: string) => `pools/${cidrKey(cidr)}`,
   pools: () => 'pools/',
   block: (cidr: string) => `ipam/blocks/${cidrKey(cidr)}`,

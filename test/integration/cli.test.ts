@@ -18,7 +18,7 @@ let node: CalicoProcess;
 before(async () => {
   ns = await scope.create('cli');
   etcd = await startEtcd(ns);
-  node = await startCalico(ns, { name: 'cli-host', etcd: etcd.endpoint, env: { CALICO_IP: '172.31.0.9' } });
+  node = await startCalico(ns, { name: 'cli-host', etcd: etcd.endpoint, env: { CALICO_IP: '172.31.0.9', CALICO_LIVENESS_TTL: '3' } });
   await node.ready();
 });
 
@@ -105,7 +105,7 @@ test('ipam show, check and release find and repair a leaked address; a pool in u
 test('node ls and status show the registered host, its pools and blocks', async () => {
   const hosts = JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; ipv4: string; asn: number }>;
   assert.deepEqual(hosts.map((h) => [h.name, h.ipv4, h.asn]), [['cli-host', '172.31.0.9', 64512]]);
-  assert.match((await cli('node', 'ls')).stdout, /cli-host\s+172\.31\.0\.9\s+64512/);
+  assert.match((await cli('node', 'ls')).stdout, /cli-host\s+172\.31\.0\.9\s+64512\s+(yes|no)/);
   const status = JSON.parse((await cli('status', '--json')).stdout);
   assert.equal(status.etcd, 'reachable');
   assert.equal(status.node, 'cli-host');
@@ -114,6 +114,29 @@ test('node ls and status show the registered host, its pools and blocks', async 
   const human = await cli('status');
   assert.equal(human.code, 0);
   assert.match(human.stdout, /etcd:\s+reachable/);
+});
+
+test('node ls shows whether each host is alive: gone at once on a clean stop, after the lease TTL on a crash', async () => {
+  const alive = async () => (JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; alive: boolean }>).find((x) => x.name === 'cli-host')?.alive;
+  const until = async (want: boolean, ms: number) => {
+    const deadline = Date.now() + ms;
+    while ((await alive()) !== want) {
+      if (Date.now() > deadline) throw new Error(`alive did not become ${want} within ${ms} ms`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  await until(true, 5000);
+  assert.match((await cli('node', 'ls')).stdout, /cli-host\s+172\.31\.0\.9\s+64512\s+yes/);
+  assert.equal(await node.stop('SIGTERM'), 0);
+  assert.equal(await alive(), false, 'a clean stop revokes the lease');
+  await node.restart();
+  await node.ready();
+  await until(true, 5000);
+  await node.stop('SIGKILL');
+  await until(false, 15_000); // TTL 3 s
+  await node.restart();
+  await node.ready();
+  await until(true, 5000);
 });
 
 test('the CLI says clearly when etcd is unreachable', async () => {
