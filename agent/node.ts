@@ -168,7 +168,17 @@ export class CalicoNode {
   private async register(): Promise<void> {
     const { config } = this.opts;
     const ipv4 = config.ip ?? (await this.ctx.dataplane.uplinkIPv4());
-    const rec: HostRecord = { name: config.nodeName, asn: config.asn, version: VERSION, startedAt: new Date().toISOString(), ...(ipv4 ? { ipv4 } : {}) };
+    // What operators set on the host (its route reflector role) survives restarts.
+    const prev = await this.ctx.kv.get(keys.host(config.nodeName));
+    const kept = prev ? (JSON.parse(prev.value) as HostRecord) : undefined;
+    const rec: HostRecord = {
+      name: config.nodeName,
+      ...(config.asn !== undefined ? { asn: config.asn } : {}),
+      version: VERSION,
+      startedAt: new Date().toISOString(),
+      ...(ipv4 ? { ipv4 } : {}),
+      ...(kept?.routeReflector ? { routeReflector: kept.routeReflector } : {}),
+    };
     await this.ctx.kv.put(keys.host(config.nodeName), JSON.stringify(rec));
     this.opts.log.info('host registered', { ...rec });
   }

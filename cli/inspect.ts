@@ -5,6 +5,7 @@ import { loadConfig } from '../lib/config';
 import { keys } from '../lib/datastore/keys';
 import type { BlockRecord, EndpointRecord, HostRecord, NetworkRecord } from '../lib/datastore/records';
 import { errorMessage } from '../lib/errors';
+import { getSettings } from '../routing/model';
 import { connect } from './connect';
 import { print, table } from './output';
 import { run } from './run';
@@ -46,7 +47,9 @@ export function nodeListCommand(node: Command): void {
         const kv = connect();
         try {
           const alive = new Set((await kv.list(keys.alives())).map((e) => e.key.slice(keys.alives().length)));
-          const hosts = (await kv.list(keys.hosts())).map((e) => ({ ...(JSON.parse(e.value) as HostRecord), alive: alive.has((JSON.parse(e.value) as HostRecord).name) }));
+          const defaultAsn = (await getSettings(kv)).asn;
+          // A host without its own AS uses the global default: show the AS it really speaks.
+          const hosts = (await kv.list(keys.hosts())).map((e) => JSON.parse(e.value) as HostRecord).map((h) => ({ ...h, asn: h.asn ?? defaultAsn, alive: alive.has(h.name) }));
           print(!!o.json, hosts, () => table(['NAME', 'ADDRESS', 'AS', 'ALIVE', 'VERSION', 'STARTED'], hosts.map((h) => [h.name, h.ipv4, h.asn, h.alive ? 'yes' : 'no', h.version, h.startedAt])));
         } finally {
           await kv.close();

@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { CalicoNode, VERSION } from '../agent/node';
 import { loadConfig } from '../lib/config';
 import { createLogger } from '../lib/log';
+import { bgpCommands } from './bgp';
 import { ipamCommands } from './ipam';
 import { endpointCommands, nodeListCommand, statusCommand } from './inspect';
 import { poolCommands } from './pool';
@@ -42,6 +43,7 @@ poolCommands(program);
 ipamCommands(program);
 endpointCommands(program);
 statusCommand(program);
+bgpCommands(program, node);
 program.parseAsync(process.argv).catch((err) => {
   process.stderr.write(`calico: ${String(err)}\n`);
   process.exitCode = 2;

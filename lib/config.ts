@@ -19,7 +19,8 @@ export interface Config {
   etcdPassword?: string;
   nodeName: string;
   ip?: string;
-  asn: number;
+  /** CALICO_AS; unset: the host uses the global default AS kept in etcd (64512 unless changed). */
+  asn?: number;
   pluginDir: string;
   dataDir: string;
   ipv4Pool?: string;
@@ -72,9 +73,9 @@ export function loadConfig(env: Env = process.env): Config {
       fail('CALICO_IP', ip, 'give this host\'s IPv4 address, like 172.31.0.1');
     }
   }
-  const asText = nonEmpty(env, 'CALICO_AS') ?? '64512';
-  const asn = Number(asText);
-  if (!/^\d+$/.test(asText) || asn < 1 || asn > 4294967295) fail('CALICO_AS', asText, 'give an AS number from 1 to 4294967295');
+  const asText = nonEmpty(env, 'CALICO_AS');
+  const asn = asText === undefined ? undefined : Number(asText);
+  if (asText !== undefined && (!/^\d+$/.test(asText) || asn! < 1 || asn! > 4294967295)) fail('CALICO_AS', asText, 'give an AS number from 1 to 4294967295');
   const pool = (k: string, def: string, family: 4 | 6): string | undefined => {
     const v = env[k] === undefined ? def : env[k]!.trim();
     if (!v) return undefined; // set to empty: create no default pool of this family
@@ -96,7 +97,6 @@ export function loadConfig(env: Env = process.env): Config {
   if (!isLogLevel(level)) fail('CALICO_LOG_LEVEL', level, 'use error, warn, info or debug');
   const cfg: Config = {
     nodeName,
-    asn,
     pluginDir: path.resolve(nonEmpty(env, 'CALICO_PLUGIN_DIR') ?? '/run/docker/plugins'),
     dataDir: path.resolve(nonEmpty(env, 'CALICO_DATA_DIR') ?? '/var/lib/calico'),
     logLevel: level,
@@ -124,6 +124,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (v4) cfg.ipv4Pool = v4;
   if (v6) cfg.ipv6Pool = v6;
   if (endpoints) cfg.etcdEndpoints = endpoints;
+  if (asn !== undefined) cfg.asn = asn;
   if (ip) cfg.ip = ip;
   if (mtu) cfg.mtu = mtu;
   const opt = (k: string) => nonEmpty(env, k);

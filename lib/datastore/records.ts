@@ -51,6 +51,8 @@ export interface HostRecord {
   ipv4?: string;
   ipv6?: string;
   asn?: number;
+  /** Set by `calico node set --route-reflector`: this host reflects routes for its cluster. */
+  routeReflector?: string;
   version: string;
   startedAt: string;
 }

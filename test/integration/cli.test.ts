@@ -139,6 +139,46 @@ test('node ls shows whether each host is alive: gone at once on a clean stop, af
   await until(true, 5000);
 });
 
+test('bgp config, bgp peer and node set manage BGP settings, peers and route reflectors', async () => {
+  assert.deepEqual(JSON.parse((await cli('bgp', 'config', '--json')).stdout), { asn: 64512, nodeMesh: true });
+  assert.deepEqual(JSON.parse((await cli('bgp', 'config', '--as', '65000', '--mesh', 'off', '--json')).stdout), { asn: 65000, nodeMesh: false });
+  // A host without CALICO_AS speaks the global default.
+  const hosts = async () => (JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; asn: number; routeReflector?: string }>).find((x) => x.name === 'cli-host')!;
+  assert.equal((await hosts()).asn, 65000);
+  assert.equal((await cli('bgp', 'peer', 'add', 'tor1', '--ip', '172.31.0.254', '--as', '65100')).code, 0);
+  assert.equal((await cli('bgp', 'peer', 'add', 'rack2', '--ip', '172.31.1.254', '--as', '65101', '--host', 'cli-host')).code, 0);
+  assert.deepEqual(JSON.parse((await cli('bgp', 'peer', 'ls', '--json')).stdout), [
+    { name: 'rack2', ip: '172.31.1.254', asn: 65101, host: 'cli-host' },
+    { name: 'tor1', ip: '172.31.0.254', asn: 65100 },
+  ]);
+  assert.match((await cli('bgp', 'peer', 'ls')).stdout, /tor1\s+172\.31\.0\.254\s+65100\s+\(all\)/);
+  for (const [args, message] of [
+    [['bgp', 'peer', 'add', 'x', '--ip', '300.1.1.1', '--as', '1'], /"300\.1\.1\.1" is not an IP address/],
+    [['bgp', 'peer', 'add', 'x', '--ip', '10.0.0.1', '--as', '0'], /peer AS 0 is out of range/],
+    [['bgp', 'peer', 'add', 'Bad_Name', '--ip', '10.0.0.1', '--as', '1'], /must be a DNS label/],
+    [['bgp', 'peer', 'rm', 'nope'], /no BGP peer named nope/],
+    [['bgp', 'config', '--mesh', 'maybe'], /use on or off/],
+    [['node', 'set', 'cli-host', '--route-reflector', 'yes'], /give a cluster ID like 1\.0\.0\.1, or off/],
+    [['node', 'set', 'ghost', '--route-reflector', '1.0.0.1'], /no host ghost/],
+  ] as Array<[string[], RegExp]>) {
+    const r = await cli(...args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, message, args.join(' '));
+  }
+  assert.equal((await cli('bgp', 'peer', 'rm', 'rack2')).code, 0);
+  assert.equal((await cli('node', 'set', 'cli-host', '--route-reflector', '1.0.0.1')).code, 0);
+  assert.equal((await hosts()).routeReflector, '1.0.0.1');
+  // The role survives calico node re-registering at start.
+  await node.stop('SIGTERM');
+  await node.restart();
+  await node.ready();
+  assert.equal((await hosts()).routeReflector, '1.0.0.1');
+  assert.equal((await cli('node', 'set', 'cli-host', '--route-reflector', 'off')).code, 0);
+  assert.equal((await hosts()).routeReflector, undefined);
+  await cli('bgp', 'peer', 'rm', 'tor1');
+  await cli('bgp', 'config', '--as', '64512', '--mesh', 'on');
+});
+
 test('the CLI says clearly when etcd is unreachable', async () => {
   const r = await node.cli(['pool', 'ls'], { allowFail: true }).then(() => ns.exec('env', ['ETCD_ENDPOINTS=http://127.0.0.1:1', process.execPath, require.resolve('../../cli/main.js'), 'pool', 'ls']).then(
     () => ({ code: 0, stderr: '' }),

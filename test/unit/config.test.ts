@@ -23,7 +23,7 @@ describe('loadConfig defaults', () => {
   test('match the documented table', () => {
     const cfg = loadConfig({});
     assert.equal(cfg.etcdEndpoints, undefined);
-    assert.equal(cfg.asn, 64512);
+    assert.equal(cfg.asn, undefined, 'unset: the global default AS in etcd applies');
     assert.equal(cfg.pluginDir, '/run/docker/plugins');
     assert.equal(cfg.dataDir, '/var/lib/calico');
     assert.equal(cfg.ipv4Pool, '192.168.0.0/16');
@@ -40,7 +40,7 @@ describe('loadConfig defaults', () => {
   test('treat empty and blank values as unset', () => {
     const cfg = loadConfig({ ETCD_ENDPOINTS: '', CALICO_AS: '  ', CALICO_LOG_LEVEL: '', CALICO_NODENAME: ' ', CALICO_MTU: '' });
     assert.equal(cfg.etcdEndpoints, undefined);
-    assert.equal(cfg.asn, 64512);
+    assert.equal(cfg.asn, undefined);
     assert.equal(cfg.logLevel, 'info');
     assert.equal(cfg.nodeName, os.hostname());
     assert.equal(cfg.mtu, undefined);
