@@ -27,6 +27,8 @@ import { jitteredDelay, sleep, withDeadline } from '../lib/retry';
 import { DockerWatcher } from './docker-watcher';
 import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
+import { RouteAgent } from '../routing/agent';
+import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 
 export const VERSION: string = (require('../../package.json') as { version: string }).version;
@@ -57,6 +59,8 @@ export class CalicoNode {
   private watcher?: DockerWatcher;
   private reconciler?: Reconciler;
   private liveness?: Liveness;
+  private routes?: RouteAgent;
+  private bird?: Bird;
   readonly ctx: NodeContext;
 
   constructor(private opts: NodeOptions) {
@@ -148,13 +152,16 @@ export class CalicoNode {
           if (made) log.info('created default pool', { cidr: made.cidr, blockSize: made.blockSize });
         }
         await this.register();
-        this.liveness ??= new Liveness(this.kv.namespace, config.nodeName, config.livenessTtl, log);
-        this.liveness.start();
+        if (!this.liveness) {
+          this.liveness = new Liveness(this.kv.namespace, config.nodeName, config.livenessTtl, log);
+          this.liveness.start();
+        }
         // Which endpoints share a container survives a restart through the endpoint records.
         for (const ep of await this.ctx.records.listEndpoints(config.nodeName)) if (ep.sandbox) this.sandboxes.joined(ep.sandbox, ep.id);
         await this.ctx.dataplane.enableForwarding(true);
         this.isReady = true;
         this.markReady();
+        void this.startRouting();
         log.info('calico node ready', { node: config.nodeName, etcd: endpoints });
         return;
       } catch (err) {
@@ -162,6 +169,23 @@ export class CalicoNode {
         log.warn('start-up step failed; retrying', { attempt, error: this.lastError });
         await sleep(250 + jitteredDelay(attempt, 250, 5000));
       }
+    }
+  }
+
+  /** BGP: BIRD configured from etcd (unless CALICO_BIRD=off). Its failures never stop the node. */
+  private async startRouting(attempt = 0): Promise<void> {
+    const { config, log } = this.opts;
+    if (config.bird === 'off' || this.routes || this.stopping) return;
+    const dir = path.join(config.dataDir, 'bird');
+    this.bird ??= new Bird({ dir, socket: path.join(dir, 'bird.ctl'), external: config.bird === 'external', log });
+    const agent = new RouteAgent(this.ctx, this.kv!.namespace, this.bird);
+    try {
+      await agent.start();
+      this.routes = agent;
+    } catch (err) {
+      await agent.stop();
+      log.warn('could not start the route agent; retrying', { error: errorMessage(err) });
+      setTimeout(() => void this.startRouting(attempt + 1), 500 + jitteredDelay(attempt, 500, 10_000)).unref();
     }
   }
 
@@ -188,6 +212,8 @@ export class CalicoNode {
     this.watcher?.stop();
     this.reconciler?.stop();
     await this.liveness?.stop();
+    await this.routes?.stop();
+    await this.bird?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);
     this.servers = [];
     await this.kv?.close();

@@ -39,6 +39,8 @@ export interface Config {
   reconcileGraceMs: number;
   /** TTL of this host's liveness key, seconds. */
   livenessTtl: number;
+  /** `managed`: calico node runs BIRD; `external`: another BIRD uses our configuration; `off`: no BGP. */
+  bird: 'managed' | 'external' | 'off';
 }
 
 type Env = Record<string, string | undefined>;
@@ -107,7 +109,11 @@ export function loadConfig(env: Env = process.env): Config {
     reconcileIntervalMs: 30_000,
     reconcileGraceMs: 60_000,
     livenessTtl: 30,
+    bird: 'managed',
   };
+  const bird = (nonEmpty(env, 'CALICO_BIRD') ?? 'managed').toLowerCase();
+  if (bird !== 'managed' && bird !== 'external' && bird !== 'off') fail('CALICO_BIRD', bird, 'use managed, external or off');
+  cfg.bird = bird;
   const ttl = nonEmpty(env, 'CALICO_LIVENESS_TTL') ?? '30';
   if (!/^\d+$/.test(ttl) || Number(ttl) < 2 || Number(ttl) > 3600) fail('CALICO_LIVENESS_TTL', ttl, 'give whole seconds from 2 to 3600');
   cfg.livenessTtl = Number(ttl);

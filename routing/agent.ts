@@ -1,0 +1,136 @@
+/**
+ * The route agent inside `calico node` (Calico's confd, rebuilt): list-watches hosts, BGP
+ * settings, peers, pools and this host's block affinities in etcd, renders BIRD's configuration
+ * and applies it when the text changes, debounced. Any watch error, disconnection or compaction
+ * leads to a full re-list, and a periodic re-list backs the watches up, so the configuration is
+ * never left stale.
+ */
+import type { Namespace, Watcher } from 'etcd3';
+import type { NodeContext } from '../lib/context';
+import { keys } from '../lib/datastore/keys';
+import type { HostRecord } from '../lib/datastore/records';
+import { cidrFromKey } from '../lib/ip';
+import { errorMessage } from '../lib/errors';
+import { bgpKeys, getSettings, listPeers } from './model';
+import type { Bird } from './bird';
+import { renderBird } from './render';
+
+export interface RouteAgentOptions {
+  debounceMs: number;
+  resyncMs: number;
+}
+
+export class RouteAgent {
+  private watchers: Watcher[] = [];
+  private timer?: NodeJS.Timeout;
+  private resync?: NodeJS.Timeout;
+  private applied?: string;
+  private stopped = false;
+  private busy = false;
+  private again = false;
+
+  constructor(
+    private ctx: NodeContext,
+    private ns: Namespace,
+    private bird: Bird,
+    private opts: RouteAgentOptions = { debounceMs: 300, resyncMs: 30_000 },
+  ) {}
+
+  async start(): Promise<void> {
+    await this.watch();
+    this.resync = setInterval(() => this.schedule(), this.opts.resyncMs);
+    await this.apply();
+  }
+
+  private async watch(): Promise<void> {
+    const prefixes = [keys.hosts(), bgpKeys.settings(), bgpKeys.peers(), keys.pools(), keys.affinities(this.ctx.host)];
+    for (const p of prefixes) {
+      const w = await this.ns.watch().prefix(p).create();
+      w.on('put', () => this.schedule());
+      w.on('delete', () => this.schedule());
+      // A reconnect may have skipped events; an error (compaction) ends the watch: re-list.
+      w.on('connected', () => this.schedule());
+      w.on('error', (err) => {
+        this.ctx.log.warn('etcd watch failed; re-listing and watching again', { prefix: p, error: errorMessage(err) });
+        void this.rewatch();
+      });
+      this.watchers.push(w);
+    }
+  }
+
+  private async rewatch(): Promise<void> {
+    const old = this.watchers.splice(0);
+    await Promise.all(old.map((w) => w.cancel().catch(() => undefined)));
+    if (this.stopped) return;
+    try {
+      await this.watch();
+    } catch (err) {
+      this.ctx.log.warn('could not watch etcd; the periodic re-list keeps BIRD current', { error: errorMessage(err) });
+    }
+    this.schedule();
+  }
+
+  /** Debounces bursts (a new host, several blocks claimed) into one render. */
+  schedule(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.apply(), this.opts.debounceMs);
+  }
+
+  /** Lists everything, renders, and installs + reconfigures when the text changed. */
+  async apply(): Promise<void> {
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    this.busy = true;
+    try {
+      const { kv, host } = this.ctx;
+      this.ctx.pools.invalidate();
+      const [hostEntries, settings, peers, pools, affinities] = await Promise.all([
+        kv.list(keys.hosts()),
+        getSettings(kv),
+        listPeers(kv),
+        this.ctx.pools.list(),
+        kv.list(keys.affinities(host)),
+      ]);
+      const hosts = hostEntries.map((e) => JSON.parse(e.value) as HostRecord);
+      const self = hosts.find((h) => h.name === host);
+      if (!self?.ipv4) {
+        this.ctx.log.warn('no IPv4 address for this host: BGP is off until CALICO_IP is set or an uplink has one', { host });
+        return;
+      }
+      const text = renderBird({
+        self,
+        hosts,
+        settings,
+        peers,
+        // Disabled pools too: their addresses in use must stay reachable.
+        pools: pools.map((p) => ({ cidr: p.cidr })),
+        blocks: affinities.map((e) => cidrFromKey(e.key.slice(keys.affinities(host).length))),
+      });
+      if (text === this.applied && (this.bird.external || this.bird.running)) return;
+      await this.bird.install(text);
+      if (!this.bird.external && !this.bird.running) this.bird.start();
+      else await this.bird.configure();
+      this.applied = text;
+      this.ctx.log.info('BIRD configuration applied', { peers: (text.match(/^protocol bgp /gm) ?? []).length, blocks: (text.match(/ blackhole;/g) ?? []).length });
+    } catch (err) {
+      this.ctx.log.warn('could not apply the routing configuration; retrying', { error: errorMessage(err) });
+      setTimeout(() => this.schedule(), 2000).unref();
+    } finally {
+      this.busy = false;
+      if (this.again) {
+        this.again = false;
+        this.schedule();
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.resync);
+    await Promise.all(this.watchers.splice(0).map((w) => w.cancel().catch(() => undefined)));
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Runs and supervises BIRD for this host (unless an external BIRD is in use), and swaps in new
+ * configurations safely: written to a temporary file, checked with `bird -p`, renamed over the
+ * live file (atomic), then applied with `birdc configure`, which reports errors and keeps
+ * unchanged sessions up. Every program is run with an argument vector, never a shell string.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { InternalError, errorMessage } from '../lib/errors';
+import type { Logger } from '../lib/log';
+import { jitteredDelay, sleep } from '../lib/retry';
+
+const run = promisify(execFile);
+
+export interface BirdOptions {
+  dir: string;
+  socket: string;
+  /** Another process runs BIRD on `socket`: only write the configuration and reconfigure it. */
+  external: boolean;
+  log: Logger;
+}
+
+export class Bird {
+  private child?: ChildProcess;
+  private stopped = false;
+  private restarts = 0;
+  readonly confPath: string;
+
+  constructor(private o: BirdOptions) {
+    this.confPath = path.join(o.dir, 'bird.conf');
+  }
+
+  /** Checks `text` with `bird -p`, then installs it atomically. Throws (installing nothing) if BIRD refuses it. */
+  async install(text: string): Promise<void> {
+    fs.mkdirSync(this.o.dir, { recursive: true });
+    const tmp = path.join(this.o.dir, `.bird.conf.${process.pid}.tmp`);
+    fs.writeFileSync(tmp, text);
+    try {
+      await run('bird', ['-p', '-c', tmp], { timeout: 10_000 });
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      const detail = (err as { stderr?: string }).stderr?.trim() || errorMessage(err);
+      throw new InternalError(`BIRD refused the rendered configuration: ${detail}`);
+    }
+    fs.renameSync(tmp, this.confPath);
+  }
+
+  /** Starts BIRD if it is ours to run; restarts it when it dies (bounded backoff). */
+  start(): void {
+    if (this.o.external || this.child || this.stopped) return;
+    const child = spawn('bird', ['-f', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    let stderr = '';
+    child.stderr?.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
+    child.once('error', (err) => this.o.log.error('cannot run BIRD: is bird2 installed?', { error: err.message }));
+    child.once('exit', (code, signal) => {
+      this.child = undefined;
+      if (this.stopped) return;
+      this.o.log.warn('BIRD exited; restarting it', { code, signal, stderr: stderr.trim() });
+      void sleep(500 + jitteredDelay(Math.min(this.restarts++, 6), 500, 30_000)).then(() => this.start());
+    });
+    this.o.log.info('BIRD started', { config: this.confPath, socket: this.o.socket });
+  }
+
+  /** Applies the installed configuration to the running BIRD. */
+  async configure(): Promise<void> {
+    // BIRD re-reads the file it was started with (-c); an external BIRD must be started on it too.
+    const { stdout } = await run('birdc', ['-s', this.o.socket, 'configure'], { timeout: 10_000 });
+    if (!/Reconfigured|Reconfiguration in progress|Reconfiguration confirmed/.test(stdout)) {
+      throw new InternalError(`birdc configure did not reconfigure BIRD: ${stdout.trim()}`);
+    }
+  }
+
+  /** `birdc show protocols` parsed into sessions (for `calico status`). */
+  async sessions(): Promise<Array<{ name: string; state: string; since: string; info: string }>> {
+    const { stdout } = await run('birdc', ['-s', this.o.socket, 'show', 'protocols'], { timeout: 5000 });
+    return stdout
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter((f) => f.length >= 5 && f[1] === 'BGP')
+      .map((f) => ({ name: f[0], state: f[3], since: f[4], info: f.slice(5).join(' ') }));
+  }
+
+  get external(): boolean {
+    return this.o.external;
+  }
+
+  get running(): boolean {
+    return !!this.child;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const c = this.child;
+    if (!c) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+      c.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      c.kill('SIGTERM');
+    });
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Several hosts on one layer-2 fabric, each a network namespace: a fabric namespace holds a
+ * bridge (with the fabric's router address, every host's default gateway) and the shared etcd;
+ * each host gets an uplink veth onto the bridge. Addresses are 172.31.0.0/24 inside these
+ * namespaces only; nothing routes to the machine's real network.
+ */
+import type { Netns, NetnsScope } from './netns';
+import { type TestEtcd, startEtcd } from './etcd';
+
+export const FABRIC_GW = '172.31.0.254';
+
+export interface Fabric {
+  ns: Netns;
+  etcd: TestEtcd;
+  addHost(name: string, index: number): Promise<{ ns: Netns; ip: string }>;
+}
+
+export async function startFabric(scope: NetnsScope): Promise<Fabric> {
+  const ns = await scope.create('fab');
+  await ns.ip(['link', 'add', 'br0', 'type', 'bridge']);
+  await ns.ip(['addr', 'add', `${FABRIC_GW}/24`, 'dev', 'br0']);
+  await ns.ip(['link', 'set', 'br0', 'up']);
+  const etcd = await startEtcd(ns, FABRIC_GW);
+  return {
+    ns,
+    etcd,
+    async addHost(name, index) {
+      const host = await scope.create(name);
+      const ip = `172.31.0.${index}`;
+      const peer = `fab${index}`;
+      await host.ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', peer, 'netns', ns.name]);
+      await ns.ip(['link', 'set', peer, 'master', 'br0']);
+      await ns.ip(['link', 'set', peer, 'up']);
+      await host.ip(['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+      await host.ip(['link', 'set', 'eth0', 'up']);
+      await host.ip(['route', 'add', 'default', 'via', FABRIC_GW]);
+      return { ns: host, ip };
+    },
+  };
+}
