@@ -3,7 +3,8 @@
  * etcd on loopback with its data under CALICO_DATA_DIR, and stops it on exit. Enough for one
  * host; a cluster shares an external etcd.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnBound } from '../lib/child';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -39,10 +40,6 @@ function cmdline(pid: number): string[] {
   } catch {
     return [];
   }
-}
-
-function hasSetpriv(): boolean {
-  return ['/usr/bin/setpriv', '/bin/setpriv'].some((p) => fs.existsSync(p));
 }
 
 export class EmbeddedEtcd {
@@ -109,10 +106,7 @@ export class EmbeddedEtcd {
       '--log-level', 'warn',
     ];
     const logFile = fs.openSync(path.join(this.dataDir, 'etcd.log'), 'a');
-    // With setpriv the kernel stops etcd if calico node dies without cleaning up (SIGKILL, OOM).
-    this.child = hasSetpriv()
-      ? spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', this.binary, ...args], { stdio: ['ignore', logFile, logFile] })
-      : spawn(this.binary, args, { stdio: ['ignore', logFile, logFile] });
+    this.child = spawnBound(this.binary, args, { stdio: ['ignore', logFile, logFile] });
     fs.closeSync(logFile);
     if (this.child.pid) fs.writeFileSync(this.pidFile, `${this.child.pid}\n`);
     let exited: string | undefined;

@@ -4,7 +4,8 @@
  * live file (atomic), then applied with `birdc configure`, which reports errors and keeps
  * unchanged sessions up. Every program is run with an argument vector, never a shell string.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
+import { spawnBound } from '../lib/child';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -50,7 +51,7 @@ export class Bird {
   /** Starts BIRD if it is ours to run; restarts it when it dies (bounded backoff). */
   start(): void {
     if (this.o.external || this.child || this.stopped) return;
-    const child = spawn('bird', ['-f', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawnBound('bird', ['-f', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
