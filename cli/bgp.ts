@@ -4,6 +4,7 @@ import { keys } from '../lib/datastore/keys';
 import type { HostRecord } from '../lib/datastore/records';
 import { BadRequestError, NotFoundError } from '../lib/errors';
 import { addPeer, getSettings, listPeers, removePeer, setSettings } from '../routing/model';
+import { removeHost } from '../ipam/remove-host';
 import { connect } from './connect';
 import { print, table } from './output';
 import { run } from './run';
@@ -76,6 +77,21 @@ export function bgpCommands(program: Command, node: Command): void {
         try {
           await removePeer(kv, name);
           process.stdout.write(`removed peer ${name}\n`);
+        } finally {
+          await kv.close();
+        }
+      }),
+    );
+  node
+    .command('rm <name>')
+    .description('forget a host: release its addresses and blocks, remove it from every peer\'s BGP configuration')
+    .option('--force', 'even if its calico node still holds its liveness key')
+    .action((name: string, o: { force?: boolean }) =>
+      run(async () => {
+        const kv = connect();
+        try {
+          const r = await removeHost(kv, name, { force: o.force });
+          process.stdout.write(`removed host ${name}: ${r.endpoints} endpoint(s), ${r.networks} network(s), ${r.released} address(es) released, ${r.blocksDeleted} block(s) deleted${r.blocksOrphaned ? `, ${r.blocksOrphaned} left without affinity (other hosts hold addresses in them)` : ''}\n`);
         } finally {
           await kv.close();
         }

@@ -6,6 +6,9 @@ import { keys } from '../lib/datastore/keys';
 import type { BlockRecord, EndpointRecord, HostRecord, NetworkRecord } from '../lib/datastore/records';
 import { errorMessage } from '../lib/errors';
 import { getSettings } from '../routing/model';
+import path from 'node:path';
+import { silentLogger } from '../lib/log';
+import { Bird } from '../routing/bird';
 import { connect } from './connect';
 import { print, table } from './output';
 import { run } from './run';
@@ -90,7 +93,18 @@ export function statusCommand(program: Command): void {
           } catch (err) {
             etcd = `unreachable: ${errorMessage(err)}`;
           }
-          const data = { etcd, ...report };
+          // BGP: ask this host's BIRD (managed or external) over its control socket.
+          let bgp: unknown = 'off';
+          if (cfg.bird !== 'off') {
+            const dir = path.join(cfg.dataDir, 'bird');
+            const bird = new Bird({ dir, socket: path.join(dir, 'bird.ctl'), external: true, log: silentLogger() });
+            try {
+              bgp = { sessions: await bird.sessions(), routes: await bird.learnedRoutes() };
+            } catch (err) {
+              bgp = `BIRD not answering on ${path.join(dir, 'bird.ctl')}: ${errorMessage(err)}`;
+            }
+          }
+          const data = { etcd, ...report, bgp };
           print(!!o.json, data, () =>
             [
               `node:       ${cfg.nodeName}${report.registered ? '' : ' (not registered: is calico node running?)'}`,
@@ -98,6 +112,14 @@ export function statusCommand(program: Command): void {
               `pools:      ${((report.pools as Array<{ cidr: string; disabled: boolean }>) ?? []).map((p) => p.cidr + (p.disabled ? ' (disabled)' : '')).join(', ') || '-'}`,
               `blocks:     ${((report.blocks as Array<{ cidr: string; used: number }>) ?? []).map((b) => `${b.cidr} (${b.used} used)`).join(', ') || '-'}`,
               `endpoints:  ${report.endpoints ?? '-'}`,
+              ...(typeof bgp === 'string'
+                ? [`bgp:        ${bgp}`]
+                : [
+                    'bgp sessions:',
+                    table(['PEER', 'STATE', 'SINCE', 'INFO'], (bgp as { sessions: Array<{ name: string; state: string; since: string; info: string }> }).sessions.map((x) => [x.name, x.state, x.since, x.info])),
+                    'learned routes:',
+                    table(['DESTINATION', 'VIA', 'SESSION'], (bgp as { routes: Array<{ dst: string; via?: string; protocol: string }> }).routes.map((r) => [r.dst, r.via, r.protocol])),
+                  ]),
             ].join('\n'),
           );
           return etcd === 'reachable' ? 0 : 2;

@@ -84,6 +84,26 @@ export class Bird {
       .map((f) => ({ name: f[0], state: f[3], since: f[4], info: f.slice(5).join(' ') }));
   }
 
+  /** Routes BIRD holds from its BGP peers: destination, next hop and the session it came by. */
+  async learnedRoutes(): Promise<Array<{ dst: string; via?: string; protocol: string }>> {
+    const { stdout } = await run('birdc', ['-s', this.o.socket, 'show', 'route'], { timeout: 5000 });
+    const out: Array<{ dst: string; via?: string; protocol: string }> = [];
+    let last: { dst: string; via?: string; protocol: string } | undefined;
+    let dst = '';
+    for (const l of stdout.split('\n')) {
+      const head = /^(\S+\/\d+)?\s+\S+\s+\[(\S+)\s/.exec(l);
+      if (head) {
+        if (head[1]) dst = head[1];
+        last = { dst, protocol: head[2] };
+        if (/^(mesh|rr|global|node)_/.test(last.protocol)) out.push(last);
+        continue;
+      }
+      const via = /^\s+via\s+(\S+)/.exec(l);
+      if (via && last) last.via = via[1];
+    }
+    return out;
+  }
+
   get external(): boolean {
     return this.o.external;
   }

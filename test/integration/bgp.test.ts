@@ -75,6 +75,20 @@ test('containers on different hosts reach each other through routes learned by B
   assert.ok((await birdRoutes(h1)).some((r) => r.type === 'blackhole'));
 });
 
+test('calico status shows the BGP sessions, the routes learned and this host\'s blocks', async () => {
+  const [h1, h2] = hosts;
+  await until(async () => {
+    const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout);
+    return st.bgp?.sessions?.some((x: { name: string; state: string; info: string }) => x.name === `mesh_${h2.ip.replace(/\./g, '_')}` && x.info.startsWith('Established'));
+  }, 'h1 reports its session to h2 established');
+  const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout);
+  assert.ok(st.bgp.routes.some((r: { via?: string; dst: string }) => r.via === h2.ip && r.dst.endsWith('/26')), JSON.stringify(st.bgp.routes));
+  assert.ok(st.blocks.length >= 1);
+  const human = (await h1.node.cli(['status'])).stdout;
+  assert.match(human, /bgp sessions:\n.*PEER/);
+  assert.match(human, /Established/);
+});
+
 test('a host that joins later is reached by every container, with no configuration by hand', async () => {
   const h3 = await addHost(3);
   const c3 = await runContainer(h3);
@@ -83,4 +97,19 @@ test('a host that joins later is reached by every container, with no configurati
   await until(async () => (await birdRoutes(h3)).some((r) => r.gateway === hosts[0].ip), 'h3 learned h1');
   await until(async () => (await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c3.ip]).then(() => true)), 'ping h1 -> h3');
   await c3.sandbox.exec('ping', ['-c', '1', '-W', '2', c1.ip]);
+});
+
+test('a host removed with calico node rm disappears from every peer, with its routes, blocks and addresses', async () => {
+  const [h1, , h3] = hosts;
+  const refused = await h1.node.cli(['node', 'rm', 'bh3'], { allowFail: true });
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /host bh3 is alive/);
+  assert.equal(await h3.node.stop('SIGTERM'), 0);
+  const out = (await h1.node.cli(['node', 'rm', 'bh3'])).stdout;
+  assert.match(out, /removed host bh3: \d+ endpoint\(s\), 1 network\(s\), \d+ address\(es\) released, 1 block\(s\) deleted/);
+  await until(async () => !(await birdRoutes(h1)).some((r) => r.gateway === h3.ip), 'h1 dropped the routes via h3', 15_000);
+  const names = (JSON.parse((await h1.node.cli(['node', 'ls', '--json'])).stdout) as Array<{ name: string }>).map((x) => x.name);
+  assert.deepEqual(names.sort(), ['bh1', 'bh2']);
+  const blocks = JSON.parse((await h1.node.cli(['ipam', 'show', '--json'])).stdout) as Array<{ affinity: string }>;
+  assert.ok(!blocks.some((b) => b.affinity === 'bh3'));
 });
