@@ -8,6 +8,6 @@ import fs from 'node:fs';
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p));
 
-export function spawnBound(cmd: string, args: string[], opts: SpawnOptions): ChildProcess {
-  return SETPRIV ? spawn(SETPRIV, ['--pdeathsig', 'SIGTERM', '--', cmd, ...args], opts) : spawn(cmd, args, opts);
+export function spawnBound(cmd: string, args: string[], opts: SpawnOptions, signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): ChildProcess {
+  return SETPRIV ? spawn(SETPRIV, ['--pdeathsig', signal, '--', cmd, ...args], opts) : spawn(cmd, args, opts);
 }

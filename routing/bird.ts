@@ -51,7 +51,11 @@ export class Bird {
   /** Starts BIRD if it is ours to run; restarts it when it dies (bounded backoff). */
   start(): void {
     if (this.o.external || this.child || this.stopped) return;
-    const child = spawnBound('bird', ['-f', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // SIGKILL, not SIGTERM, when calico node goes: a BIRD that shuts down cleanly tells its peers
+    // to withdraw our routes, while one that just vanishes lets them keep the routes for the
+    // graceful-restart time, so containers here stay reachable until BIRD is back. -R starts it in
+    // graceful-restart recovery: it keeps the kernel's routes from peers until they are relearned.
+    const child = spawnBound('bird', ['-f', '-R', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] }, 'SIGKILL');
     this.child = child;
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
@@ -112,17 +116,18 @@ export class Bird {
     return !!this.child;
   }
 
+  /**
+   * Stops BIRD as a restart, not a withdrawal: killed, so peers keep this host's routes as
+   * stale for the graceful-restart time and the kernel keeps its own (`persist`). A host leaving
+   * for good is removed with `calico node rm`, which withdraws everything.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     const c = this.child;
     if (!c) return;
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-      c.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      c.kill('SIGTERM');
+      c.once('exit', () => resolve());
+      c.kill('SIGKILL');
     });
   }
 }

@@ -89,6 +89,25 @@ test('calico status shows the BGP sessions, the routes learned and this host\'s 
   assert.match(human, /Established/);
 });
 
+test('calico node killed and restarted on one host: traffic to its running containers keeps flowing (graceful restart)', async () => {
+  const [h1, h2] = hosts;
+  const c1 = await runContainer(h1);
+  const c2 = await runContainer(h2);
+  await until(async () => (await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c2.ip]).then(() => true)), 'cross-host ping before the kill');
+  const pinging = c1.sandbox.exec('ping', ['-c', '40', '-i', '0.25', '-W', '1', c2.ip], { timeoutMs: 60_000 }).then(
+    (r) => r.stdout,
+    (err: Error) => err.message,
+  );
+  await new Promise((r) => setTimeout(r, 1500));
+  await h2.node.stop('SIGKILL'); // BIRD goes with it; its peers keep its routes as stale
+  await new Promise((r) => setTimeout(r, 2000));
+  await h2.node.restart();
+  await h2.node.ready();
+  const out = await pinging;
+  const loss = Number(/(\d+)% packet loss/.exec(out)?.[1] ?? '100');
+  assert.equal(loss, 0, out);
+});
+
 test('a host that joins later is reached by every container, with no configuration by hand', async () => {
   const h3 = await addHost(3);
   const c3 = await runContainer(h3);
@@ -97,6 +116,40 @@ test('a host that joins later is reached by every container, with no configurati
   await until(async () => (await birdRoutes(h3)).some((r) => r.gateway === hosts[0].ip), 'h3 learned h1');
   await until(async () => (await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c3.ip]).then(() => true)), 'ping h1 -> h3');
   await c3.sandbox.exec('ping', ['-c', '1', '-W', '2', c1.ip]);
+});
+
+test('with the mesh off, hosts peering only with a plain BIRD route reflector (a top-of-rack setup) still reach each other', async () => {
+  const [h1, h2] = hosts;
+  const tor = await fabric.addHost('tor', 250);
+  const conf = [
+    'router id 172.31.0.250;',
+    'protocol device { }',
+    'template bgp clients { local 172.31.0.250 as 64512; rr client; rr cluster id 1.0.0.1; direct; ipv4 { import all; export all; }; }',
+    ...[h1, h2].map((h, i) => `protocol bgp c${i} from clients { neighbor ${h.ip} as 64512; }`),
+  ].join('\n');
+  const dir = await tor.ns.exec('mktemp', ['-d']);
+  const path = `${dir.stdout.trim()}/bird.conf`;
+  await tor.ns.exec('sh', ['-c', 'cat > "$1"', 'sh', path], { timeoutMs: 5000 }).catch(() => undefined);
+  require('node:fs').writeFileSync(path, conf + '\n');
+  tor.ns.spawn('bird', ['-f', '-c', path, '-s', `${dir.stdout.trim()}/bird.ctl`]);
+  await h1.node.cli(['bgp', 'config', '--mesh', 'off']);
+  await h1.node.cli(['bgp', 'peer', 'add', 'tor', '--ip', '172.31.0.250', '--as', '64512']);
+  try {
+    // Mesh sessions go, the reflector session comes, and routes flow through it.
+    await until(async () => {
+      const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout);
+      const names = (st.bgp?.sessions ?? []).map((x: { name: string }) => x.name);
+      return names.length === 1 && names[0] === 'global_172_31_0_250';
+    }, 'h1 peers only with the reflector');
+    const c1 = await runContainer(h1);
+    const c2 = await runContainer(h2);
+    await until(async () => (await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c2.ip]).then(() => true)), 'ping through reflected routes');
+    const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout);
+    assert.ok(st.bgp.routes.some((r: { via?: string; protocol: string }) => r.via === h2.ip && r.protocol === 'global_172_31_0_250'), JSON.stringify(st.bgp.routes));
+  } finally {
+    await h1.node.cli(['bgp', 'peer', 'rm', 'tor']);
+    await h1.node.cli(['bgp', 'config', '--mesh', 'on']);
+  }
 });
 
 test('a host removed with calico node rm disappears from every peer, with its routes, blocks and addresses', async () => {
