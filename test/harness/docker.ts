@@ -68,10 +68,22 @@ export interface DockerHost {
   destroy(): Promise<void>;
 }
 
-export async function startDockerHost(scope: NetnsScope, opts: { name: string; etcd?: string; env?: Record<string, string> }): Promise<DockerHost> {
-  const ns = await scope.create(opts.name);
-  const router = await scope.create(`${opts.name}r`);
-  await giveUplink(ns, router);
+export interface DockerHostOptions {
+  name: string;
+  etcd?: string;
+  env?: Record<string, string>;
+  /** Attach to a shared fabric instead of a private router: the host namespace and its address. */
+  onFabric?: { ns: Netns; ip: string };
+}
+
+export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions): Promise<DockerHost> {
+  let ns: Netns;
+  if (opts.onFabric) {
+    ns = opts.onFabric.ns;
+  } else {
+    ns = await scope.create(opts.name);
+    await giveUplink(ns, await scope.create(`${opts.name}r`));
+  }
   const id = randomBytes(3).toString('hex');
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `calico-e2e-${opts.name}-`));
   const execRoot = `/run/cdk-${id}`; // short: containerd's socket paths must fit 108 bytes
