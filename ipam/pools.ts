@@ -49,6 +49,9 @@ export class Pools {
   }
 
   async enabled(family: Family): Promise<Pool[]> {
+    const found = (await this.list()).filter((p) => p.family === family && !p.disabled);
+    if (found.length) return found;
+    this.invalidate(); // none cached: make sure before refusing
     return (await this.list()).filter((p) => p.family === family && !p.disabled);
   }
 
@@ -58,8 +61,14 @@ export class Pools {
 
   /** The enabled pool equal to or containing `subnet`, or a message listing what exists. */
   async covering(subnet: Cidr): Promise<Pool> {
-    const all = await this.list();
-    const hit = all.find((p) => containsCidr(p.net, subnet));
+    let all = await this.list();
+    let hit = all.find((p) => containsCidr(p.net, subnet));
+    if (!hit || hit.disabled) {
+      // The cache may predate a `calico pool add` or `enable` made a moment ago: look again.
+      this.invalidate();
+      all = await this.list();
+      hit = all.find((p) => containsCidr(p.net, subnet));
+    }
     if (hit && !hit.disabled) return hit;
     const names = all.filter((p) => p.family === subnet.family).map((p) => `${p.cidr}${p.disabled ? ' (disabled)' : ''}`);
     if (hit) {
