@@ -11,6 +11,7 @@ import { keys } from '../lib/datastore/keys';
 import type { HostRecord } from '../lib/datastore/records';
 import { cidrFromKey } from '../lib/ip';
 import { errorMessage } from '../lib/errors';
+import { jitteredDelay } from '../lib/retry';
 import { bgpKeys, getSettings, listPeers } from './model';
 import type { Bird } from './bird';
 import { renderBird } from './render';
@@ -28,6 +29,7 @@ export class RouteAgent {
   private stopped = false;
   private busy = false;
   private again = false;
+  private failures = 0;
 
   constructor(
     private ctx: NodeContext,
@@ -114,10 +116,13 @@ export class RouteAgent {
       if (!this.bird.external && !this.bird.running) this.bird.start();
       else await this.bird.configure();
       this.applied = text;
+      this.failures = 0;
       this.ctx.log.info('BIRD configuration applied', { peers: (text.match(/^protocol bgp /gm) ?? []).length, blocks: (text.match(/ blackhole;/g) ?? []).length });
     } catch (err) {
-      this.ctx.log.warn('could not apply the routing configuration; retrying', { error: errorMessage(err) });
-      setTimeout(() => this.schedule(), 2000).unref();
+      // Warn once per streak, then retry quietly with a growing, jittered delay.
+      const log = this.failures === 0 ? 'warn' : 'debug';
+      this.ctx.log.log(log, 'could not apply the routing configuration; retrying', { error: errorMessage(err) });
+      setTimeout(() => this.schedule(), 1000 + jitteredDelay(this.failures++, 1000, 30_000)).unref();
     } finally {
       this.busy = false;
       if (this.again) {

@@ -15,6 +15,12 @@ mkdir -p "$root/usr/local/bin" "$root/opt/calico" "$root/run/docker/plugins" "$r
 chmod 1777 "$root/tmp"
 
 cp "$(command -v node)" "$root/usr/local/bin/node"
+# BIRD, which calico node runs for BGP (CALICO_BIRD=managed).
+mkdir -p "$root/usr/sbin"
+for b in bird birdc; do
+  p="$(command -v "$b" || true)"
+  [ -n "$p" ] && cp "$p" "$root/usr/sbin/$b"
+done
 cp -r dist package.json package-lock.json "$root/opt/calico/"
 cp -r node_modules "$root/opt/calico/"
 (cd "$root/opt/calico" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)
@@ -23,6 +29,7 @@ cp -r node_modules "$root/opt/calico/"
 libs() { { ldd "$1" 2>/dev/null || true; } | awk '/=>/ && $3 ~ /^\// {print $3} /^[[:space:]]*\/[^ ]+/ {print $1}'; }
 {
   libs "$(command -v node)"
+  for b in bird birdc; do p="$(command -v "$b" || true)"; [ -n "$p" ] && libs "$p"; done
   find "$root/opt/calico/node_modules" -name '*.node' -print0 | while IFS= read -r -d '' m; do libs "$m"; done
 } | sort -u | while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"

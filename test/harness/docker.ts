@@ -59,6 +59,8 @@ export interface DockerHost {
   ns: Netns;
   node: CalicoProcess;
   dockerHost: string;
+  /** dockerd's log, where a managed plugin's output also lands. */
+  dockerdLog(): string;
   docker(args: string[], opts?: { timeoutMs?: number }): Promise<CmdResult>;
   /** Like docker() but throws on a non-zero exit. */
   dockerOk(args: string[]): Promise<string>;
@@ -131,6 +133,7 @@ export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions
     ns,
     node,
     dockerHost: `unix://${sock}`,
+    dockerdLog: () => fs.readFileSync(path.join(root, 'dockerd.log'), 'utf8'),
     docker,
     dockerOk: async (args) => {
       const r = await docker(args);
