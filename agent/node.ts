@@ -201,6 +201,7 @@ export class CalicoNode {
       version: VERSION,
       startedAt: new Date().toISOString(),
       ...(ipv4 ? { ipv4 } : {}),
+      ...(config.ip6 ? { ipv6: config.ip6 } : {}),
       ...(kept?.routeReflector ? { routeReflector: kept.routeReflector } : {}),
     };
     await this.ctx.kv.put(keys.host(config.nodeName), JSON.stringify(rec));

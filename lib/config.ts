@@ -19,6 +19,8 @@ export interface Config {
   etcdPassword?: string;
   nodeName: string;
   ip?: string;
+  /** CALICO_IP6: this host's IPv6 address, the next hop it gives for IPv6 routes over BGP. */
+  ip6?: string;
   /** CALICO_AS; unset: the host uses the global default AS kept in etcd (64512 unless changed). */
   asn?: number;
   pluginDir: string;
@@ -132,6 +134,17 @@ export function loadConfig(env: Env = process.env): Config {
   if (endpoints) cfg.etcdEndpoints = endpoints;
   if (asn !== undefined) cfg.asn = asn;
   if (ip) cfg.ip = ip;
+  const ip6 = nonEmpty(env, 'CALICO_IP6');
+  if (ip6) {
+    let ok = false;
+    try {
+      ok = parseIP(ip6).family === 6;
+    } catch {
+      ok = false;
+    }
+    if (!ok) fail('CALICO_IP6', ip6, "give this host's global IPv6 address, like fd31::1");
+    cfg.ip6 = ip6;
+  }
   if (mtu) cfg.mtu = mtu;
   const opt = (k: string) => nonEmpty(env, k);
   if (opt('ETCD_CA_CERT_FILE')) cfg.etcdCaFile = opt('ETCD_CA_CERT_FILE');

@@ -94,12 +94,9 @@ export function renderBird(input: RenderInput): string {
   line(`  local ${self.ipv4} as ${asn};`);
   line('  direct; graceful restart; connect retry time 5; error wait time 5, 30;');
   line('  ipv4 { import filter pools_only4; export filter to_peers4; next hop self; };');
-  // IPv6 routes ride the IPv4 session only with an IPv6 next hop to give; a channel that can
-  // never converge would also hold graceful-restart recovery (and stale kernel routes) forever.
-  if (self.ipv6) line(`  ipv6 { import filter pools_only6; export filter to_peers6; next hop address ${self.ipv6}; };`);
   line('}');
   line();
-  const sessions: Array<{ name: string; ip: string; asn: number; extra: string[] }> = [];
+  const sessions: Array<{ name: string; ip: string; asn: number; extra: string[]; v6?: boolean }> = [];
   const seen = new Set<string>([self.ipv4]);
   const others = input.hosts.filter((h) => h.name !== self.name && h.ipv4).sort((a, b) => a.name.localeCompare(b.name));
   // A route reflector peers with every host; the others peer with the reflectors only (or the mesh).
@@ -109,19 +106,19 @@ export function renderBird(input: RenderInput): string {
       seen.add(h.ipv4!);
       const peerAsn = h.asn ?? settings.asn;
       const client = !h.routeReflector && peerAsn === asn;
-      sessions.push({ name: `rr_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: peerAsn, extra: client ? ['rr client;', `rr cluster id ${self.routeReflector};`] : dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'] });
+      sessions.push({ name: `rr_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: peerAsn, extra: client ? ['rr client;', `rr cluster id ${self.routeReflector};`] : dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'], v6: !!h.ipv6 });
     }
   } else if (settings.nodeMesh) {
     for (const h of others) {
       if (seen.has(h.ipv4!)) continue;
       seen.add(h.ipv4!);
-      sessions.push({ name: `mesh_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: h.asn ?? settings.asn, extra: dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'] });
+      sessions.push({ name: `mesh_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: h.asn ?? settings.asn, extra: dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'], v6: !!h.ipv6 });
     }
   } else {
     for (const h of others.filter((x) => x.routeReflector)) {
       if (seen.has(h.ipv4!)) continue;
       seen.add(h.ipv4!);
-      sessions.push({ name: `rr_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: h.asn ?? settings.asn, extra: [] });
+      sessions.push({ name: `rr_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: h.asn ?? settings.asn, extra: [], v6: !!h.ipv6 });
     }
   }
   const extraPeers = input.peers.filter((p) => !p.host || p.host === self.name).sort((a, b) => a.name.localeCompare(b.name));
@@ -134,6 +131,9 @@ export function renderBird(input: RenderInput): string {
     line(`protocol bgp ${s.name} from calico {`);
     line(`  neighbor ${s.ip} as ${s.asn};`);
     for (const e of s.extra) line(`  ${e}`);
+    // IPv6 routes ride the IPv4 session when both ends have an IPv6 address to give as next
+    // hop; a channel that cannot converge would hold graceful-restart recovery open.
+    if (s.v6 && self.ipv6) line(`  ipv6 { import filter pools_only6; export filter to_peers6; next hop address ${self.ipv6}; };`);
     line('}');
   }
   return out.join('\n') + '\n';

@@ -12,13 +12,15 @@ export const FABRIC_GW = '172.31.0.254';
 export interface Fabric {
   ns: Netns;
   etcd: TestEtcd;
-  addHost(name: string, index: number): Promise<{ ns: Netns; ip: string }>;
+  /** A host at 172.31.0.<index> and fd31::<index> (hex). */
+  addHost(name: string, index: number): Promise<{ ns: Netns; ip: string; ip6: string }>;
 }
 
 export async function startFabric(scope: NetnsScope): Promise<Fabric> {
   const ns = await scope.create('fab');
   await ns.ip(['link', 'add', 'br0', 'type', 'bridge']);
   await ns.ip(['addr', 'add', `${FABRIC_GW}/24`, 'dev', 'br0']);
+  await ns.ip(['-6', 'addr', 'add', 'fd31::fe/64', 'dev', 'br0', 'nodad']);
   await ns.ip(['link', 'set', 'br0', 'up']);
   const etcd = await startEtcd(ns, FABRIC_GW);
   return {
@@ -32,9 +34,11 @@ export async function startFabric(scope: NetnsScope): Promise<Fabric> {
       await ns.ip(['link', 'set', peer, 'master', 'br0']);
       await ns.ip(['link', 'set', peer, 'up']);
       await host.ip(['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+      const ip6 = `fd31::${index.toString(16)}`;
+      await host.ip(['-6', 'addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad']);
       await host.ip(['link', 'set', 'eth0', 'up']);
       await host.ip(['route', 'add', 'default', 'via', FABRIC_GW]);
-      return { ns: host, ip };
+      return { ns: host, ip, ip6 };
     },
   };
 }

@@ -17,26 +17,27 @@ let fabric: Fabric;
 const hosts: Array<{ ns: Netns; ip: string; node: CalicoProcess; nid: string }> = [];
 
 async function addHost(i: number) {
-  const { ns, ip } = await fabric.addHost(`bh${i}`, i);
-  const node = await startCalico(ns, { name: `bh${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'info' } });
+  const { ns, ip, ip6 } = await fabric.addHost(`bh${i}`, i);
+  const node = await startCalico(ns, { name: `bh${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_IP6: ip6, CALICO_LOG_LEVEL: 'info' } });
   await node.ready();
   const nid = hex();
-  await node.docker.ok('net', 'CreateNetwork', { NetworkID: nid, Options: {}, IPv4Data: [{ Pool: '0.0.0.0/0', Gateway: '0.0.0.0/0' }], IPv6Data: [] });
+  await node.docker.ok('net', 'CreateNetwork', { NetworkID: nid, Options: { 'com.docker.network.enable_ipv6': true }, IPv4Data: [{ Pool: '0.0.0.0/0', Gateway: '0.0.0.0/0' }], IPv6Data: [{ Pool: '::/0', Gateway: '::/0' }] });
   const h = { ns, ip, node, nid };
   hosts.push(h);
   return h;
 }
 
 /** Does Docker's part of `docker run` on host h, into a new container namespace. */
-async function runContainer(h: (typeof hosts)[number]) {
+async function runContainer(h: (typeof hosts)[number], v6 = false) {
   const d = h.node.docker;
   const sandbox = await scope.create('ctr');
   const eid = hex();
   const a = (await d.ok('ipam', 'RequestAddress', { PoolID: 'CalicoPoolIPv4', Address: '', Options: null })).Address as string;
-  await d.ok('net', 'CreateEndpoint', { NetworkID: h.nid, EndpointID: eid, Interface: { Address: a }, Options: null });
+  const a6 = v6 ? ((await d.ok('ipam', 'RequestAddress', { PoolID: 'CalicoPoolIPv6', Address: '', Options: null })).Address as string) : '';
+  await d.ok('net', 'CreateEndpoint', { NetworkID: h.nid, EndpointID: eid, Interface: { Address: a, AddressIPv6: a6 }, Options: null });
   const join = await d.ok('net', 'Join', { NetworkID: h.nid, EndpointID: eid, SandboxKey: `/netns/${sandbox.name}`, Options: null });
-  await plugIntoSandbox(h.ns, sandbox, join, { v4: a });
-  return { sandbox, ip: a.split('/')[0] };
+  await plugIntoSandbox(h.ns, sandbox, join, { v4: a, ...(a6 ? { v6: a6 } : {}) });
+  return { sandbox, ip: a.split('/')[0], ip6: a6.split('/')[0] };
 }
 
 async function until(fn: () => Promise<boolean>, what: string, timeoutMs = 30_000) {
@@ -73,6 +74,16 @@ test('containers on different hosts reach each other through routes learned by B
   assert.deepEqual(learned.map((r) => r.dst.endsWith('/26')), [true], `h1 should hold h2's block, not /32s: ${JSON.stringify(learned)}`);
   // Our own block is a blackhole route installed by BIRD: unused addresses stop here.
   assert.ok((await birdRoutes(h1)).some((r) => r.type === 'blackhole'));
+});
+
+test('IPv6 too: dual-stack containers on different hosts reach each other over routes learned by BGP', async () => {
+  const [h1, h2] = hosts;
+  const c1 = await runContainer(h1, true);
+  const c2 = await runContainer(h2, true);
+  const v6routes = (h: (typeof hosts)[number]) => h.ns.ipJson<Array<{ dst: string; gateway?: string }>>(['-6', 'route', 'show', 'proto', 'bird']);
+  await until(async () => (await v6routes(h1)).some((r) => r.gateway === 'fd31::2' && r.dst.endsWith('/122')), 'h1 learned h2\'s IPv6 block');
+  await until(async () => (await c1.sandbox.exec('ping', ['-6', '-c', '1', '-W', '1', c2.ip6]).then(() => true)), 'ping6 h1 -> h2');
+  await c2.sandbox.exec('ping', ['-6', '-c', '1', '-W', '2', c1.ip6]);
 });
 
 test('calico status shows the BGP sessions, the routes learned and this host\'s blocks', async () => {

@@ -92,4 +92,14 @@ describe('renderBird', () => {
   test('refuses to render for a host without an IPv4 address', () => {
     assert.throws(() => renderBird({ ...base, self: { name: 'h9' } }), /has no IPv4 address for BGP: set CALICO_IP/);
   });
+
+  test('carries IPv6 routes on the IPv4 session only between hosts that both have an IPv6 address, with it as next hop', () => {
+    const hosts = [{ name: 'h1', ipv4: '172.31.0.2', ipv6: 'fd31::2' }, { name: 'h2', ipv4: '172.31.0.3', ipv6: 'fd31::3' }, { name: 'h0', ipv4: '172.31.0.1' }];
+    const conf = renderBird({ ...base, self: hosts[0], hosts });
+    birdAccepts(conf);
+    const s = sessions(conf);
+    assert.match(s.find((x) => x.ip === '172.31.0.3')!.extra, /ipv6 \{ import filter pools_only6; export filter to_peers6; next hop address fd31::2; \};/);
+    assert.doesNotMatch(s.find((x) => x.ip === '172.31.0.1')!.extra, /ipv6/);
+    assert.doesNotMatch(renderBird(base), /next hop address/);
+  });
 });
