@@ -87,6 +87,36 @@ test('calico node killed and restarted on one host: traffic to its running conta
   assert.match(out, / 0% packet loss/, out);
 });
 
+test('a top-of-rack setup: mesh off, every host peering only with a plain BIRD route reflector, still full connectivity', async () => {
+  const tor = await fabric.addHost('tor', 250);
+  const conf = [
+    'router id 172.31.0.250;',
+    'protocol device { }',
+    'template bgp clients { local 172.31.0.250 as 64512; rr client; rr cluster id 1.0.0.1; direct; ipv4 { import all; export all; }; }',
+    ...hosts.map((h, i) => `protocol bgp c${i} from clients { neighbor ${ips[h.name]} as 64512; }`),
+  ].join('\n');
+  const dir = (await tor.ns.exec('mktemp', ['-d'])).stdout.trim();
+  require('node:fs').writeFileSync(`${dir}/bird.conf`, conf + '\n');
+  tor.ns.spawn('bird', ['-f', '-c', `${dir}/bird.conf`, '-s', `${dir}/bird.ctl`]);
+  const [h1] = hosts;
+  await h1.calico(['bgp', 'config', '--mesh', 'off']);
+  await h1.calico(['bgp', 'peer', 'add', 'tor', '--ip', '172.31.0.250', '--as', '64512']);
+  try {
+    for (const h of hosts) {
+      await until(async () => {
+        const st = JSON.parse((await h.calico(['status', '--json'])).stdout);
+        const s = (st.bgp?.sessions ?? []) as Array<{ name: string; info: string }>;
+        return s.length === 1 && s[0].name === 'global_172_31_0_250' && s[0].info.startsWith('Established');
+      }, `${h.name} peers only with the reflector`);
+    }
+    for (const a of ctrs) for (const b of ctrs) if (a !== b) await until(() => pings(a.h, a.name, b.ip), `${a.name} -> ${b.name} via the reflector`);
+  } finally {
+    await h1.calico(['bgp', 'peer', 'rm', 'tor']);
+    await h1.calico(['bgp', 'config', '--mesh', 'on']);
+  }
+  for (const a of ctrs) for (const b of ctrs) if (a !== b) await until(() => pings(a.h, a.name, b.ip), `${a.name} -> ${b.name} back on the mesh`);
+});
+
 test('a host removed with calico node rm: its routes disappear from the others', async () => {
   const gone = hosts[3];
   for (const c of ctrs.filter((x) => x.h === gone)) await gone.dockerOk(['rm', '-f', c.name]);
