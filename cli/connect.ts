@@ -16,6 +16,8 @@ export function connect(cfg: Config = loadConfig()): EtcdKV {
   }
   return new EtcdKV({
     endpoints,
+    // A one-shot command can wait longer than a plugin request: it includes connecting.
+    callTimeoutMs: 10_000,
     caFile: cfg.etcdCaFile,
     certFile: cfg.etcdCertFile,
     keyFile: cfg.etcdKeyFile,

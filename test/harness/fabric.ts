@@ -18,7 +18,9 @@ export interface Fabric {
 
 export async function startFabric(scope: NetnsScope): Promise<Fabric> {
   const ns = await scope.create('fab');
-  await ns.ip(['link', 'add', 'br0', 'type', 'bridge']);
+  // A fixed MAC: otherwise the bridge takes its lowest port's, which changes as hosts join, and
+  // every host's ARP entry for the fabric address (where etcd listens) goes stale.
+  await ns.ip(['link', 'add', 'br0', 'address', '02:00:00:00:fe:fe', 'type', 'bridge']);
   await ns.ip(['addr', 'add', `${FABRIC_GW}/24`, 'dev', 'br0']);
   await ns.ip(['-6', 'addr', 'add', 'fd31::fe/64', 'dev', 'br0', 'nodad']);
   await ns.ip(['link', 'set', 'br0', 'up']);
