@@ -5,7 +5,8 @@
  * leads to a full re-list, and a periodic re-list backs the watches up, so the configuration is
  * never left stale.
  */
-import type { Namespace, Watcher } from 'etcd3';
+import type { Namespace } from 'etcd3';
+import { PrefixWatch } from '../lib/datastore/watch';
 import type { NodeContext } from '../lib/context';
 import { keys } from '../lib/datastore/keys';
 import type { HostRecord } from '../lib/datastore/records';
@@ -22,7 +23,7 @@ export interface RouteAgentOptions {
 }
 
 export class RouteAgent {
-  private watchers: Watcher[] = [];
+  private watch?: PrefixWatch;
   private timer?: NodeJS.Timeout;
   private resync?: NodeJS.Timeout;
   private applied?: string;
@@ -39,37 +40,10 @@ export class RouteAgent {
   ) {}
 
   async start(): Promise<void> {
-    await this.watch();
+    this.watch = new PrefixWatch(this.ns, [keys.hosts(), bgpKeys.settings(), bgpKeys.peers(), keys.pools(), keys.affinities(this.ctx.host)], () => this.schedule(), this.ctx.log);
+    await this.watch.start();
     this.resync = setInterval(() => this.schedule(), this.opts.resyncMs);
     await this.apply();
-  }
-
-  private async watch(): Promise<void> {
-    const prefixes = [keys.hosts(), bgpKeys.settings(), bgpKeys.peers(), keys.pools(), keys.affinities(this.ctx.host)];
-    for (const p of prefixes) {
-      const w = await this.ns.watch().prefix(p).create();
-      w.on('put', () => this.schedule());
-      w.on('delete', () => this.schedule());
-      // A reconnect may have skipped events; an error (compaction) ends the watch: re-list.
-      w.on('connected', () => this.schedule());
-      w.on('error', (err) => {
-        this.ctx.log.warn('etcd watch failed; re-listing and watching again', { prefix: p, error: errorMessage(err) });
-        void this.rewatch();
-      });
-      this.watchers.push(w);
-    }
-  }
-
-  private async rewatch(): Promise<void> {
-    const old = this.watchers.splice(0);
-    await Promise.all(old.map((w) => w.cancel().catch(() => undefined)));
-    if (this.stopped) return;
-    try {
-      await this.watch();
-    } catch (err) {
-      this.ctx.log.warn('could not watch etcd; the periodic re-list keeps BIRD current', { error: errorMessage(err) });
-    }
-    this.schedule();
   }
 
   /** Debounces bursts (a new host, several blocks claimed) into one render. */
@@ -136,6 +110,6 @@ export class RouteAgent {
     this.stopped = true;
     clearTimeout(this.timer);
     clearInterval(this.resync);
-    await Promise.all(this.watchers.splice(0).map((w) => w.cancel().catch(() => undefined)));
+    await this.watch?.stop();
   }
 }
