@@ -28,6 +28,7 @@ import { DockerWatcher } from './docker-watcher';
 import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
 import { RouteAgent } from '../routing/agent';
+import { PolicyAgent } from '../policy/agent';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 
@@ -60,6 +61,7 @@ export class CalicoNode {
   private reconciler?: Reconciler;
   private liveness?: Liveness;
   private routes?: RouteAgent;
+  private policy?: PolicyAgent;
   private bird?: Bird;
   readonly ctx: NodeContext;
 
@@ -162,6 +164,7 @@ export class CalicoNode {
         this.isReady = true;
         this.markReady();
         void this.startRouting();
+        void this.startPolicy();
         log.info('calico node ready', { node: config.nodeName, etcd: endpoints });
         return;
       } catch (err) {
@@ -186,6 +189,23 @@ export class CalicoNode {
       await agent.stop();
       log.warn('could not start the route agent; retrying', { error: errorMessage(err) });
       setTimeout(() => void this.startRouting(attempt + 1), 500 + jitteredDelay(attempt, 500, 10_000)).unref();
+    }
+  }
+
+  /** The firewall for this host's containers, from etcd (unless CALICO_POLICY=off). */
+  private async startPolicy(attempt = 0): Promise<void> {
+    const { config, log } = this.opts;
+    if (!config.policy || this.policy || this.stopping) return;
+    const agent = new PolicyAgent(this.ctx, this.kv!.namespace, { endpointToHost: config.endpointToHost });
+    try {
+      this.ctx.firewall = agent;
+      await agent.start();
+      this.policy = agent;
+    } catch (err) {
+      this.ctx.firewall = undefined;
+      await agent.stop();
+      log.warn('could not start the policy agent; retrying', { error: errorMessage(err) });
+      setTimeout(() => void this.startPolicy(attempt + 1), 500 + jitteredDelay(attempt, 500, 10_000)).unref();
     }
   }
 
@@ -214,6 +234,7 @@ export class CalicoNode {
     this.reconciler?.stop();
     await this.liveness?.stop();
     await this.routes?.stop();
+    await this.policy?.stop();
     await this.bird?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);
     this.servers = [];

@@ -17,7 +17,8 @@ const hex = () => randomBytes(32).toString('hex');
 async function main() {
   const ns = await createNetns('bench');
   const etcd = await startEtcd(ns);
-  const node = await startCalico(ns, { name: 'bench-host', etcd: etcd.endpoint, env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500' } });
+  // The floor has no firewall; bench:policy measures what policy adds.
+  const node = await startCalico(ns, { name: 'bench-host', etcd: etcd.endpoint, env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500', CALICO_POLICY: 'off' } });
   try {
     await node.ready();
     const d = node.docker;

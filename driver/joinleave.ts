@@ -15,6 +15,7 @@ import { EndpointRequest, JoinRequest, type JoinResponse } from './protocol';
 import type { Sandboxes } from './sandboxes';
 
 export const IPV4_GATEWAY = '169.254.1.1';
+const FIREWALL_WAIT_MS = 3000;
 
 export class JoinLeaveHandlers {
   constructor(
@@ -47,6 +48,11 @@ export class JoinLeaveHandlers {
       // Remembered in etcd for a restart of calico node; the answer does not wait for it.
       const rec = { ...ep, sandbox };
       this.ctx.records.updateEndpoint(rec).catch((err) => this.ctx.log.warn('could not record the endpoint\'s sandbox', { endpoint: ep.id, error: errorMessage(err) }));
+    }
+    // Unknown interfaces are dropped by the firewall, so without this wait a container's first
+    // packets would be lost; the policy agent usually has the rules from CreateEndpoint already.
+    if (this.ctx.firewall && !(await this.ctx.firewall.covers(ep.ifName, FIREWALL_WAIT_MS))) {
+      this.ctx.log.warn('the firewall has no rules for this endpoint yet; its traffic is dropped until they are applied', { endpoint: ep.id, interface: ep.ifName });
     }
     this.ctx.log.info('endpoint joined', { endpoint: ep.id, interface: ep.ifName, mtu, gateway: first });
     const res: JoinResponse = {

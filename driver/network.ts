@@ -40,6 +40,7 @@ export class NetworkHandlers {
       options: opts.generic,
       createdAt: new Date().toISOString(),
       ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
+      ...(opts.internal ? { internal: true } : {}),
     };
     const existing = await this.ctx.records.getNetwork(req.NetworkID);
     if (existing?.name) rec.name = existing.name;

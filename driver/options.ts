@@ -47,9 +47,6 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
       `calico does not support the option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known options: ${KNOWN_OPTIONS.join(', ')}`,
     );
   }
-  if (internal) {
-    throw new BadRequestError('calico does not support --internal networks yet: policy enforcement is not in this release; create the network without --internal');
-  }
   const out: NetworkOptions = { ipv6, internal, generic };
   if (generic[MTU_OPTION] !== undefined) out.mtu = parseMtu(generic[MTU_OPTION], ipv6);
   return out;

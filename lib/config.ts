@@ -43,6 +43,10 @@ export interface Config {
   livenessTtl: number;
   /** `managed`: calico node runs BIRD; `external`: another BIRD uses our configuration; `off`: no BGP. */
   bird: 'managed' | 'external' | 'off';
+  /** Enforce policy with iptables (on by default). */
+  policy: boolean;
+  /** What containers may send to their own host beyond replies. */
+  endpointToHost: 'drop' | 'accept';
 }
 
 type Env = Record<string, string | undefined>;
@@ -112,7 +116,15 @@ export function loadConfig(env: Env = process.env): Config {
     reconcileGraceMs: 60_000,
     livenessTtl: 30,
     bird: 'managed',
+    policy: true,
+    endpointToHost: 'drop',
   };
+  const pol = (nonEmpty(env, 'CALICO_POLICY') ?? 'on').toLowerCase();
+  if (pol !== 'on' && pol !== 'off') fail('CALICO_POLICY', pol, 'use on or off');
+  cfg.policy = pol === 'on';
+  const e2h = (nonEmpty(env, 'CALICO_ENDPOINT_TO_HOST') ?? 'drop').toLowerCase();
+  if (e2h !== 'drop' && e2h !== 'accept') fail('CALICO_ENDPOINT_TO_HOST', e2h, 'use drop or accept');
+  cfg.endpointToHost = e2h;
   const bird = (nonEmpty(env, 'CALICO_BIRD') ?? 'managed').toLowerCase();
   if (bird !== 'managed' && bird !== 'external' && bird !== 'off') fail('CALICO_BIRD', bird, 'use managed, external or off');
   cfg.bird = bird;

@@ -21,4 +21,11 @@ export interface NodeContext {
    * time, then rejects with an UnavailableError that says what is missing.
    */
   ready(): Promise<void>;
+  /** The policy agent, when policy is on: Join waits (bounded) for a new endpoint's rules. */
+  firewall?: FirewallStatus;
+}
+
+export interface FirewallStatus {
+  /** Resolves true once the kernel has rules for this host interface, false after `timeoutMs`. */
+  covers(ifName: string, timeoutMs: number): Promise<boolean>;
 }

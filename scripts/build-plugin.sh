@@ -21,6 +21,18 @@ for b in bird birdc; do
   p="$(command -v "$b" || true)"
   [ -n "$p" ] && cp "$p" "$root/usr/sbin/$b"
 done
+# iptables and ipset, which the policy agent programs (the same multi-call binary as the host's,
+# so both write the same kernel backend), with their extension modules.
+for b in iptables ip6tables iptables-save ip6tables-save iptables-restore ip6tables-restore ipset; do
+  p="$(command -v "$b" || true)"
+  [ -z "$p" ] && continue
+  real="$(readlink -f "$p")"
+  [ -f "$root/usr/sbin/$(basename "$real")" ] || cp "$real" "$root/usr/sbin/"
+  [ "$(basename "$real")" = "$b" ] || ln -sf "$(basename "$real")" "$root/usr/sbin/$b"
+done
+xt="$(dirname "$(readlink -f "$(ldconfig -p | awk '/libxtables.so/ {print $NF; exit}')")")/xtables"
+if [ -d "$xt" ]; then mkdir -p "$root$xt" && cp -r "$xt/." "$root$xt/"; fi
+[ -f /etc/protocols ] && cp /etc/protocols "$root/etc/protocols"
 cp -r dist package.json package-lock.json "$root/opt/calico/"
 cp -r node_modules "$root/opt/calico/"
 (cd "$root/opt/calico" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)
@@ -29,7 +41,8 @@ cp -r node_modules "$root/opt/calico/"
 libs() { { ldd "$1" 2>/dev/null || true; } | awk '/=>/ && $3 ~ /^\// {print $3} /^[[:space:]]*\/[^ ]+/ {print $1}'; }
 {
   libs "$(command -v node)"
-  for b in bird birdc; do p="$(command -v "$b" || true)"; [ -n "$p" ] && libs "$p"; done
+  for b in bird birdc iptables ipset; do p="$(command -v "$b" || true)"; [ -n "$p" ] && libs "$(readlink -f "$p")"; done
+  [ -d "$xt" ] && for m in "$xt"/*.so; do libs "$m"; done
   find "$root/opt/calico/node_modules" -name '*.node' -print0 | while IFS= read -r -d '' m; do libs "$m"; done
 } | sort -u | while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"

@@ -70,6 +70,8 @@ export interface NetworkRecord {
   mtu?: number;
   /** Every `-o` option as given. */
   options: Record<string, string>;
+  /** `--internal`: containers reach each other on the network and nothing outside it. */
+  internal?: boolean;
   createdAt: string;
 }
 

@@ -45,9 +45,9 @@ describe('parseNetworkOptions', () => {
     assert.deepEqual([...KNOWN_OPTIONS], [MTU_OPTION]);
   });
 
-  test('refuses --internal networks', () => {
-    assert.throws(() => parseNetworkOptions({ 'com.docker.network.internal': true }), bad(/does not support --internal/));
-    assert.throws(() => parseNetworkOptions({ 'com.docker.network.internal': 'true' }), bad(/--internal/));
+  test('accepts --internal networks and records them', () => {
+    assert.equal(parseNetworkOptions({ 'com.docker.network.internal': true }).internal, true);
+    assert.equal(parseNetworkOptions({ 'com.docker.network.internal': 'true' }).internal, true);
     assert.equal(parseNetworkOptions({ 'com.docker.network.internal': false }).internal, false);
   });
 

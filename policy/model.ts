@@ -1,0 +1,156 @@
+/**
+ * Policy resources (product.md's shape, Calico's simplified) and their validation. A file is
+ * checked whole before anything is written, and every error names the field that is wrong.
+ */
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { z } from 'zod';
+import type { KV } from '../lib/datastore/kv';
+import { BadRequestError, NotFoundError } from '../lib/errors';
+import { parseCidr } from '../lib/ip';
+import { parseSelector } from './selector';
+
+const port = z.union([
+  z.number().int().min(0).max(65535),
+  z.string().regex(/^\d{1,5}(:\d{1,5})?$/, 'must be a port number or a range like "8000:8080"').refine((s) => s.split(':').every((p) => Number(p) <= 65535), 'ports go up to 65535'),
+]);
+const selector = z.string().refine((s) => {
+  try {
+    parseSelector(s);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'is not a valid selector');
+const cidr = z.string().refine((s) => {
+  try {
+    parseCidr(s);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be a CIDR like 10.0.0.0/8');
+
+const entity = z
+  .object({
+    selector: selector.optional(),
+    notSelector: selector.optional(),
+    network: z.string().min(1).optional(),
+    nets: z.array(cidr).optional(),
+    notNets: z.array(cidr).optional(),
+    ports: z.array(port).max(15, 'at most 15 ports or ranges').optional(),
+    notPorts: z.array(port).max(15, 'at most 15 ports or ranges').optional(),
+  })
+  .strict();
+
+const protocol = z.union([z.enum(['tcp', 'udp', 'icmp', 'icmpv6', 'sctp']), z.number().int().min(1).max(255)]);
+
+const rule = z
+  .object({
+    action: z.enum(['allow', 'deny', 'log', 'pass']),
+    protocol: protocol.optional(),
+    source: entity.optional(),
+    destination: entity.optional(),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    const hasPorts = [r.source, r.destination].some((e) => e?.ports || e?.notPorts);
+    if (hasPorts && r.protocol !== 'tcp' && r.protocol !== 'udp' && r.protocol !== 'sctp') {
+      ctx.addIssue({ code: 'custom', message: 'ports need protocol tcp, udp or sctp', path: ['protocol'] });
+    }
+  });
+
+export const PolicySchema = z
+  .object({
+    kind: z.literal('Policy'),
+    name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and dashes'),
+    order: z.number().finite().optional(),
+    selector: selector.optional(),
+    types: z.array(z.enum(['ingress', 'egress'])).min(1).optional(),
+    ingress: z.array(rule).optional(),
+    egress: z.array(rule).optional(),
+  })
+  .strict();
+
+export type PolicyInput = z.infer<typeof PolicySchema>;
+export type Rule = z.infer<typeof rule>;
+export type Entity = z.infer<typeof entity>;
+
+export interface PolicyRecord {
+  name: string;
+  order: number;
+  selector: string;
+  types: Array<'ingress' | 'egress'>;
+  ingress: Rule[];
+  egress: Rule[];
+}
+
+export const policyKeys = {
+  policy: (name: string) => `policies/${name}`,
+  policies: () => 'policies/',
+};
+
+/** Fills the defaults: order 1000, selector all(), types = those with rules (ingress if none). */
+export function normalise(p: PolicyInput): PolicyRecord {
+  const ingress = p.ingress ?? [];
+  const egress = p.egress ?? [];
+  const types = p.types ?? (ingress.length || egress.length ? [...(ingress.length ? ['ingress' as const] : []), ...(egress.length ? ['egress' as const] : [])] : ['ingress' as const]);
+  return { name: p.name, order: p.order ?? 1000, selector: p.selector ?? 'all()', types, ingress, egress };
+}
+
+/** Parses a YAML or JSON file holding one policy, a list, or several YAML documents. */
+export function parsePolicyFile(text: string, file = 'policy file'): PolicyRecord[] {
+  let docs: unknown[];
+  try {
+    const trimmed = text.trim();
+    if (trimmed.startsWith('{') || trimmed.startsWith('[')) docs = [JSON.parse(trimmed)];
+    else {
+      const all = parseAllDocuments(text);
+      const bad = all.find((d) => d.errors.length);
+      if (bad) throw new Error(bad.errors[0].message);
+      docs = all.map((d) => d.toJS()).filter((d) => d !== null && d !== undefined);
+      if (docs.length === 0) docs = [parseYaml(text)];
+    }
+  } catch (err) {
+    throw new BadRequestError(`${file} is neither valid YAML nor JSON: ${(err as Error).message}`);
+  }
+  const items = docs.flatMap((d) => (Array.isArray(d) ? d : [d]));
+  if (items.length === 0) throw new BadRequestError(`${file} holds no policy`);
+  // One etcd transaction carries the whole file (etcd's default limit is 128 operations).
+  if (items.length > 128) throw new BadRequestError(`${file} holds ${items.length} policies; apply at most 128 per file`);
+  const out: PolicyRecord[] = [];
+  items.forEach((item, i) => {
+    const r = PolicySchema.safeParse(item);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      const name = (item as { name?: unknown })?.name;
+      const where = [`${items.length > 1 ? `item ${i + 1}` : 'the policy'}${typeof name === 'string' ? ` (${name})` : ''}`, issue.path.join('.')].filter(Boolean).join(', field ');
+      throw new BadRequestError(`${file}: ${where}: ${issue.message}`);
+    }
+    out.push(normalise(r.data));
+  });
+  const names = out.map((p) => p.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup) throw new BadRequestError(`${file}: policy ${dup} appears twice`);
+  return out;
+}
+
+export async function applyPolicies(kv: KV, policies: PolicyRecord[]): Promise<void> {
+  // One transaction: a file is applied whole or not at all.
+  const ok = await kv.txn([], policies.map((p) => ({ put: policyKeys.policy(p.name), value: JSON.stringify(p) })));
+  if (!ok) throw new BadRequestError('the policies could not be written; try again');
+}
+
+export async function listPolicies(kv: KV): Promise<PolicyRecord[]> {
+  return (await kv.list(policyKeys.policies())).map((e) => JSON.parse(e.value) as PolicyRecord).sort((a, b) => a.order - b.order || a.name.localeCompare(b.name));
+}
+
+export async function getPolicy(kv: KV, name: string): Promise<PolicyRecord> {
+  const e = await kv.get(policyKeys.policy(name));
+  if (!e) throw new NotFoundError(`no policy ${name}; see "calico policy ls"`);
+  return JSON.parse(e.value) as PolicyRecord;
+}
+
+export async function removePolicy(kv: KV, name: string): Promise<void> {
+  await getPolicy(kv, name);
+  await kv.del(policyKeys.policy(name));
+}
