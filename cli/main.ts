@@ -7,6 +7,7 @@ import { createLogger } from '../lib/log';
 import { bgpCommands } from './bgp';
 import { ipamCommands } from './ipam';
 import { endpointCommands, nodeListCommand, statusCommand } from './inspect';
+import { policyCommands } from './policy';
 import { poolCommands } from './pool';
 import { run } from './run';
 
@@ -44,6 +45,7 @@ ipamCommands(program);
 endpointCommands(program);
 statusCommand(program);
 bgpCommands(program, node);
+policyCommands(program);
 program.parseAsync(process.argv).catch((err) => {
   process.stderr.write(`calico: ${String(err)}\n`);
   process.exitCode = 2;
