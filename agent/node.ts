@@ -29,9 +29,11 @@ import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
 import { RouteAgent } from '../routing/agent';
 import { PolicyAgent } from '../policy/agent';
+import { removeFirewall } from '../policy/iptables';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 
+const FIREWALL_START_MS = 10_000;
 export const VERSION: string = (require('../../package.json') as { version: string }).version;
 const READY_WAIT_MS = 10_000;
 
@@ -161,10 +163,12 @@ export class CalicoNode {
         // Which endpoints share a container survives a restart through the endpoint records.
         for (const ep of await this.ctx.records.listEndpoints(config.nodeName)) if (ep.sandbox) this.sandboxes.joined(ep.sandbox, ep.id);
         await this.ctx.dataplane.enableForwarding(true);
+        void this.startRouting();
+        // Ready only with the firewall in place: no container is wired before its rules can
+        // exist, and after a restart nothing denied passes once start-up is complete.
+        await this.firewallFirst(FIREWALL_START_MS);
         this.isReady = true;
         this.markReady();
-        void this.startRouting();
-        void this.startPolicy();
         log.info('calico node ready', { node: config.nodeName, etcd: endpoints });
         return;
       } catch (err) {
@@ -192,10 +196,31 @@ export class CalicoNode {
     }
   }
 
+  /** Starts the policy agent and waits, bounded, for its first apply (or for old rules to go when off). */
+  private async firewallFirst(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+    const done = this.startPolicy().then(async () => {
+      await (this.policy ?? (this.ctx.firewall as PolicyAgent | undefined))?.firstApplied;
+      return true;
+    });
+    const ok = await Promise.race([done, timeout]);
+    clearTimeout(timer);
+    if (!ok) this.opts.log.warn('the firewall is not in place yet; start-up goes on and the rules follow as soon as they apply', { waitedMs: ms });
+  }
+
   /** The firewall for this host's containers, from etcd (unless CALICO_POLICY=off). */
   private async startPolicy(attempt = 0): Promise<void> {
     const { config, log } = this.opts;
-    if (!config.policy || this.policy || this.stopping) return;
+    if (!config.policy) {
+      // Turned off: rules left by an earlier run must not keep filtering with no one updating them.
+      await removeFirewall().then(
+        () => log.info('policy is off (CALICO_POLICY=off); calico firewall rules removed'),
+        (err) => log.warn('policy is off but the old firewall rules could not be removed', { error: errorMessage(err) }),
+      );
+      return;
+    }
+    if (this.policy || this.stopping) return;
     const agent = new PolicyAgent(this.ctx, this.kv!.namespace, { endpointToHost: config.endpointToHost });
     try {
       this.ctx.firewall = agent;

@@ -9,7 +9,7 @@ import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { InternalError } from '../lib/errors';
 import type { Family } from '../lib/ip';
-import { PREFIX, type Rendered, SET_PREFIX } from './render';
+import { PREFIX, type Rendered } from './render';
 
 const run = promisify(execFile);
 
@@ -43,6 +43,35 @@ async function ensureJump(f: Family, from: string, to: string): Promise<void> {
   }
 }
 
+async function removeJump(f: Family, from: string, to: string): Promise<void> {
+  // -D removes one copy; more than one can only come from someone else's hand, so a few tries.
+  for (let i = 0; i < 5; i++) {
+    try {
+      await run(tool(f), ['-w', '-D', from, '-j', to]);
+    } catch {
+      return;
+    }
+  }
+}
+
+/** Takes out everything of ours (CALICO_POLICY=off): the jumps, our chains, our sets. */
+export async function removeFirewall(): Promise<void> {
+  for (const f of [4, 6] as const) {
+    await removeJump(f, 'FORWARD', `${PREFIX}FORWARD`);
+    await removeJump(f, 'INPUT', `${PREFIX}INPUT`);
+    const mine = await ourChains(f);
+    if (mine.length) await feed(`${tool(f)}-restore`, ['-w', '--noflush'], ['*filter', ...mine.map((c) => `:${c} - [0:0]`), ...mine.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n'));
+  }
+  await destroyStaleSets(new Set());
+}
+
+async function destroyStaleSets(wanted: Set<string>): Promise<void> {
+  const { stdout } = await run('ipset', ['list', '-n']);
+  for (const name of stdout.split('\n').map((s) => s.trim())) {
+    if (/^cal[46][sn]-/.test(name) && !wanted.has(name)) await run('ipset', ['destroy', name]).catch(() => undefined);
+  }
+}
+
 export async function applyFirewall(r: Rendered): Promise<void> {
   const sets = r.ipsets
     .flatMap((s) => {
@@ -67,9 +96,5 @@ export async function applyFirewall(r: Rendered): Promise<void> {
     await ensureJump(f, 'FORWARD', `${PREFIX}FORWARD`);
     await ensureJump(f, 'INPUT', `${PREFIX}INPUT`);
   }
-  const { stdout } = await run('ipset', ['list', '-n']);
-  const wantedSets = new Set(r.ipsets.map((s) => s.name));
-  for (const name of stdout.split('\n').map((s) => s.trim())) {
-    if (/^cal[46][sn]-/.test(name) && name.startsWith(SET_PREFIX) && !wantedSets.has(name)) await run('ipset', ['destroy', name]).catch(() => undefined);
-  }
+  await destroyStaleSets(new Set(r.ipsets.map((s) => s.name)));
 }

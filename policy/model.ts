@@ -2,25 +2,31 @@
  * Policy resources (product.md's shape, Calico's simplified) and their validation. A file is
  * checked whole before anything is written, and every error names the field that is wrong.
  */
-import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import type { KV } from '../lib/datastore/kv';
-import { BadRequestError, NotFoundError } from '../lib/errors';
+import { BadRequestError, NotFoundError, errorMessage } from '../lib/errors';
 import { parseCidr } from '../lib/ip';
 import { parseSelector } from './selector';
 
 const port = z.union([
   z.number().int().min(0).max(65535),
-  z.string().regex(/^\d{1,5}(:\d{1,5})?$/, 'must be a port number or a range like "8000:8080"').refine((s) => s.split(':').every((p) => Number(p) <= 65535), 'ports go up to 65535'),
+  z
+    .string()
+    .regex(/^\d{1,5}(:\d{1,5})?$/, 'must be a port number or a range like "8000:8080"')
+    .refine((s) => s.split(':').every((p) => Number(p) <= 65535), 'ports go up to 65535')
+    // iptables' multiport refuses a range that does not go up ("invalid portrange specified").
+    .refine((s) => !s.includes(':') || Number(s.split(':')[0]) < Number(s.split(':')[1]), 'a range goes from a lower port to a higher one, like "8000:8080"'),
 ]);
-const selector = z.string().refine((s) => {
+// multiport takes 15 ports, a range counting as two.
+const ports = z.array(port).refine((ps) => ps.reduce<number>((n, p) => n + (String(p).includes(':') ? 2 : 1), 0) <= 15, 'at most 15 ports, a range counting as two');
+const selector = z.string().superRefine((s, ctx) => {
   try {
     parseSelector(s);
-    return true;
-  } catch {
-    return false;
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `is not a valid selector: ${errorMessage(err)}` });
   }
-}, 'is not a valid selector');
+});
 const cidr = z.string().refine((s) => {
   try {
     parseCidr(s);
@@ -34,11 +40,12 @@ const entity = z
   .object({
     selector: selector.optional(),
     notSelector: selector.optional(),
-    network: z.string().min(1).optional(),
+    // Becomes a selector value, which can be quoted with ' or " but not hold both.
+    network: z.string().min(1).refine((s) => !(s.includes("'") && s.includes('"')), 'cannot hold both \' and "').optional(),
     nets: z.array(cidr).optional(),
     notNets: z.array(cidr).optional(),
-    ports: z.array(port).max(15, 'at most 15 ports or ranges').optional(),
-    notPorts: z.array(port).max(15, 'at most 15 ports or ranges').optional(),
+    ports: ports.optional(),
+    notPorts: ports.optional(),
   })
   .strict();
 
@@ -108,7 +115,6 @@ export function parsePolicyFile(text: string, file = 'policy file'): PolicyRecor
       const bad = all.find((d) => d.errors.length);
       if (bad) throw new Error(bad.errors[0].message);
       docs = all.map((d) => d.toJS()).filter((d) => d !== null && d !== undefined);
-      if (docs.length === 0) docs = [parseYaml(text)];
     }
   } catch (err) {
     throw new BadRequestError(`${file} is neither valid YAML nor JSON: ${(err as Error).message}`);
