@@ -9,6 +9,7 @@ import type { KV, KVEntry } from '../lib/datastore/kv';
 import type { EndpointRecord, NetworkRecord } from '../lib/datastore/records';
 import { NotFoundError } from '../lib/errors';
 import type { Rule } from './model';
+import { quote } from './selector';
 
 export interface ProfileRecord {
   name: string;
@@ -26,7 +27,7 @@ export const NETWORK_LABEL = 'calico/network';
 
 /** The profile Calico gives a network: same-network traffic in; out anywhere, or only the network if internal. */
 export function defaultProfile(name: string, internal: boolean): ProfileRecord {
-  const same = { selector: `${NETWORK_LABEL} == '${name}'` };
+  const same = { selector: `${NETWORK_LABEL} == ${quote(name)}` };
   return { name, internal, ingress: [{ action: 'allow', source: same }], egress: [internal ? { action: 'allow', destination: same } : { action: 'allow' }] };
 }
 

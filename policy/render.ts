@@ -10,7 +10,7 @@ import type { EndpointRecord, NetworkRecord } from '../lib/datastore/records';
 import { type Family, parseCidr } from '../lib/ip';
 import type { Entity, PolicyRecord, Rule } from './model';
 import { NETWORK_LABEL, type ProfileRecord, defaultProfile, networkName } from './profiles';
-import { type Selector, canonical, matches, parseSelector } from './selector';
+import { type Selector, canonical, matches, parseSelector, quote } from './selector';
 
 export const PREFIX = 'cal-';
 export const SET_PREFIX = 'cal';
@@ -75,7 +75,9 @@ export function renderPolicy(v: PolicyView): Rendered {
     return name;
   };
   const netSet = (cidrs: string[], f: Family): string => {
-    const members = cidrs.filter((c) => parseCidr(c).family === f).sort();
+    // ipset's hash:net cannot hold a /0 (the kernel refuses it): its two halves stand for it.
+    const whole = f === 4 ? ['0.0.0.0/1', '128.0.0.0/1'] : ['::/1', '8000::/1'];
+    const members = cidrs.filter((c) => parseCidr(c).family === f).flatMap((c) => (parseCidr(c).prefix === 0 ? whole : [c])).sort();
     const name = `${SET_PREFIX}${f}n-${h(members.join(','))}`;
     if (!ipsets.has(name)) ipsets.set(name, { name, family: f, type: 'hash:net', members });
     return name;
@@ -103,7 +105,7 @@ export function renderPolicy(v: PolicyView): Rendered {
     const side = (e: Entity | undefined, dir: 'src' | 'dst'): string[] | undefined => {
       if (!e) return [];
       const out: string[] = [];
-      const s = [e.selector, e.network ? `calico/network == '${e.network}'` : undefined].filter(Boolean) as string[];
+      const s = [e.selector, e.network ? `${NETWORK_LABEL} == ${quote(e.network)}` : undefined].filter(Boolean) as string[];
       for (const x of s) out.push(`-m set --match-set ${selectorSet(x, f)} ${dir}`);
       if (e.notSelector) out.push(`-m set ! --match-set ${selectorSet(e.notSelector, f)} ${dir}`);
       if (e.nets) {

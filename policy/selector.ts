@@ -149,20 +149,28 @@ export function matches(s: Selector, labels: Record<string, string>): boolean {
   }
 }
 
-/** A canonical text for a selector: equal selectors share one ipset. */
+/**
+ * A value as the language quotes it: in single quotes, or double ones when it holds a single
+ * quote (there are no escapes), so the text parses back to the same value.
+ */
+export function quote(v: string): string {
+  return v.includes("'") ? `"${v}"` : `'${v}'`;
+}
+
+/** A canonical text for a selector: equal selectors share one ipset (and different ones never do). */
 export function canonical(s: Selector): string {
   switch (s.op) {
     case 'all':
       return 'all()';
     case 'eq':
-      return `${s.key} == '${s.value}'`;
+      return `${s.key} == ${quote(s.value)}`;
     case 'ne':
-      return `${s.key} != '${s.value}'`;
+      return `${s.key} != ${quote(s.value)}`;
     case 'has':
       return `has(${s.key})`;
     case 'in':
     case 'notin':
-      return `${s.key} ${s.op === 'in' ? 'in' : 'not in'} {${s.values.map((v) => `'${v}'`).join(',')}}`;
+      return `${s.key} ${s.op === 'in' ? 'in' : 'not in'} {${s.values.map(quote).join(',')}}`;
     case 'not':
       return `!(${canonical(s.arg)})`;
     case 'and':
