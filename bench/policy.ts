@@ -1,0 +1,122 @@
+/**
+ * `npm run bench:policy`: what the policy agent costs. Prints one JSON object:
+ *  - programming: render + apply (renderPolicy then applyFirewall, what the agent runs on every
+ *    change) for 10/100/1,000 local endpoints (100 rules) and 10/100/1,000 rules (100 endpoints):
+ *    a full first program of an empty namespace, then steady-state changes on top of it (one rule
+ *    edited; one endpoint added). Each configuration runs in its own throw-away namespace through
+ *    bench/policy-apply-runner.ts, so the machine's own firewall is never touched.
+ *  - packetPath and applyLatency: a real calico node and etcd (bench/policy-path.ts).
+ * BENCH_POLICY_SECONDS sets each packet-path run's length (default 4), BENCH_POLICY_REPS the
+ * number of incremental changes timed per configuration (default 5).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createNetns, runNodeInNetns } from '../test/harness/netns';
+import type { PolicyRecord } from '../policy/model';
+import type { PolicyView } from '../policy/render';
+import type { EndpointRecord } from '../lib/datastore/records';
+import { benchNetwork, changeOneRule, makePolicies, syntheticEndpoint } from './policy-gen';
+import { measurePath } from './policy-path';
+import { percentile } from './stats';
+
+const REPS = Number(process.env.BENCH_POLICY_REPS ?? 5);
+const SECONDS = Number(process.env.BENCH_POLICY_SECONDS ?? 4);
+const HOST = 'bench-host';
+
+interface StepResult {
+  label: string;
+  renderMs: number;
+  applyMs: number;
+  totalMs: number;
+  iptablesRules: number;
+  chains: number;
+  ipsets: number;
+}
+
+function summariseSteps(steps: StepResult[]) {
+  const med = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+  return {
+    count: steps.length,
+    p50TotalMs: med(steps.map((s) => s.totalMs)),
+    maxTotalMs: Math.max(...steps.map((s) => s.totalMs)),
+    p50RenderMs: med(steps.map((s) => s.renderMs)),
+    p50ApplyMs: med(steps.map((s) => s.applyMs)),
+  };
+}
+
+/** One configuration: full program, then REPS rule edits, then REPS endpoint additions. */
+async function programOnce(endpoints: number, rules: number, tmp: string) {
+  const net = benchNetwork(HOST);
+  const view = (eps: EndpointRecord[], pols: PolicyRecord[]): PolicyView => ({ host: HOST, endpoints: eps, networks: [net], policies: pols, profiles: [], endpointToHost: 'drop' });
+  let eps = Array.from({ length: endpoints }, (_, i) => syntheticEndpoint(HOST, net.id, i));
+  let pols = makePolicies(rules, { egress: true });
+  const steps: Array<{ label: string; view: PolicyView }> = [{ label: 'full', view: view(eps, pols) }];
+  const mid = Math.floor(pols.length / 2);
+  for (let i = 0; i < REPS; i++) steps.push({ label: 'rule', view: view(eps, (pols = changeOneRule(pols, mid, 40000 + i))) });
+  for (let i = 0; i < REPS; i++) steps.push({ label: 'endpoint', view: view((eps = [...eps, syntheticEndpoint(HOST, net.id, endpoints + i)]), pols) });
+  const file = path.join(tmp, `steps-${endpoints}-${rules}.json`);
+  fs.writeFileSync(file, JSON.stringify({ steps }));
+  const ns = await createNetns('bpol');
+  try {
+    const res = await runNodeInNetns(ns, path.join(__dirname, 'policy-apply-runner.js'), [file], { timeoutMs: 600_000 });
+    const out = res.json<StepResult[]>();
+    const full = out[0];
+    return {
+      endpoints,
+      rules,
+      policies: makePolicies(rules).length,
+      full: { renderMs: full.renderMs, applyMs: full.applyMs, totalMs: full.totalMs, iptablesRules: full.iptablesRules, chains: full.chains, ipsets: full.ipsets },
+      ruleChanged: summariseSteps(out.filter((s) => s.label === 'rule')),
+      endpointAdded: summariseSteps(out.filter((s) => s.label === 'endpoint')),
+    };
+  } finally {
+    await ns.destroy();
+    fs.rmSync(file, { force: true });
+  }
+}
+
+function machine() {
+  const cpus = os.cpus();
+  let iptables = 'unknown';
+  try {
+    iptables = execFileSync('iptables', ['--version'], { encoding: 'utf8' }).trim();
+  } catch {
+    // reported as unknown
+  }
+  return { cpus: cpus.length, cpuModel: cpus[0]?.model, kernel: os.release(), iptables, node: process.version, loadavg1m: Math.round(os.loadavg()[0] * 100) / 100 };
+}
+
+async function main() {
+  const t0 = Date.now();
+  const host = machine();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-policy-'));
+  try {
+    const byEndpoints: Record<string, unknown> = {};
+    const byRules: Record<string, unknown> = {};
+    for (const e of [10, 100, 1000]) byEndpoints[e] = await programOnce(e, 100, tmp);
+    byRules[100] = byEndpoints[100];
+    for (const r of [10, 1000]) byRules[r] = await programOnce(100, r, tmp);
+    const path_ = await measurePath({ seconds: SECONDS, reps: REPS, tmp });
+    const report = {
+      machine: { ...host, loadavg1mAtEnd: machine().loadavg1m },
+      programming: {
+        what: 'renderPolicy + applyFirewall in a fresh namespace (IPv4 and IPv6 tables, ipsets); rule/endpoint figures are the same full render + apply done on top of existing rules, as the agent does on every change',
+        shape: '10 rules per policy; policy k selects app == app(k mod 10) (every fifth is egress); rules: selector+port, nets+port, udp deny, compound selector+port range',
+        byEndpointsWith100Rules: byEndpoints,
+        byRulesWith100Endpoints: byRules,
+      },
+      ...path_,
+      wallSeconds: Math.round((Date.now() - t0) / 1000),
+    };
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(String(err?.stack ?? err) + '\n');
+  process.exit(1);
+});
