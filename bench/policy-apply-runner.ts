@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { applyFirewall } from '../policy/iptables';
+import { Firewall } from '../policy/iptables';
 import { type PolicyView, renderPolicy } from '../policy/render';
 
 async function main() {
@@ -18,15 +18,16 @@ async function main() {
   if (!/^bpol-\d+-[0-9a-f]+$/.test(here)) throw new Error(`refusing to program network namespace "${here}": run through bench:policy`);
   const { steps } = JSON.parse(fs.readFileSync(file, 'utf8')) as { steps: Array<{ label: string; view: PolicyView }> };
   const out = [];
+  const fw = new Firewall();
   for (const s of steps) {
     const t0 = performance.now();
     const rendered = renderPolicy(s.view);
     const t1 = performance.now();
-    await applyFirewall(rendered);
+    const written = await fw.apply(rendered);
     const t2 = performance.now();
     const rules = (rendered.tables[4].match(/^-A /gm)?.length ?? 0) + (rendered.tables[6].match(/^-A /gm)?.length ?? 0);
     const r = (x: number) => Math.round(x * 10) / 10;
-    out.push({ label: s.label, renderMs: r(t1 - t0), applyMs: r(t2 - t1), totalMs: r(t2 - t0), iptablesRules: rules, chains: rendered.chains[4].length + rendered.chains[6].length, ipsets: rendered.ipsets.length });
+    out.push({ label: s.label, renderMs: r(t1 - t0), applyMs: r(t2 - t1), totalMs: r(t2 - t0), iptablesRules: rules, chains: rendered.chains[4].length + rendered.chains[6].length, ipsets: rendered.ipsets.length, chainsWritten: written.chains, setsWritten: written.sets });
   }
   process.stdout.write(JSON.stringify(out) + '\n');
 }

@@ -12,7 +12,7 @@ import type { NetworkRecord } from '../lib/datastore/records';
 import { PrefixWatch } from '../lib/datastore/watch';
 import { errorMessage } from '../lib/errors';
 import { jitteredDelay } from '../lib/retry';
-import { applyFirewall } from './iptables';
+import { Firewall } from './iptables';
 import { listPolicies, policyKeys } from './model';
 import { type ProfileRecord, profileKeys, syncProfiles } from './profiles';
 import { renderPolicy } from './render';
@@ -32,6 +32,9 @@ export class PolicyAgent implements FirewallStatus {
   private again = false;
   private stopped = false;
   private failures = 0;
+  private firewall = new Firewall();
+  /** Set by the periodic resync: rewrite everything of ours and re-check the kernel's jumps. */
+  private fullNext = false;
   /** Host interfaces the applied rules cover, and Joins waiting for theirs. */
   private covered = new Set<string>();
   private waiters = new Set<{ ifName: string; done: (ok: boolean) => void }>();
@@ -50,7 +53,11 @@ export class PolicyAgent implements FirewallStatus {
   async start(): Promise<void> {
     this.watch = new PrefixWatch(this.ns, [keys.endpoints(), keys.networks(), policyKeys.policies(), profileKeys.profiles()], () => this.schedule(), this.ctx.log);
     await this.watch.start();
-    this.resync = setInterval(() => this.schedule(), this.opts.resyncMs ?? 30_000);
+    // Someone may flush or edit our rules by hand; a periodic full apply puts them back.
+    this.resync = setInterval(() => {
+      this.fullNext = true;
+      this.schedule();
+    }, this.opts.resyncMs ?? 60_000);
     await this.apply();
   }
 
@@ -80,13 +87,18 @@ export class PolicyAgent implements FirewallStatus {
       const profiles = profileEntries.map((e) => JSON.parse(e.value) as ProfileRecord);
       const rendered = renderPolicy({ host: this.ctx.host, endpoints, networks, policies, profiles, endpointToHost: this.opts.endpointToHost });
       const text = JSON.stringify(rendered);
-      if (text !== this.applied) {
+      const full = this.fullNext;
+      if (text !== this.applied || full) {
         const t0 = Date.now();
-        await applyFirewall(rendered);
+        this.fullNext = false;
+        // A failed apply leaves the Firewall without a known state: its next apply is full.
+        const changedRules = text !== this.applied;
+        this.applied = undefined;
+        const written = await this.firewall.apply(rendered, full);
         this.applied = text;
         this.covered = new Set(endpoints.filter((e) => e.host === this.ctx.host).map((e) => e.ifName));
         for (const w of this.waiters) if (this.covered.has(w.ifName)) w.done(true);
-        this.ctx.log.info('firewall applied', { endpoints: endpoints.filter((e) => e.host === this.ctx.host).length, policies: policies.length, ipsets: rendered.ipsets.length, ms: Date.now() - t0 });
+        this.ctx.log.log(changedRules ? 'info' : 'debug', 'firewall applied', { endpoints: endpoints.filter((e) => e.host === this.ctx.host).length, policies: policies.length, chainsWritten: written.chains, setsWritten: written.sets, full, ms: Date.now() - t0 });
       }
       this.failures = 0;
       this.markApplied();

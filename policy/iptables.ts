@@ -9,7 +9,7 @@ import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { InternalError } from '../lib/errors';
 import type { Family } from '../lib/ip';
-import { PREFIX, type Rendered } from './render';
+import { type IpSet, PREFIX, type Rendered } from './render';
 
 const run = promisify(execFile);
 
@@ -72,29 +72,71 @@ async function destroyStaleSets(wanted: Set<string>): Promise<void> {
   }
 }
 
-export async function applyFirewall(r: Rendered): Promise<void> {
-  const sets = r.ipsets
-    .flatMap((s) => {
-      const tmp = `${s.name}-t`;
-      return [
-        `create ${tmp} ${s.type} family ${s.family === 4 ? 'inet' : 'inet6'} -exist`,
-        `flush ${tmp}`,
-        ...s.members.map((m) => `add ${tmp} ${m} -exist`),
-        `create ${s.name} ${s.type} family ${s.family === 4 ? 'inet' : 'inet6'} -exist`,
-        `swap ${tmp} ${s.name}`,
-        `destroy ${tmp}`,
-      ];
-    })
-    .join('\n');
-  if (sets) await feed('ipset', ['restore'], sets + '\n');
-  for (const f of [4, 6] as const) {
-    const wanted = new Set(r.chains[f]);
-    const stale = (await ourChains(f)).filter((c) => !wanted.has(c));
-    // Declaring a stale chain flushes it, so the -X below cannot fail on its references.
-    const text = r.tables[f].replace(/COMMIT\n$/, [...stale.map((c) => `:${c} - [0:0]`), ...stale.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n'));
-    await feed(`${tool(f)}-restore`, ['-w', '--noflush'], text);
-    await ensureJump(f, 'FORWARD', `${PREFIX}FORWARD`);
-    await ensureJump(f, 'INPUT', `${PREFIX}INPUT`);
+const setLines = (s: IpSet): string[] => {
+  const tmp = `${s.name}-t`;
+  const fam = s.family === 4 ? 'inet' : 'inet6';
+  return [`create ${tmp} ${s.type} family ${fam} -exist`, `flush ${tmp}`, ...s.members.map((m) => `add ${tmp} ${m} -exist`), `create ${s.name} ${s.type} family ${fam} -exist`, `swap ${tmp} ${s.name}`, `destroy ${tmp}`];
+};
+
+/** A rendered table split into each chain's rule lines, in order. */
+function byChain(r: Rendered, f: Family): Map<string, string> {
+  const out = new Map<string, string[]>(r.chains[f].map((c) => [c, []]));
+  for (const line of r.tables[f].split('\n')) {
+    if (!line.startsWith('-A ')) continue;
+    const c = line.slice(3, line.indexOf(' ', 3));
+    out.get(c)?.push(line);
   }
-  await destroyStaleSets(new Set(r.ipsets.map((s) => s.name)));
+  return new Map([...out].map(([c, lines]) => [c, lines.join('\n')]));
+}
+
+interface Applied {
+  chains: Record<Family, Map<string, string>>;
+  sets: Map<string, string>;
+}
+
+/**
+ * Keeps the kernel in step with successive renders. The first apply (and any after a failure,
+ * or when asked for a full one) rewrites everything of ours and checks the jumps and stale
+ * chains in the kernel; later ones rewrite only the chains and sets whose content changed, so a
+ * one-rule edit on a host with a thousand endpoints touches a few chains, not thousands.
+ */
+export class Firewall {
+  private last?: Applied;
+
+  async apply(r: Rendered, full = false): Promise<{ chains: number; sets: number }> {
+    const prev = full ? undefined : this.last;
+    this.last = undefined; // a failure part-way leaves the kernel unknown: the next apply is full
+    const sets = r.ipsets.filter((s) => prev?.sets.get(s.name) !== s.members.join(','));
+    if (sets.length) await feed('ipset', ['restore'], sets.flatMap(setLines).join('\n') + '\n');
+    const chains = {} as Record<Family, Map<string, string>>;
+    let written = 0;
+    for (const f of [4, 6] as const) {
+      chains[f] = byChain(r, f);
+      const old = prev?.chains[f];
+      const changed = [...chains[f]].filter(([c, text]) => old?.get(c) !== text).map(([c]) => c);
+      // Without a previous state the kernel is asked which of our chains exist.
+      const stale = old ? [...old.keys()].filter((c) => !chains[f].has(c)) : (await ourChains(f)).filter((c) => !chains[f].has(c));
+      written += changed.length;
+      if (changed.length || stale.length) {
+        // Declaring a chain flushes it; a stale chain is flushed before -X, and every chain that
+        // referred to it changed too (it named it), so it is rewritten in the same transaction.
+        const text = ['*filter', ...[...changed, ...stale].map((c) => `:${c} - [0:0]`), ...changed.map((c) => chains[f].get(c)!).filter(Boolean), ...stale.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
+        await feed(`${tool(f)}-restore`, ['-w', '--noflush'], text);
+      }
+      if (!prev) {
+        await ensureJump(f, 'FORWARD', `${PREFIX}FORWARD`);
+        await ensureJump(f, 'INPUT', `${PREFIX}INPUT`);
+      }
+    }
+    const wanted = new Map(r.ipsets.map((s) => [s.name, s.members.join(',')]));
+    if (!prev) await destroyStaleSets(new Set(wanted.keys()));
+    else for (const name of prev.sets.keys()) if (!wanted.has(name)) await run('ipset', ['destroy', name]).catch(() => undefined);
+    this.last = { chains, sets: wanted };
+    return { chains: written, sets: sets.length };
+  }
+}
+
+/** One full apply (tests, benchmarks): everything of ours rewritten, jumps and stale state checked. */
+export async function applyFirewall(r: Rendered): Promise<void> {
+  await new Firewall().apply(r, true);
 }

@@ -163,7 +163,11 @@ test('removing the policy restores the profile behaviour', async () => {
 test('labels follow containers recreated with other labels', async () => {
   assert.equal((await h1.calico(['policy', 'apply', '-f', FRONTEND_TO_DB])).code, 0);
   await until(async () => !(await tcp('other', 'db', 80)), 'other denied again');
+  const oldChain = `cal-fw-cali${(await h1.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.blue.EndpointID}}', 'other'])).slice(0, 11)}`;
+  assert.match(await ourRules(h1), new RegExp(`^:${oldChain} `, 'm'));
   await recreate('other', 'blue', { role: 'frontend' });
+  // The removed container's chains went with it.
+  await until(async () => !(await ourRules(h1)).includes(oldChain), `${oldChain} removed`);
   await recreate('fe', 'blue', { role: 'other' });
   await until(() => tcp('other', 'db', 80), 'other, now a frontend, allowed');
   await until(async () => !(await tcp('fe', 'db', 80)), 'fe, now other, denied');

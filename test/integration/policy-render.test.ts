@@ -183,6 +183,29 @@ describe('rendered firewall against the kernel', { skip }, () => {
     assert.deepEqual(setsIn((await ns.exec('ipset', ['list', '-n'])).stdout), smaller.ipsets.map((s) => s.name).sort());
   });
 
+  test('incremental applies leave the kernel exactly as one full apply of the last view would', async () => {
+    const [dbEp] = view.endpoints;
+    const steps = [
+      renderPolicy(view),
+      renderPolicy({ ...view, policies: policies.filter((p) => !p.name.startsWith('db-')) }),
+      renderPolicy({ ...view, endpoints: [...view.endpoints, { ...dbEp, id: 'dddddddddd1', ifName: 'calidddddddddd1', ipv4: ['10.65.0.99/32'], ipv6: [], sandbox: undefined }] }),
+      renderPolicy({ ...view, policies: policies.map((p, i) => ({ ...p, order: 1000 - i })) }),
+    ];
+    const seq = `const [mod, file] = process.argv.slice(1);
+const fw = new (require(mod).Firewall)();
+(async () => { for (const r of JSON.parse(require('fs').readFileSync(file, 'utf8'))) await fw.apply(r); })().then(() => process.exit(0), (e) => { console.error(e.message); process.exit(1); });`;
+    await ns.exec(process.execPath, ['-e', seq, IPTABLES_JS, file('steps.json', JSON.stringify(steps))]);
+    const state = async () => {
+      const lines = [...(await save(4)).split('\n'), ...(await save(6)).split('\n')].filter((l) => /cal-/.test(l));
+      const sets = (await ns.exec('ipset', ['save'])).stdout.split('\n').filter((l) => / cal[46][sn]-/.test(l));
+      return [...lines, ...sets].map((l) => l.replace(/ \[\d+:\d+\]$/, '').replace(/ initval 0x[0-9a-f]+/, '')).sort();
+    };
+    const incremental = await state();
+    await call('removeFirewall');
+    await call('applyFirewall', steps[steps.length - 1]);
+    assert.deepEqual(incremental, await state());
+  });
+
   test('nothing leaks into the machine\'s own namespace', () => {
     const r = renderPolicy(view);
     const root = rootSave();
