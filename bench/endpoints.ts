@@ -17,8 +17,9 @@ const hex = () => randomBytes(32).toString('hex');
 async function main() {
   const ns = await createNetns('bench');
   const etcd = await startEtcd(ns);
-  // The floor has no firewall; bench:policy measures what policy adds.
-  const node = await startCalico(ns, { name: 'bench-host', etcd: etcd.endpoint, env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500', CALICO_POLICY: 'off' } });
+  // The floor has no firewall, so neither has calico by default; BENCH_POLICY=on shows what
+  // the firewall adds (Join waits for the new endpoint's rules).
+  const node = await startCalico(ns, { name: 'bench-host', etcd: etcd.endpoint, env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500', CALICO_POLICY: process.env.BENCH_POLICY ?? 'off' } });
   try {
     await node.ready();
     const d = node.docker;
