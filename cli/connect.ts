@@ -25,3 +25,13 @@ export function connect(cfg: Config = loadConfig()): EtcdKV {
     password: cfg.etcdPassword,
   });
 }
+
+/** Runs fn with a connection to etcd, closed afterwards whatever happens. */
+export async function withKv<T>(fn: (kv: EtcdKV) => Promise<T>): Promise<T> {
+  const kv = connect();
+  try {
+    return await fn(kv);
+  } finally {
+    await kv.close();
+  }
+}

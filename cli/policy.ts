@@ -5,7 +5,7 @@ import { stringify } from 'yaml';
 import { BadRequestError, errorMessage } from '../lib/errors';
 import { applyPolicies, getPolicy, listPolicies, parsePolicyFile, type PolicyRecord, removePolicy } from '../policy/model';
 import { getProfile, listProfiles, type ProfileRecord } from '../policy/profiles';
-import { connect } from './connect';
+import { withKv } from './connect';
 import { print, table } from './output';
 import { run } from './run';
 
@@ -43,12 +43,9 @@ export function policyCommands(program: Command): void {
       run(async () => {
         // Validated whole before anything is written: a bad file changes nothing.
         const policies = parsePolicyFile(await readInput(o.filename), o.filename);
-        const kv = connect();
-        try {
+        await withKv(async (kv) => {
           await applyPolicies(kv, policies);
-        } finally {
-          await kv.close();
-        }
+        });
         for (const p of policies) process.stdout.write(`applied policy ${p.name}\n`);
       }),
     );
@@ -58,15 +55,12 @@ export function policyCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action((o: { json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        await withKv(async (kv) => {
           const ps = await listPolicies(kv);
           print(!!o.json, ps.map(policyResource), () =>
             table(['NAME', 'ORDER', 'SELECTOR', 'TYPES', 'INGRESS', 'EGRESS'], ps.map((p) => [p.name, p.order, p.selector, p.types.join(','), p.ingress.length, p.egress.length])),
           );
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   policy
@@ -75,12 +69,9 @@ export function policyCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action((name: string, o: { json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        await withKv(async (kv) => {
           show(!!o.json, policyResource(await getPolicy(kv, name)));
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   policy
@@ -88,13 +79,10 @@ export function policyCommands(program: Command): void {
     .description('remove a policy; endpoints it selected fall back to other policies or their profile')
     .action((name: string) =>
       run(async () => {
-        const kv = connect();
-        try {
+        await withKv(async (kv) => {
           await removePolicy(kv, name);
           process.stdout.write(`removed policy ${name}\n`);
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
 
@@ -105,13 +93,10 @@ export function policyCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action((o: { json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        await withKv(async (kv) => {
           const ps = (await listProfiles(kv)).sort((a, b) => a.name.localeCompare(b.name));
           print(!!o.json, ps.map(profileResource), () => table(['NAME', 'INTERNAL', 'INGRESS', 'EGRESS'], ps.map((p) => [p.name, p.internal ? 'yes' : 'no', p.ingress.length, p.egress.length])));
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   profile
@@ -120,12 +105,9 @@ export function policyCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action((name: string, o: { json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        await withKv(async (kv) => {
           show(!!o.json, profileResource(await getProfile(kv, name)));
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
 }
