@@ -11,12 +11,29 @@ export function isLogLevel(s: string): s is LogLevel {
 }
 
 export function createLogger(level: LogLevel = 'info', defaultMeta: Record<string, unknown> = {}): Logger {
-  return winston.createLogger({
+  const logger = winston.createLogger({
     level,
     defaultMeta,
     format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
     transports: [new winston.transports.Console({ stderrLevels: [...levels] })],
   });
+  return skipDisabledLevels(logger);
+}
+
+/**
+ * winston formats every entry (timestamp, JSON) before its transports drop the ones below the
+ * level; every container start logs several info lines, so below the level return at once.
+ */
+function skipDisabledLevels(logger: Logger): Logger {
+  for (const l of levels) {
+    const write = logger[l];
+    // `this`, not `logger`: child loggers inherit these methods and must keep their metadata.
+    logger[l] = function (this: Logger | undefined, ...args: unknown[]) {
+      const self = this ?? logger;
+      return self.isLevelEnabled(l) ? (write as (...a: unknown[]) => Logger).apply(self, args) : self;
+    } as winston.LeveledLogMethod;
+  }
+  return logger;
 }
 
 /** A logger that drops everything, for unit tests and CLI commands that print their own output. */
