@@ -146,4 +146,26 @@ describe('createPluginApp', () => {
     const res = await request(app).post('/Plugin.Activate');
     assert.equal(res.headers['x-powered-by'], undefined);
   });
+
+  test('routes by path alone, ignoring a query string', async () => {
+    const { app } = setup();
+    const res = await request(app).post('/Plugin.Activate?x=1');
+    assert.equal(res.status, 200);
+  });
+
+  test('refuses a body over the limit with 400 instead of buffering it', async () => {
+    const { app, bodies } = setup();
+    const res = await request(app).post('/NetworkDriver.CreateNetwork').send(`{"x":"${'a'.repeat(5 << 20)}"}`);
+    assert.equal(res.status, 400);
+    assert.match(JSON.parse(res.text).Err, /over the \d+-byte limit/);
+    assert.deepEqual(bodies, []);
+  });
+
+  test('answers 500 with an Err when a reply cannot be encoded, and keeps serving', async () => {
+    const { app } = setup({ '/X.Big': { hasBody: false, handler: () => ({ n: 1n }) } });
+    const res = await request(app).post('/X.Big');
+    assert.equal(res.status, 500);
+    assert.match(JSON.parse(res.text).Err, /could not encode its reply to \/X\.Big/);
+    assert.equal((await request(app).post('/Plugin.Activate')).status, 200);
+  });
 });
