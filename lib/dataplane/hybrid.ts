@@ -1,8 +1,10 @@
 /**
- * The daemon's dataplane: creating an endpoint's links and routes costs the kernel about a
- * millisecond, so it runs right here, where a Join waits for it anyway; deleting a veth costs
- * 20-40 ms of kernel time inside sendmsg(), so deletions go to worker threads and never stall
- * the plugin server. Calls for one interface are serialised here, whichever thread runs them.
+ * The daemon's dataplane. Changes to an endpoint's links and routes run on worker threads: the
+ * kernel does that work synchronously inside sendmsg() on the calling thread (about 1 ms to
+ * create a veth, 20-40 ms to delete one), and on the event loop it stalled every other plugin
+ * request meanwhile; with eight containers starting at once that was an eighth of the loop.
+ * Reads (listings, the uplink) stay here. Calls for one interface are serialised here,
+ * whichever thread runs them.
  */
 import { KeyedMutex } from '../retry';
 import { type DataplaneLogger, createLinuxDataplane } from './linux';
@@ -18,7 +20,7 @@ export class HybridDataplane implements Dataplane {
   ) {}
 
   wireEndpoint(w: EndpointWiring): Promise<WiringResult> {
-    return this.order.run(w.hostIfName, () => this.local.wireEndpoint(w));
+    return this.order.run(w.hostIfName, () => this.threaded.wireEndpoint(w));
   }
 
   unwireEndpoint(hostIfName: string): Promise<void> {
@@ -26,7 +28,7 @@ export class HybridDataplane implements Dataplane {
   }
 
   ensureRoute(hostIfName: string, ip: string): Promise<void> {
-    return this.order.run(hostIfName, () => this.local.ensureRoute(hostIfName, ip));
+    return this.order.run(hostIfName, () => this.threaded.ensureRoute(hostIfName, ip));
   }
 
   listWorkloadLinks(): Promise<string[]> {

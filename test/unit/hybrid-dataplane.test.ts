@@ -27,21 +27,22 @@ function fake(name: string, log: string[], delays: Record<string, number> = {}):
 
 const wiring = (n: string): EndpointWiring => ({ hostIfName: n, tempIfName: 'tmp', mtu: 1500, containerMac: '02:00:00:00:00:01', ipv4: [], ipv6: [] });
 
-test('creates links on the local dataplane and deletes them on the threaded one', async () => {
+test('creates, repairs and deletes links on the threads and reads on the main thread', async () => {
   const log: string[] = [];
   const dp = new HybridDataplane(fake('local', log), fake('threads', log));
   await dp.wireEndpoint(wiring('cali1'));
+  await dp.ensureRoute('cali1', '10.0.0.1');
   await dp.unwireEndpoint('cali1');
-  assert.deepEqual(log, ['local:wire cali1:start', 'local:wire cali1:end', 'threads:unwire cali1:start', 'threads:unwire cali1:end']);
+  assert.deepEqual(log, ['threads:wire cali1:start', 'threads:wire cali1:end', 'threads:route cali1:start', 'threads:route cali1:end', 'threads:unwire cali1:start', 'threads:unwire cali1:end']);
   assert.deepEqual(await dp.listWorkloadLinks(), ['local']);
 });
 
 test('a delete for an interface waits for its creation in flight, other interfaces do not wait', async () => {
   const log: string[] = [];
-  const dp = new HybridDataplane(fake('local', log, { 'wire cali1': 30 }), fake('threads', log));
+  const dp = new HybridDataplane(fake('local', log), fake('threads', log, { 'wire cali1': 30 }));
   await Promise.all([dp.wireEndpoint(wiring('cali1')), dp.unwireEndpoint('cali1'), dp.unwireEndpoint('cali2')]);
-  assert.ok(log.indexOf('threads:unwire cali1:start') > log.indexOf('local:wire cali1:end'), log.join(', '));
-  assert.ok(log.indexOf('threads:unwire cali2:end') < log.indexOf('local:wire cali1:end'), log.join(', '));
+  assert.ok(log.indexOf('threads:unwire cali1:start') > log.indexOf('threads:wire cali1:end'), log.join(', '));
+  assert.ok(log.indexOf('threads:unwire cali2:end') < log.indexOf('threads:wire cali1:end'), log.join(', '));
 });
 
 test('close closes both', () => {
