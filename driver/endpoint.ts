@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { NodeContext } from '../lib/context';
 import type { EndpointRecord } from '../lib/datastore/records';
-import { BadRequestError, NotFoundError } from '../lib/errors';
+import { BadRequestError, NotFoundError, errorMessage } from '../lib/errors';
 import { type IP, hostCidr, parseAddressWithPrefix } from '../lib/ip';
 import { parseRequest } from '../lib/validate';
 import { hostIfName } from './names';
@@ -75,8 +75,19 @@ export class EndpointHandlers {
       ...(existing?.containerName ? { containerName: existing.containerName } : {}),
       ...(existing?.sandbox ? { sandbox: existing.sandbox } : {}),
     };
-    await this.ctx.allocator.attachEndpoint(addrs, rec, this.ctx.records.endpointKey(rec.id));
-    this.ctx.records.rememberEndpoint(rec);
+    // Answering before the transaction lands lets it overlap Docker's work up to Join, which
+    // waits for it before the container gets its interface. Crash-safe: the addresses are
+    // already durably owned by this host, so if the record never lands Join fails and Docker
+    // releases them (or reconciliation does). Anything that could be refused answers here.
+    const early = await this.ctx.allocator.attachable(addrs, rec);
+    const write = this.ctx.allocator.attachEndpoint(addrs, rec, this.ctx.records.endpointKey(rec.id));
+    if (early) {
+      this.ctx.records.rememberWriting(rec, write);
+      write.catch((err: unknown) => this.ctx.log.warn('could not record the endpoint; its Join will fail and Docker will roll it back', { endpoint: rec.id, error: errorMessage(err) }));
+    } else {
+      await write;
+      this.ctx.records.rememberEndpoint(rec);
+    }
     this.ctx.log.info('endpoint created', { endpoint: rec.id, network: rec.network, ipv4: rec.ipv4, ipv6: rec.ipv6, interface: ifName });
     // Only fields that arrived empty may be filled in; the addresses came from IPAM already.
     return iface.MacAddress ? {} : { Interface: { MacAddress: mac } };
@@ -84,6 +95,8 @@ export class EndpointHandlers {
 
   async deleteEndpoint(body: unknown) {
     const req = parseRequest(EndpointRequest, body, 'NetworkDriver.DeleteEndpoint');
+    // The record's write must land (or fail) before the delete, or it would come back.
+    await this.ctx.records.written(req.EndpointID).catch(() => undefined);
     // Rollback after a failed Join comes here without a Leave: the veth must go too.
     await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
     this.sandboxes.left(req.EndpointID);

@@ -7,8 +7,7 @@
  * the veth; a missing veth is success.
  */
 import type { NodeContext } from '../lib/context';
-import { errorMessage } from '../lib/errors';
-import { NotFoundError } from '../lib/errors';
+import { NotFoundError, UnavailableError, errorMessage } from '../lib/errors';
 import { parseRequest } from '../lib/validate';
 import { CONTAINER_IF_PREFIX, hostIfName, tempIfName } from './names';
 import { EndpointRequest, JoinRequest, type JoinResponse } from './protocol';
@@ -26,20 +25,34 @@ export class JoinLeaveHandlers {
   async join(body: unknown): Promise<JoinResponse> {
     const req = parseRequest(JoinRequest, body, 'NetworkDriver.Join');
     await this.ctx.ready();
+    // Taken first: CreateEndpoint may have answered while its record was still being written.
+    const recorded = this.ctx.records.written(req.EndpointID);
+    recorded.catch(() => undefined);
     const ep = await this.ctx.records.getEndpoint(req.EndpointID);
     if (!ep) throw new NotFoundError(`endpoint ${req.EndpointID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; CreateEndpoint must come first`);
     const network = await this.ctx.records.getNetwork(req.NetworkID);
     const mtu = network?.mtu ?? (await this.ctx.defaultMtu());
     const ipv4 = ep.ipv4.map((c) => c.split('/')[0]);
     const ipv6 = ep.ipv6.map((c) => c.split('/')[0]);
-    const wired = await this.ctx.dataplane.wireEndpoint({
-      hostIfName: hostIfName(req.EndpointID),
-      tempIfName: tempIfName(req.EndpointID),
-      mtu,
-      containerMac: ep.mac,
-      ipv4,
-      ipv6,
-    });
+    const [wiring, record] = await Promise.allSettled([
+      this.ctx.dataplane.wireEndpoint({
+        hostIfName: hostIfName(req.EndpointID),
+        tempIfName: tempIfName(req.EndpointID),
+        mtu,
+        containerMac: ep.mac,
+        ipv4,
+        ipv6,
+      }),
+      recorded,
+    ]);
+    if (record.status === 'rejected') {
+      // No container may run on an endpoint etcd does not know: it would be invisible to
+      // policy, to other hosts and to reconciliation.
+      if (wiring.status === 'fulfilled') await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
+      throw new UnavailableError(`endpoint ${ep.id.slice(0, 12)} could not be recorded in etcd (${errorMessage(record.reason)}); Docker removes it, start the container again once etcd answers`);
+    }
+    if (wiring.status === 'rejected') throw wiring.reason;
+    const wired = wiring.value;
     const sandbox = req.SandboxKey ?? '';
     // Only a container's first calico interface carries the gateway (see sandboxes.ts).
     const first = !this.sandboxes.hasOthers(sandbox, ep.id);

@@ -31,7 +31,8 @@ export function describeOwner(o: Owner): string {
 export class Allocator {
   private writer: BlockWriter;
   private mutex = new KeyedMutex();
-  private affinity?: { at: number; cidrs: string[] };
+  /** Parsed once: every RequestAddress walks this list. */
+  private affinity?: { at: number; blocks: Array<{ cidr: string; net: Cidr }> };
 
   constructor(
     private kv: KV,
@@ -51,13 +52,18 @@ export class Allocator {
     if (fresh || !this.affinity || Date.now() - this.affinity.at > AFFINITY_TTL_MS) {
       const prefix = keys.affinities(this.host);
       const entries = await this.kv.list(prefix);
-      this.affinity = { at: Date.now(), cidrs: entries.map((e) => cidrFromKey(e.key.slice(prefix.length))) };
+      this.affinity = { at: Date.now(), blocks: entries.map((e) => cidrFromKey(e.key.slice(prefix.length))).map((cidr) => ({ cidr, net: parseCidr(cidr) })) };
     }
-    return this.affinity.cidrs.filter((c) => parseCidr(c).family === family);
+    return this.affinity.blocks.filter((b) => b.net.family === family).map((b) => b.cidr);
+  }
+
+  private async affineBlockNets(family: Family, fresh: boolean): Promise<Array<{ cidr: string; net: Cidr }>> {
+    await this.affineBlocks(family, fresh);
+    return this.affinity!.blocks.filter((b) => b.net.family === family);
   }
 
   private rememberAffinity(cidr: string): void {
-    if (this.affinity && !this.affinity.cidrs.includes(cidr)) this.affinity.cidrs.push(cidr);
+    if (this.affinity && !this.affinity.blocks.some((b) => b.cidr === cidr)) this.affinity.blocks.push({ cidr, net: parseCidr(cidr) });
   }
 
   private usable(net: Cidr, pools: Pool[], within?: Cidr[]): boolean {
@@ -65,8 +71,8 @@ export class Allocator {
   }
 
   private async fromAffineBlocks(family: Family, pools: Pool[], owner: Owner, within: Cidr[] | undefined, fresh: boolean): Promise<IP | undefined> {
-    for (const cidr of await this.affineBlocks(family, fresh)) {
-      if (!this.usable(parseCidr(cidr), pools, within)) continue;
+    for (const { cidr, net } of await this.affineBlockNets(family, fresh)) {
+      if (!this.usable(net, pools, within)) continue;
       const cached = this.writer.cached(cidr);
       // Skip blocks known to be full without a round trip; a stale view is corrected on claim.
       if (cached && !fresh && !cached.rec.unallocated.some((o) => !within || within.some((w) => containsIP(w, blk.ipAt(cached.net, o))))) continue;
@@ -277,6 +283,23 @@ export class Allocator {
     if (!owner) throw new BadRequestError(`address ${formatIP(ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
     if (owner.kind === 'endpoint' && owner.endpoint !== ep.id) throw new ConflictError(`address ${formatIP(ip)} is already in use by ${describeOwner(owner)}`);
     return blk.setOwner(rec, net, ip, { ...owner, kind: 'endpoint', network: ep.network, endpoint: ep.id });
+  }
+
+  /**
+   * Whether attachEndpoint can only fail by the datastore failing: every address sits in a
+   * cached block, was handed out by this host, and no other endpoint holds it, and the block's
+   * last write went through. Reads nothing from etcd.
+   */
+  async attachable(ips: IP[], ep: EndpointRecord): Promise<boolean> {
+    for (const ip of ips) {
+      const b = await this.blockOf(ip);
+      const c = b && this.writer.cached(b.cidr);
+      if (!b || !c || !this.writer.healthy(b.cidr)) return false;
+      const owner = blk.ownerOf(c.rec, c.net, ip);
+      if (!owner || owner.host !== this.host) return false;
+      if (owner.kind === 'aux' || (owner.kind === 'endpoint' && owner.endpoint !== ep.id)) return false;
+    }
+    return ips.length > 0;
   }
 
   /**

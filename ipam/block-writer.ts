@@ -32,6 +32,8 @@ interface Pending {
 export class BlockWriter {
   private cache = new Map<string, CachedBlock>();
   private queues = new Map<string, Pending[]>();
+  /** Blocks whose last transaction failed (etcd down, a deadline): callers stop guessing ahead. */
+  private failing = new Set<string>();
 
   constructor(private kv: KV) {}
 
@@ -39,12 +41,23 @@ export class BlockWriter {
     return this.cache.get(cidr);
   }
 
+  /** The block's last transaction succeeded (or none was tried yet). */
+  healthy(cidr: string): boolean {
+    return !this.failing.has(cidr);
+  }
+
   forget(cidr: string): void {
     this.cache.delete(cidr);
   }
 
   remember(cidr: string, rec: BlockRecord, mod: string): void {
-    this.cache.set(cidr, { rec, mod, net: parseCidr(rec.cidr) });
+    this.cache.set(cidr, { rec, mod, net: this.netOf(rec) });
+  }
+
+  /** A block's CIDR never changes, so its parsed form is reused (parsing is most of a small change's cost). */
+  private netOf(rec: BlockRecord): Cidr {
+    const known = this.cache.get(rec.cidr);
+    return known && known.rec.cidr === rec.cidr ? known.net : parseCidr(rec.cidr);
   }
 
   async read(cidr: string): Promise<CachedBlock | undefined> {
@@ -81,7 +94,9 @@ export class BlockWriter {
       }
       try {
         await this.commit(cidr, batch);
+        this.failing.delete(cidr);
       } catch (err) {
+        this.failing.add(cidr);
         for (const p of batch) p.reject(err);
       }
     }
@@ -107,7 +122,7 @@ export class BlockWriter {
             continue;
           }
           wrote = true;
-          cur = step.write ? { rec: step.write, mod: cur?.mod ?? '0', net: parseCidr(step.write.cidr) } : undefined;
+          cur = step.write ? { rec: step.write, mod: cur?.mod ?? '0', net: cur && cur.rec.cidr === step.write.cidr ? cur.net : parseCidr(step.write.cidr) } : undefined;
           ops.push(...(step.ops ?? []));
           outcomes.push({ ok: true, value: step.result });
         } catch (err) {

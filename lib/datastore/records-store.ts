@@ -9,6 +9,8 @@ import type { EndpointRecord, NetworkRecord } from './records';
 export class Records {
   private networks = new Map<string, NetworkRecord>();
   private endpoints = new Map<string, EndpointRecord>();
+  /** Endpoint records answered to Docker before their etcd write finished (see written()). */
+  private writes = new Map<string, Promise<void>>();
 
   constructor(
     private kv: KV,
@@ -79,6 +81,30 @@ export class Records {
   /** Called after the allocator's transaction wrote the record. */
   rememberEndpoint(rec: EndpointRecord): void {
     this.endpoints.set(rec.id, rec);
+  }
+
+  /**
+   * Remembers an endpoint whose transaction is still in flight. A failed write forgets it, so
+   * the Join that follows reads etcd, finds nothing and fails, and Docker rolls back.
+   */
+  rememberWriting(rec: EndpointRecord, write: Promise<void>): void {
+    this.endpoints.set(rec.id, rec);
+    const tracked: Promise<void> = write
+      .catch((err: unknown) => {
+        if (this.endpoints.get(rec.id) === rec) this.endpoints.delete(rec.id);
+        throw err;
+      })
+      .finally(() => {
+        if (this.writes.get(rec.id) === tracked) this.writes.delete(rec.id);
+      });
+    // The failure is reported by written() to the Join that needs it, not as an unhandled one.
+    tracked.catch(() => undefined);
+    this.writes.set(rec.id, tracked);
+  }
+
+  /** Settles once the endpoint's record is in etcd; rejects with the write's error if it failed. */
+  async written(id: string): Promise<void> {
+    await this.writes.get(id);
   }
 
   async deleteEndpoint(id: string): Promise<void> {
