@@ -1,4 +1,5 @@
 /** Latency summaries for the benchmarks. */
+import fs from 'node:fs';
 export interface Summary {
   count: number;
   opsPerSec: number;
@@ -35,4 +36,26 @@ export async function drive(n: number, width: number, fn: (i: number) => Promise
     }),
   );
   return { lat, wallMs: performance.now() - t0 };
+}
+
+/** CPU time (user + system, every thread) a process has used so far, ms; 0 once it is gone. */
+export function processCpuMs(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may itself hold spaces: utime and stime are 14 and 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+/** USER_HZ: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS = 100;
+
+/** This process's own CPU time, ms. */
+export function ownCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }

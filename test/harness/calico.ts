@@ -18,6 +18,8 @@ export interface CalicoProcess {
   env: Record<string, string>;
   docker: FakeDocker;
   logs(): string;
+  /** The daemon's process ID (`ip netns exec` and `env` exec it), while it runs. */
+  pid(): number | undefined;
   /** Waits until the log says start-up finished. */
   ready(timeoutMs?: number): Promise<void>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -68,6 +70,7 @@ export async function startCalico(ns: Netns, opts: { name: string; etcd?: string
     env,
     docker: new FakeDocker(path.join(pluginDir, 'calico.sock'), path.join(pluginDir, 'calico-ipam.sock')),
     logs: () => log,
+    pid: () => (child && child.exitCode === null ? child.pid : undefined),
     ready: async (timeoutMs = 30_000) => {
       const deadline = Date.now() + timeoutMs;
       const quiet = env.CALICO_LOG_LEVEL === 'warn' || env.CALICO_LOG_LEVEL === 'error';

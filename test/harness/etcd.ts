@@ -18,6 +18,8 @@ export interface TestEtcd {
   endpoint: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** The etcd process's ID (`ip netns exec` execs it), while it runs. */
+  pid(): number | undefined;
   /** Stops and deletes its data. */
   destroy(): Promise<void>;
 }
@@ -73,6 +75,7 @@ export async function startEtcd(ns: Netns, host = '127.0.0.1'): Promise<TestEtcd
     endpoint,
     start,
     stop,
+    pid: () => (child && child.exitCode === null ? child.pid : undefined),
     destroy: async () => {
       await stop();
       log.end();
