@@ -61,13 +61,17 @@ export class Reconciler {
 
   private async pass(): Promise<void> {
     const { ctx } = this;
-    // Order matters: the kernel first, then Docker, then etcd. CreateEndpoint writes the record
-    // before Join makes the link, and DeleteEndpoint removes the link before the record, so a
-    // link seen here always has its record in the later listing unless it is already going.
+    // Order matters: the kernel first, then Docker, then etcd. CreateEndpoint starts writing the
+    // record before Join makes the link, and DeleteEndpoint removes the link before the record,
+    // so a link seen here has its record in the later listing, or in the writes still in flight
+    // just before it (a write that finished before the listing began is in the listing), unless
+    // it is already going.
     const links = await ctx.dataplane.listWorkloadLinks();
     const routes = await ctx.dataplane.listWorkloadRoutes();
     const dockerEndpoints = await this.docker.liveEndpointIds();
-    const [endpoints, networks, blocks] = await Promise.all([ctx.records.listEndpoints(ctx.host), ctx.records.listNetworks(ctx.host), ctx.kv.list(keys.blocks())]);
+    const writing = ctx.records.writingEndpoints();
+    const [listed, networks, blocks] = await Promise.all([ctx.records.listEndpoints(ctx.host), ctx.records.listNetworks(ctx.host), ctx.kv.list(keys.blocks())]);
+    const endpoints = [...listed, ...writing.filter((w) => !listed.some((e) => e.id === w.id))];
     const allocations: Array<{ ip: string; owner: Owner }> = [];
     for (const e of blocks) {
       const rec = JSON.parse(e.value) as BlockRecord;

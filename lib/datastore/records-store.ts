@@ -102,6 +102,11 @@ export class Records {
     this.writes.set(rec.id, tracked);
   }
 
+  /** Endpoints answered to Docker whose record is still being written (not yet listable in etcd). */
+  writingEndpoints(): EndpointRecord[] {
+    return [...this.writes.keys()].flatMap((id) => this.endpoints.get(id) ?? []);
+  }
+
   /** Settles once the endpoint's record is in etcd; rejects with the write's error if it failed. */
   async written(id: string): Promise<void> {
     await this.writes.get(id);

@@ -7,7 +7,10 @@
 import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { Reconciler } from '../../agent/reconciler';
+import type { DockerWatcher } from '../../agent/docker-watcher';
 import { Allocator } from '../../ipam/allocator';
+import { IpamHandlers } from '../../ipam/handlers';
 import { Pools } from '../../ipam/pools';
 import { EndpointHandlers } from '../../driver/endpoint';
 import { JoinLeaveHandlers } from '../../driver/joinleave';
@@ -19,7 +22,9 @@ import type { Compare, KV, Op } from '../../lib/datastore/kv';
 import { MemoryKV } from '../../lib/datastore/memory';
 import { Records } from '../../lib/datastore/records-store';
 import { UnavailableError } from '../../lib/errors';
-import { formatIP, parseIP } from '../../lib/ip';
+import { enclosing, formatCidr, formatIP, parseIP } from '../../lib/ip';
+import * as blk from '../../ipam/block';
+import type { BlockRecord } from '../../lib/datastore/records';
 import { silentLogger } from '../../lib/log';
 
 const HOST = 'host-a';
@@ -91,6 +96,7 @@ let ctx: NodeContext;
 let eps: EndpointHandlers;
 let jl: JoinLeaveHandlers;
 let dp: FakeDataplane;
+let sandboxes: Sandboxes;
 const NID = 'n'.repeat(64);
 
 beforeEach(async () => {
@@ -101,7 +107,7 @@ beforeEach(async () => {
   const records = new Records(kv, HOST);
   ctx = { host: HOST, kv, pools, allocator: new Allocator(kv, pools, HOST, silentLogger()), records, dataplane: dp, log: silentLogger(), defaultMtu: async () => 1500, ready: async () => undefined };
   await records.putNetwork({ id: NID, host: HOST, ipv4Pools: ['0.0.0.0/0'], ipv6Pools: [], ipv6: false, options: {}, createdAt: new Date().toISOString() });
-  const sandboxes = new Sandboxes();
+  sandboxes = new Sandboxes();
   eps = new EndpointHandlers(ctx, sandboxes);
   jl = new JoinLeaveHandlers(ctx, sandboxes);
 });
@@ -198,5 +204,44 @@ describe('CreateEndpoint before its record is durable', () => {
     await create(a, address);
     await join(a);
     await assert.rejects(create(hex(), address), /already in use by endpoint/);
+  });
+
+  test('reconciliation never removes the veth of an endpoint whose record is still being written', async () => {
+    const eid = hex();
+    const address = await requestAddress();
+    kv.hold = true;
+    await create(eid, address);
+    const j = join(eid);
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(dp.links.size, 1, 'Join made the veth while the record was in flight');
+    const docker = { liveEndpointIds: async () => undefined } as unknown as DockerWatcher;
+    const reconciler = new Reconciler(ctx, docker, sandboxes, { intervalMs: 60_000, graceMs: 60_000 });
+    const pass = reconciler.runOnce();
+    await new Promise((r) => setTimeout(r, 10));
+    kv.release();
+    await pass;
+    await j;
+    assert.equal(dp.links.size, 1, 'the new veth is still there');
+    await reconciler.runOnce();
+    assert.equal(dp.links.size, 1, 'and stays once the record is in etcd');
+  });
+
+  test('a stray ReleaseAddress while the endpoint is being recorded keeps its address (it queues behind the write)', async () => {
+    const eid = hex();
+    const address = await requestAddress();
+    kv.hold = true;
+    await create(eid, address);
+    const ipam = new IpamHandlers(ctx);
+    const release = ipam.releaseAddress({ PoolID: 'CalicoPoolIPv4', Address: address.split('/')[0] });
+    await new Promise((r) => setTimeout(r, 10));
+    kv.release();
+    assert.deepEqual(await release, {});
+    await join(eid);
+    const ip = parseIP(address.split('/')[0]);
+    const net = enclosing(ip, 26);
+    const rec = JSON.parse((await kv.inner.get(keys.block(formatCidr(net))))!.value) as BlockRecord;
+    const owner = blk.ownerOf(rec, net, ip);
+    assert.equal(owner?.kind, 'endpoint');
+    assert.equal(owner?.endpoint, eid);
   });
 });
