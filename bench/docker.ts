@@ -12,7 +12,8 @@ const N = Number(process.env.BENCH_RUNS ?? 50);
 
 async function main() {
   const scope = netnsScope();
-  const h = await startDockerHost(scope, { name: 'bdock', env: { CALICO_LOG_LEVEL: 'warn' } });
+  // BENCH_POLICY=off shows what the firewall (on by default, as users run it) adds to a start.
+  const h = await startDockerHost(scope, { name: 'bdock', env: { CALICO_LOG_LEVEL: 'warn', CALICO_POLICY: process.env.BENCH_POLICY ?? 'on' } });
   const etcd = await startEtcd(h.ns);
   try {
     await h.node.stop('SIGTERM');

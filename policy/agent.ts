@@ -61,10 +61,25 @@ export class PolicyAgent implements FirewallStatus {
     await this.apply();
   }
 
-  schedule(): void {
+  /**
+   * Coalesces changes arriving within the debounce window into one apply. A pending apply is
+   * never pushed back: with containers starting back to back, each Join would otherwise
+   * postpone the rules every earlier Join is waiting for.
+   */
+  schedule(now = false): void {
     if (this.stopped) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.apply(), this.opts.debounceMs ?? 10);
+    if (now) {
+      // A Join is waiting: its record is already in etcd (Join waited for it), so apply at once.
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      void this.apply();
+      return;
+    }
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.apply();
+    }, this.opts.debounceMs ?? 10);
   }
 
   async apply(): Promise<void> {
@@ -110,14 +125,14 @@ export class PolicyAgent implements FirewallStatus {
       this.busy = false;
       if (this.again) {
         this.again = false;
-        this.schedule();
+        this.schedule(this.waiters.size > 0);
       }
     }
   }
 
   covers(ifName: string, timeoutMs: number): Promise<boolean> {
     if (this.covered.has(ifName)) return Promise.resolve(true);
-    this.schedule();
+    this.schedule(true);
     return new Promise((resolve) => {
       const w = {
         ifName,
@@ -136,6 +151,7 @@ export class PolicyAgent implements FirewallStatus {
     for (const w of this.waiters) w.done(false);
     this.stopped = true;
     clearTimeout(this.timer);
+    this.timer = undefined;
     clearInterval(this.resync);
     await this.watch?.stop();
   }

@@ -110,24 +110,27 @@ export class Firewall {
     if (sets.length) await feed('ipset', ['restore'], sets.flatMap(setLines).join('\n') + '\n');
     const chains = {} as Record<Family, Map<string, string>>;
     let written = 0;
-    for (const f of [4, 6] as const) {
-      chains[f] = byChain(r, f);
-      const old = prev?.chains[f];
-      const changed = [...chains[f]].filter(([c, text]) => old?.get(c) !== text).map(([c]) => c);
-      // Without a previous state the kernel is asked which of our chains exist.
-      const stale = old ? [...old.keys()].filter((c) => !chains[f].has(c)) : (await ourChains(f)).filter((c) => !chains[f].has(c));
-      written += changed.length;
-      if (changed.length || stale.length) {
-        // Declaring a chain flushes it; a stale chain is flushed before -X, and every chain that
-        // referred to it changed too (it named it), so it is rewritten in the same transaction.
-        const text = ['*filter', ...[...changed, ...stale].map((c) => `:${c} - [0:0]`), ...changed.map((c) => chains[f].get(c)!).filter(Boolean), ...stale.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
-        await feed(`${tool(f)}-restore`, ['-w', '--noflush'], text);
-      }
-      if (!prev) {
-        await ensureJump(f, 'FORWARD', `${PREFIX}FORWARD`);
-        await ensureJump(f, 'INPUT', `${PREFIX}INPUT`);
-      }
-    }
+    // The families are independent tables: both restores run at once (a Join waits for them).
+    await Promise.all(
+      ([4, 6] as const).map(async (f) => {
+        chains[f] = byChain(r, f);
+        const old = prev?.chains[f];
+        const changed = [...chains[f]].filter(([c, text]) => old?.get(c) !== text).map(([c]) => c);
+        // Without a previous state the kernel is asked which of our chains exist.
+        const stale = old ? [...old.keys()].filter((c) => !chains[f].has(c)) : (await ourChains(f)).filter((c) => !chains[f].has(c));
+        written += changed.length;
+        if (changed.length || stale.length) {
+          // Declaring a chain flushes it; a stale chain is flushed before -X, and every chain that
+          // referred to it changed too (it named it), so it is rewritten in the same transaction.
+          const text = ['*filter', ...[...changed, ...stale].map((c) => `:${c} - [0:0]`), ...changed.map((c) => chains[f].get(c)!).filter(Boolean), ...stale.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
+          await feed(`${tool(f)}-restore`, ['-w', '--noflush'], text);
+        }
+        if (!prev) {
+          await ensureJump(f, 'FORWARD', `${PREFIX}FORWARD`);
+          await ensureJump(f, 'INPUT', `${PREFIX}INPUT`);
+        }
+      }),
+    );
     const wanted = new Map(r.ipsets.map((s) => [s.name, s.members.join(',')]));
     if (!prev) await destroyStaleSets(new Set(wanted.keys()));
     else for (const name of prev.sets.keys()) if (!wanted.has(name)) await run('ipset', ['destroy', name]).catch(() => undefined);
