@@ -62,7 +62,14 @@ export async function startCalico(ns: Netns, opts: { name: string; etcd?: string
     if (!fs.existsSync(sock)) throw new Error(`calico node did not make its sockets:\n${log}`);
   };
   let mark = 0;
-  await launch();
+  try {
+    await launch();
+  } catch (err) {
+    // Nothing is returned to destroy, so clean up here: a failed start leaves no daemon or dir.
+    child?.kill('SIGKILL');
+    fs.rmSync(root, { recursive: true, force: true });
+    throw err;
+  }
   const proc: CalicoProcess = {
     name: opts.name,
     pluginDir,
