@@ -49,17 +49,16 @@ export class Allocator {
 
   /** Blocks affine to this host, cached briefly: only this host claims them. */
   async affineBlocks(family: Family, fresh = false): Promise<string[]> {
+    return (await this.affineBlockNets(family, fresh)).map((b) => b.cidr);
+  }
+
+  private async affineBlockNets(family: Family, fresh: boolean): Promise<Array<{ cidr: string; net: Cidr }>> {
     if (fresh || !this.affinity || Date.now() - this.affinity.at > AFFINITY_TTL_MS) {
       const prefix = keys.affinities(this.host);
       const entries = await this.kv.list(prefix);
       this.affinity = { at: Date.now(), blocks: entries.map((e) => cidrFromKey(e.key.slice(prefix.length))).map((cidr) => ({ cidr, net: parseCidr(cidr) })) };
     }
-    return this.affinity.blocks.filter((b) => b.net.family === family).map((b) => b.cidr);
-  }
-
-  private async affineBlockNets(family: Family, fresh: boolean): Promise<Array<{ cidr: string; net: Cidr }>> {
-    await this.affineBlocks(family, fresh);
-    return this.affinity!.blocks.filter((b) => b.net.family === family);
+    return this.affinity.blocks.filter((b) => b.net.family === family);
   }
 
   private rememberAffinity(cidr: string): void {
