@@ -91,7 +91,7 @@ export class DockerWatcher {
   private onEvent(line: string): void {
     let ev: { Type?: string; Action?: string; Actor?: { ID?: string; Attributes?: Record<string, string> } };
     try {
-      ev = JSON.parse(line);
+      ev = JSON.parse(line) as typeof ev;
     } catch {
       return;
     }

@@ -93,17 +93,27 @@ export class EmbeddedEtcd {
     this.endpoint = `http://127.0.0.1:${client}`;
     const peerUrl = `http://127.0.0.1:${peer}`;
     const args = [
-      '--name', 'calico-embedded',
-      '--data-dir', dir,
-      '--listen-client-urls', this.endpoint,
-      '--advertise-client-urls', this.endpoint,
-      '--listen-peer-urls', peerUrl,
-      '--initial-advertise-peer-urls', peerUrl,
-      '--initial-cluster', `calico-embedded=${peerUrl}`,
+      '--name',
+      'calico-embedded',
+      '--data-dir',
+      dir,
+      '--listen-client-urls',
+      this.endpoint,
+      '--advertise-client-urls',
+      this.endpoint,
+      '--listen-peer-urls',
+      peerUrl,
+      '--initial-advertise-peer-urls',
+      peerUrl,
+      '--initial-cluster',
+      `calico-embedded=${peerUrl}`,
       // Every IPAM write adds history; without compaction etcd's quota fills up.
-      '--auto-compaction-mode', 'periodic',
-      '--auto-compaction-retention', '1h',
-      '--log-level', 'warn',
+      '--auto-compaction-mode',
+      'periodic',
+      '--auto-compaction-retention',
+      '1h',
+      '--log-level',
+      'warn',
     ];
     const logFile = fs.openSync(path.join(this.dataDir, 'etcd.log'), 'a');
     this.child = spawnBound(this.binary, args, { stdio: ['ignore', logFile, logFile] });

@@ -35,7 +35,10 @@ export class Liveness {
         void this.keepAlive(0);
       });
       this.lease = lease;
-      await lease.put(keys.alive(this.host)).value(JSON.stringify({ since: new Date().toISOString() })).exec();
+      await lease
+        .put(keys.alive(this.host))
+        .value(JSON.stringify({ since: new Date().toISOString() }))
+        .exec();
       if (failures > 0 || !this.started) this.log.info('liveness key held', { ttlSeconds: this.ttlSeconds });
       this.started = true;
     } catch (err) {

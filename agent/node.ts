@@ -34,7 +34,7 @@ import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 
 const FIREWALL_START_MS = 10_000;
-export const VERSION: string = (require('../../package.json') as { version: string }).version;
+export const VERSION: string = (JSON.parse(fs.readFileSync(path.join(__dirname, '../../package.json'), 'utf8')) as { version: string }).version;
 const READY_WAIT_MS = 10_000;
 
 export interface NodeOptions {
@@ -151,7 +151,10 @@ export class CalicoNode {
           username: config.etcdUsername,
           password: config.etcdPassword,
         });
-        for (const [family, cidr] of [[4, config.ipv4Pool], [6, config.ipv6Pool]] as const) {
+        for (const [family, cidr] of [
+          [4, config.ipv4Pool],
+          [6, config.ipv6Pool],
+        ] as const) {
           const made = await this.ctx.pools.ensureDefault(family, cidr);
           if (made) log.info('created default pool', { cidr: made.cidr, blockSize: made.blockSize });
         }

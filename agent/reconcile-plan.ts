@@ -57,7 +57,8 @@ export function planRepairs(v: HostViews): Plan {
   for (const e of live) {
     if (!v.links.includes(e.ifName)) continue; // not joined (yet), or its container is gone
     for (const cidr of [...e.ipv4, ...e.ipv6]) {
-      if (!routed.has(`${e.ifName} ${cidr}`)) repairs.push({ kind: 'add-route', ifName: e.ifName, ip: cidr.split('/')[0], why: 'the host route to a live endpoint was missing' });
+      if (!routed.has(`${e.ifName} ${cidr}`))
+        repairs.push({ kind: 'add-route', ifName: e.ifName, ip: cidr.split('/')[0], why: 'the host route to a live endpoint was missing' });
     }
   }
   const endpointIds = new Set(live.map((e) => e.id));
@@ -67,12 +68,14 @@ export function planRepairs(v: HostViews): Plan {
     if (owner.host !== v.host) continue;
     let why: string | undefined;
     if (owner.kind === 'pending' && old(owner.since)) why = 'handed out but never attached to an endpoint';
-    else if (owner.kind === 'endpoint' && owner.endpoint && !endpointIds.has(owner.endpoint)) why = `its endpoint ${owner.endpoint.slice(0, 12)} no longer exists`;
+    else if (owner.kind === 'endpoint' && owner.endpoint && !endpointIds.has(owner.endpoint))
+      why = `its endpoint ${owner.endpoint.slice(0, 12)} no longer exists`;
     else if (owner.kind === 'aux' && owner.network && !networkIds.has(owner.network)) why = `its network ${owner.network.slice(0, 12)} no longer exists`;
     if (!why) continue;
     // An endpoint being removed right now leaves its address for an instant before Docker's
     // ReleaseAddress: only an orphan seen on two passes in a row is released.
-    if (v.suspects.get(ip) === owner.handle || (owner.kind === 'endpoint' && gone.has(owner.endpoint!))) repairs.push({ kind: 'release', ip, handle: owner.handle, why });
+    if (v.suspects.get(ip) === owner.handle || (owner.kind === 'endpoint' && gone.has(owner.endpoint!)))
+      repairs.push({ kind: 'release', ip, handle: owner.handle, why });
     else suspects.set(ip, owner.handle);
   }
   return { repairs, suspects };

@@ -77,7 +77,18 @@ export class Reconciler {
       const rec = JSON.parse(e.value) as BlockRecord;
       for (const a of blk.allocations(rec, parseCidr(rec.cidr))) if (a.owner.host === ctx.host) allocations.push({ ip: formatIP(a.ip), owner: a.owner });
     }
-    const plan = planRepairs({ host: ctx.host, now: Date.now(), dockerEndpoints, endpoints, networks, allocations, links, routes, suspects: this.suspects, graceMs: this.opts.graceMs });
+    const plan = planRepairs({
+      host: ctx.host,
+      now: Date.now(),
+      dockerEndpoints,
+      endpoints,
+      networks,
+      allocations,
+      links,
+      routes,
+      suspects: this.suspects,
+      graceMs: this.opts.graceMs,
+    });
     this.suspects = plan.suspects;
     for (const r of plan.repairs) {
       try {

@@ -32,7 +32,16 @@ async function main() {
     await once('brg'); // warm both paths before measuring
     for (let i = 0; i < N; i++) {
       // Alternate which goes first so neither always follows the other.
-      const order: Array<['calico' | 'bridge', string]> = i % 2 ? [['calico', 'cal'], ['bridge', 'brg']] : [['bridge', 'brg'], ['calico', 'cal']];
+      const order: Array<['calico' | 'bridge', string]> =
+        i % 2
+          ? [
+              ['calico', 'cal'],
+              ['bridge', 'brg'],
+            ]
+          : [
+              ['bridge', 'brg'],
+              ['calico', 'cal'],
+            ];
       for (const [k, net] of order) times[k].push(await once(net));
     }
     const stat = (xs: number[]) => {

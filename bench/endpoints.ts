@@ -31,7 +31,11 @@ interface Run {
 
 /** Pools rounds: every latency, and throughput over the summed wall time. */
 function pooled(runs: Run[]) {
-  const cat = (k: 'setup' | 'teardown') => summarise(runs.flatMap((r) => r[k].lat), runs.reduce((t, r) => t + r[k].wallMs, 0));
+  const cat = (k: 'setup' | 'teardown') =>
+    summarise(
+      runs.flatMap((r) => r[k].lat),
+      runs.reduce((t, r) => t + r[k].wallMs, 0),
+    );
   const setup = cat('setup');
   const cpu: Record<string, number> = {};
   for (const r of runs) for (const [k, v] of Object.entries(r.cpuMs)) cpu[k] = (cpu[k] ?? 0) + v;
@@ -42,7 +46,15 @@ function pooled(runs: Run[]) {
   };
   if (runs[0].phases) {
     const wall = runs.reduce((t, r) => t + r.setup.wallMs, 0);
-    out.phases = Object.fromEntries(Object.keys(runs[0].phases).map((k) => [k, summarise(runs.flatMap((r) => r.phases![k]), wall)]));
+    out.phases = Object.fromEntries(
+      Object.keys(runs[0].phases).map((k) => [
+        k,
+        summarise(
+          runs.flatMap((r) => r.phases![k]),
+          wall,
+        ),
+      ]),
+    );
   }
   return out;
 }
@@ -61,11 +73,17 @@ async function calicoRun(node: CalicoProcess, etcd: TestEtcd, ids: { pool: strin
   const setup = await drive(n, width, async (i) => {
     const eid = hex();
     const a = await timed('RequestAddress', () => d.ok('ipam', 'RequestAddress', { PoolID: ids.pool, Address: '', Options: null }));
-    await timed('CreateEndpoint', () => d.ok('net', 'CreateEndpoint', { NetworkID: ids.nid, EndpointID: eid, Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' }, Options: {} }));
+    await timed('CreateEndpoint', () =>
+      d.ok('net', 'CreateEndpoint', { NetworkID: ids.nid, EndpointID: eid, Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' }, Options: {} }),
+    );
     await timed('Join', () => d.ok('net', 'Join', { NetworkID: ids.nid, EndpointID: eid, SandboxKey: '', Options: {} }));
     eps[i] = { eid, ip: a.Address.split('/')[0] };
   });
-  const cpuMs = { calicoNode: processCpuMs(node.pid()) - cpu0.calicoNode, etcd: processCpuMs(etcd.pid()) - cpu0.etcd, fakeDocker: ownCpuMs() - cpu0.fakeDocker };
+  const cpuMs = {
+    calicoNode: processCpuMs(node.pid()) - cpu0.calicoNode,
+    etcd: processCpuMs(etcd.pid()) - cpu0.etcd,
+    fakeDocker: ownCpuMs() - cpu0.fakeDocker,
+  };
   const teardown = await drive(n, width, async (i) => {
     const { eid, ip } = eps[i];
     await timed('Leave', () => d.ok('net', 'Leave', { NetworkID: ids.nid, EndpointID: eid }));
@@ -76,7 +94,9 @@ async function calicoRun(node: CalicoProcess, etcd: TestEtcd, ids: { pool: strin
 }
 
 async function floorRun(ns: Netns, etcd: TestEtcd, n: number, width: number): Promise<Run> {
-  const f = await ns.exec(process.execPath, [path.join(__dirname, 'floor.js'), etcd.endpoint, String(n), String(width), String(etcd.pid() ?? '')], { timeoutMs: 300_000 });
+  const f = await ns.exec(process.execPath, [path.join(__dirname, 'floor.js'), etcd.endpoint, String(n), String(width), String(etcd.pid() ?? '')], {
+    timeoutMs: 300_000,
+  });
   const r = JSON.parse(f.stdout.trim().split('\n').pop()!) as { setup: Run['setup']; teardown: Run['teardown']; setupCpuMs: { own: number; etcd: number } };
   return { setup: r.setup, teardown: r.teardown, cpuMs: { floorProcess: r.setupCpuMs.own, etcd: r.setupCpuMs.etcd } };
 }
@@ -86,7 +106,11 @@ async function main() {
   const etcd = await startEtcd(ns);
   // The floor has no firewall, so neither has calico by default; BENCH_POLICY=on shows what
   // the firewall adds (Join waits for the new endpoint's rules).
-  const node = await startCalico(ns, { name: 'bench-host', etcd: etcd.endpoint, env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500', CALICO_POLICY: process.env.BENCH_POLICY ?? 'off' } });
+  const node = await startCalico(ns, {
+    name: 'bench-host',
+    etcd: etcd.endpoint,
+    env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500', CALICO_POLICY: process.env.BENCH_POLICY ?? 'off' },
+  });
   try {
     await node.ready();
     const d = node.docker;
@@ -103,7 +127,10 @@ async function main() {
     const results: Record<string, ReturnType<typeof pooled>> = {};
     const floor: Record<string, ReturnType<typeof pooled>> = {};
     const per = Math.ceil(N / ROUNDS);
-    for (const [label, width] of [['sequential', 1], ['inFlight8', 8]] as const) {
+    for (const [label, width] of [
+      ['sequential', 1],
+      ['inFlight8', 8],
+    ] as const) {
       const mine: Run[] = [];
       const theirs: Run[] = [];
       for (let r = 0; r < ROUNDS; r++) {

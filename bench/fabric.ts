@@ -24,7 +24,9 @@ async function main() {
   try {
     for (const i of [1, 2]) {
       const { ns, ip } = await fabric.addHost(`bf${i}`, i);
-      hosts.push(await startDockerHost(scope, { name: `bf${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'warn' }, onFabric: { ns, ip } }));
+      hosts.push(
+        await startDockerHost(scope, { name: `bf${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'warn' }, onFabric: { ns, ip } }),
+      );
     }
     const [a, b] = hosts;
     for (const h of hosts) await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', 'bench']);
@@ -32,7 +34,7 @@ async function main() {
     await a.dockerOk(['run', '-d', '--name', 'seed', '--network', 'bench', 'busybox', 'sleep', '3600']);
     const seedIp = await a.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.bench.IPAddress}}', 'seed']);
     // Wait until A's first block is announced and B has it.
-    for (const t0 = Date.now(); Date.now() - t0 < 30_000; ) {
+    for (const t0 = Date.now(); Date.now() - t0 < 30_000;) {
       if ((await b.docker(['exec', 'prober', 'ping', '-c', '1', '-W', '1', seedIp])).code === 0) break;
     }
     const firstReply = async (net: string, name: string): Promise<number> => {
@@ -40,7 +42,9 @@ async function main() {
       const t0 = performance.now();
       const ip = await a.dockerOk(['inspect', '-f', `{{.NetworkSettings.Networks.${net}.IPAddress}}`, name]);
       // The prober pings every 20 ms from B until the first reply; its exit marks the moment.
-      const r = await b.docker(['exec', 'prober', 'sh', '-c', `while ! ping -c 1 -W 1 -w 1 -q ${ip} >/dev/null 2>&1; do sleep 0.02; done`], { timeoutMs: 30_000 });
+      const r = await b.docker(['exec', 'prober', 'sh', '-c', `while ! ping -c 1 -W 1 -w 1 -q ${ip} >/dev/null 2>&1; do sleep 0.02; done`], {
+        timeoutMs: 30_000,
+      });
       if (r.code !== 0) throw new Error(`no reply from ${ip}`);
       return performance.now() - t0;
     };
@@ -113,9 +117,14 @@ async function routeGrowth(a: DockerHost, b: DockerHost) {
     }
     const blocks = Math.ceil(target / 64);
     // Let BGP settle before counting.
-    for (let t0 = Date.now(); Date.now() - t0 < 15_000 && (await routeCount(b)) - baseRoutes < blocks; ) await new Promise((r) => setTimeout(r, 200));
+    for (let t0 = Date.now(); Date.now() - t0 < 15_000 && (await routeCount(b)) - baseRoutes < blocks;) await new Promise((r) => setTimeout(r, 200));
     await new Promise((r) => setTimeout(r, 1000));
-    rows.push({ endpoints: target, blocks, routesOnPeer: (await routeCount(b)) - baseRoutes, bgpUpdatesReceivedByPeer: (await updatesReceived(b)) - baseUpdates });
+    rows.push({
+      endpoints: target,
+      blocks,
+      routesOnPeer: (await routeCount(b)) - baseRoutes,
+      bgpUpdatesReceivedByPeer: (await updatesReceived(b)) - baseUpdates,
+    });
   }
   return rows;
 }

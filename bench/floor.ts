@@ -21,7 +21,14 @@ async function main() {
   // Untimed warm-up (JIT, the netlink socket, etcd's connection): each round is a new process.
   for (let i = 0; i < 2 * width; i++) {
     const id = `warm${i}${randomBytes(4).toString('hex')}`;
-    await dp.wireEndpoint({ hostIfName: `cali${id.slice(0, 11)}`, tempIfName: `tmp${id.slice(0, 11)}`, mtu: 1500, containerMac: '02:00:00:00:00:01', ipv4: [`10.78.0.${i}`], ipv6: [] });
+    await dp.wireEndpoint({
+      hostIfName: `cali${id.slice(0, 11)}`,
+      tempIfName: `tmp${id.slice(0, 11)}`,
+      mtu: 1500,
+      containerMac: '02:00:00:00:00:01',
+      ipv4: [`10.78.0.${i}`],
+      ipv6: [],
+    });
     await kv.txn([{ key: `bench/${id}`, absent: true }], [{ put: `bench/${id}`, value: '{}' }]);
     await dp.unwireEndpoint(`cali${id.slice(0, 11)}`);
     await kv.del(`bench/${id}`);
@@ -29,7 +36,14 @@ async function main() {
   const cpu0 = { own: ownCpuMs(), etcd: processCpuMs(etcdPid) };
   const setup = await drive(n, width, async (i) => {
     const id = ids[i];
-    await dp.wireEndpoint({ hostIfName: `cali${id.slice(0, 11)}`, tempIfName: `tmp${id.slice(0, 11)}`, mtu: 1500, containerMac: '02:00:00:00:00:01', ipv4: [`10.77.${i >> 8}.${i & 255}`], ipv6: [] });
+    await dp.wireEndpoint({
+      hostIfName: `cali${id.slice(0, 11)}`,
+      tempIfName: `tmp${id.slice(0, 11)}`,
+      mtu: 1500,
+      containerMac: '02:00:00:00:00:01',
+      ipv4: [`10.77.${i >> 8}.${i & 255}`],
+      ipv6: [],
+    });
     await kv.txn([{ key: `bench/${id}`, absent: true }], [{ put: `bench/${id}`, value: JSON.stringify({ id, ip: i }) }]);
   });
   const cpu = { own: ownCpuMs() - cpu0.own, etcd: processCpuMs(etcdPid) - cpu0.etcd };

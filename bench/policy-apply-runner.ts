@@ -27,7 +27,17 @@ async function main() {
     const t2 = performance.now();
     const rules = (rendered.tables[4].match(/^-A /gm)?.length ?? 0) + (rendered.tables[6].match(/^-A /gm)?.length ?? 0);
     const r = (x: number) => Math.round(x * 10) / 10;
-    out.push({ label: s.label, renderMs: r(t1 - t0), applyMs: r(t2 - t1), totalMs: r(t2 - t0), iptablesRules: rules, chains: rendered.chains[4].length + rendered.chains[6].length, ipsets: rendered.ipsets.length, chainsWritten: written.chains, setsWritten: written.sets });
+    out.push({
+      label: s.label,
+      renderMs: r(t1 - t0),
+      applyMs: r(t2 - t1),
+      totalMs: r(t2 - t0),
+      iptablesRules: rules,
+      chains: rendered.chains[4].length + rendered.chains[6].length,
+      ipsets: rendered.ipsets.length,
+      chainsWritten: written.chains,
+      setsWritten: written.sets,
+    });
   }
   process.stdout.write(JSON.stringify(out) + '\n');
 }

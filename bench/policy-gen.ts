@@ -42,7 +42,9 @@ export function syntheticEndpoint(host: string, network: string, i: number): End
 function rule(k: number, side: 'source' | 'destination'): Rule {
   // Ingress rules match on the source; egress rules on the destination (with the port).
   const r = (match: Record<string, unknown>, ports: Array<number | string>): Rule =>
-    side === 'source' ? { action: 'allow', protocol: 'tcp', source: match, destination: { ports } } : { action: 'allow', protocol: 'tcp', destination: { ...match, ports } };
+    side === 'source'
+      ? { action: 'allow', protocol: 'tcp', source: match, destination: { ports } }
+      : { action: 'allow', protocol: 'tcp', destination: { ...match, ports } };
   switch (k % 4) {
     case 0:
       return r({ selector: `role == 'r${k % 50}'` }, [1000 + (k % 1000)]);
@@ -74,9 +76,17 @@ export function makePolicies(rules: number, o: PolicySetOptions = {}): PolicyRec
     const selector = o.selectAll ? ['has(app)', "app != 'none'", 'all()'][p % 3] : `app == 'app${p % 10}'`;
     const rs: Rule[] = [];
     for (let k = p * RULES_PER_POLICY; k < Math.min(rules, (p + 1) * RULES_PER_POLICY); k++) rs.push(rule(k, dir === 'ingress' ? 'source' : 'destination'));
-    out.push({ name: `bench-${String(p).padStart(4, '0')}`, order: 100 + p, selector, types: [dir], ingress: dir === 'ingress' ? rs : [], egress: dir === 'egress' ? rs : [] });
+    out.push({
+      name: `bench-${String(p).padStart(4, '0')}`,
+      order: 100 + p,
+      selector,
+      types: [dir],
+      ingress: dir === 'ingress' ? rs : [],
+      egress: dir === 'egress' ? rs : [],
+    });
   }
-  if (o.allowAtEnd) out[out.length - 1].ingress.push({ action: 'allow', protocol: 'tcp', source: { selector: "role == 'client'" }, destination: { ports: [MEASURED_PORT] } });
+  if (o.allowAtEnd)
+    out[out.length - 1].ingress.push({ action: 'allow', protocol: 'tcp', source: { selector: "role == 'client'" }, destination: { ports: [MEASURED_PORT] } });
   return out;
 }
 

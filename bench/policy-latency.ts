@@ -59,12 +59,28 @@ async function main() {
   let probe: ChildProcess | undefined;
   try {
     await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', 'bench']);
-    await h.dockerOk(['run', '-d', '--name', 'db', '--network', 'bench', '-l', 'org.projectcalico.label.role=db', 'busybox', 'nc', '-ll', '-p', '80', '-e', 'true']);
+    await h.dockerOk([
+      'run',
+      '-d',
+      '--name',
+      'db',
+      '--network',
+      'bench',
+      '-l',
+      'org.projectcalico.label.role=db',
+      'busybox',
+      'nc',
+      '-ll',
+      '-p',
+      '80',
+      '-e',
+      'true',
+    ]);
     await h.dockerOk(['run', '-d', '--name', 'client', '--network', 'bench', '-l', 'org.projectcalico.label.role=client', 'busybox', 'sleep', '3600']);
     const dbIp = await h.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.bench.IPAddress}}', 'db']);
     const pid = await h.dockerOk(['inspect', '-f', '{{.State.Pid}}', 'client']);
     // Labels reach the endpoints asynchronously from Docker's events.
-    for (const t0 = Date.now(); ; ) {
+    for (const t0 = Date.now(); ;) {
       const eps = JSON.parse((await h.calico(['endpoint', 'ls', '--json'])).stdout) as Array<{ labels: Record<string, string> }>;
       if (eps.filter((e) => e.labels.role).length === 2) break;
       if (Date.now() - t0 > 30_000) throw new Error('labels not learned');
@@ -90,7 +106,12 @@ async function main() {
           return first - after;
         }
       }
-      const state = [(await h.ns.exec('iptables-save', ['-c', '-t', 'filter'])).stdout, (await h.calico(['endpoint', 'ls', '--json'])).stdout, (await h.calico(['policy', 'ls'])).stdout, JSON.stringify(changes)];
+      const state = [
+        (await h.ns.exec('iptables-save', ['-c', '-t', 'filter'])).stdout,
+        (await h.calico(['endpoint', 'ls', '--json'])).stdout,
+        (await h.calico(['policy', 'ls'])).stdout,
+        JSON.stringify(changes),
+      ];
       throw new Error(`the probe never saw ${ok ? 'a connection' : 'a refusal'}${process.env.BENCH_DEBUG ? `\n${state.join('\n')}` : ''}`);
     };
     const apply = async (text: string): Promise<number> => {

@@ -38,8 +38,15 @@ interface TcpRun {
 /** Takes every `cal-` rule, chain and ipset out of the namespace, the jumps from FORWARD and INPUT first. */
 async function clearFirewall(ns: Netns, tmp: string): Promise<void> {
   for (const t of ['iptables', 'ip6tables']) {
-    for (const [from, to] of [['FORWARD', 'cal-FORWARD'], ['INPUT', 'cal-INPUT']]) await ns.exec(t, ['-w', '-D', from, '-j', to]).catch(() => undefined);
-    const chains = (await ns.exec(`${t}-save`, ['-t', 'filter'])).stdout.split('\n').filter((l) => l.startsWith(':cal-')).map((l) => l.slice(1).split(' ')[0]);
+    for (const [from, to] of [
+      ['FORWARD', 'cal-FORWARD'],
+      ['INPUT', 'cal-INPUT'],
+    ])
+      await ns.exec(t, ['-w', '-D', from, '-j', to]).catch(() => undefined);
+    const chains = (await ns.exec(`${t}-save`, ['-t', 'filter'])).stdout
+      .split('\n')
+      .filter((l) => l.startsWith(':cal-'))
+      .map((l) => l.slice(1).split(' ')[0]);
     const file = path.join(tmp, `${ns.name}-${t}.rules`);
     // Declaring a chain with --noflush flushes it, so the deletes cannot trip over references.
     fs.writeFileSync(file, ['*filter', ...chains.map((c) => `:${c} - [0:0]`), ...chains.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n'));
@@ -64,14 +71,26 @@ export async function measurePath(o: { seconds: number; reps: number; tmp: strin
     node = await startCalico(host, {
       name: 'bench-host',
       etcd: etcd.endpoint,
-      env: { CALICO_LOG_LEVEL: 'info', CALICO_IPV4POOL_CIDR: '10.66.0.0/16', CALICO_IPV6POOL_CIDR: '', CALICO_MTU: '1500', CALICO_BIRD: 'off', DOCKER_HOST: `unix://${o.tmp}/no-docker.sock` },
+      env: {
+        CALICO_LOG_LEVEL: 'info',
+        CALICO_IPV4POOL_CIDR: '10.66.0.0/16',
+        CALICO_IPV6POOL_CIDR: '',
+        CALICO_MTU: '1500',
+        CALICO_BIRD: 'off',
+        DOCKER_HOST: `unix://${o.tmp}/no-docker.sock`,
+      },
     });
     await node.ready();
     const n = node;
     const d = n.docker;
     const pool = await d.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
     const nid = hex();
-    await d.ok('net', 'CreateNetwork', { NetworkID: nid, Options: { 'com.docker.network.generic': {} }, IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }], IPv6Data: [] });
+    await d.ok('net', 'CreateNetwork', {
+      NetworkID: nid,
+      Options: { 'com.docker.network.generic': {} },
+      IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }],
+      IPv6Data: [],
+    });
     const endpoint = async (eid: string) => {
       const a = (await d.ok('ipam', 'RequestAddress', { PoolID: pool.PoolID, Address: '', Options: null })).Address as string;
       await d.ok('net', 'CreateEndpoint', { NetworkID: nid, EndpointID: eid, Interface: { Address: a, AddressIPv6: '', MacAddress: '' }, Options: {} });
@@ -103,13 +122,17 @@ export async function measurePath(o: { seconds: number; reps: number; tmp: strin
       const mark = n.logs().length;
       const file = path.join(o.tmp, 'policies.json');
       fs.writeFileSync(file, JSON.stringify(policies));
-      const w = JSON.parse((await host.exec(process.execPath, [js('policy-etcd'), 'apply', etcd!.endpoint, file], { timeoutMs: 60_000 })).stdout.trim()) as { t0: number; t1: number };
+      const w = JSON.parse((await host.exec(process.execPath, [js('policy-etcd'), 'apply', etcd!.endpoint, file], { timeoutMs: 60_000 })).stdout.trim()) as {
+        t0: number;
+        t1: number;
+      };
       const deadline = Date.now() + 120_000;
       for (;;) {
         for (const line of n.logs().slice(mark).split('\n')) {
           if (!line.includes('"firewall applied"')) continue;
           const l = JSON.parse(line) as { policies: number; ms: number; timestamp: string };
-          if (l.policies === expect && Date.parse(l.timestamp) >= w.t0) return { latencyMs: Date.parse(l.timestamp) - w.t0, agentApplyMs: l.ms, etcdWriteMs: w.t1 - w.t0 };
+          if (l.policies === expect && Date.parse(l.timestamp) >= w.t0)
+            return { latencyMs: Date.parse(l.timestamp) - w.t0, agentApplyMs: l.ms, etcdWriteMs: w.t1 - w.t0 };
         }
         if (Date.now() > deadline) throw new Error(`the agent did not apply ${expect} policies within 120 s:\n${n.logs().slice(mark)}`);
         await sleep(5);
@@ -119,8 +142,22 @@ export async function measurePath(o: { seconds: number; reps: number; tmp: strin
       const first = await writeAndWait(base, base.length);
       const changes: Array<{ latencyMs: number; agentApplyMs: number; etcdWriteMs: number }> = [];
       for (let i = 0; i < o.reps; i++) changes.push(await writeAndWait([changeOneRule(base, 0, 41000 + i)[0]], base.length));
-      const med = (k: 'latencyMs' | 'agentApplyMs') => percentile(changes.map((c) => c[k]).sort((a, b) => a - b), 50);
-      return { policies: base.length, rules: base.reduce((s, p) => s + p.ingress.length + p.egress.length, 0), firstWrite: first, oneRuleChanged: { count: changes.length, p50LatencyMs: med('latencyMs'), maxLatencyMs: Math.max(...changes.map((c) => c.latencyMs)), p50AgentApplyMs: med('agentApplyMs') } };
+      const med = (k: 'latencyMs' | 'agentApplyMs') =>
+        percentile(
+          changes.map((c) => c[k]).sort((a, b) => a - b),
+          50,
+        );
+      return {
+        policies: base.length,
+        rules: base.reduce((s, p) => s + p.ingress.length + p.egress.length, 0),
+        firstWrite: first,
+        oneRuleChanged: {
+          count: changes.length,
+          p50LatencyMs: med('latencyMs'),
+          maxLatencyMs: Math.max(...changes.map((c) => c.latencyMs)),
+          p50AgentApplyMs: med('agentApplyMs'),
+        },
+      };
     };
     const small = await latencies(makePolicies(10, { selectAll: true, allowAtEnd: true }));
     const bigSet = makePolicies(RULES, { selectAll: true, allowAtEnd: true });
@@ -134,8 +171,12 @@ export async function measurePath(o: { seconds: number; reps: number; tmp: strin
       srv.once('exit', (c) => reject(new Error(`tcp server exited (${c})`)));
     });
     await client.ns.exec('sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=1024 65535']);
-    const tcp = async (...args: string[]) => JSON.parse((await client.ns.exec(process.execPath, [js('policy-tcp'), ...args], { timeoutMs: 120_000 })).stdout.trim());
-    const probes = async () => ({ allowedPortConnects: (await tcp('probe', server.ip, String(MEASURED_PORT), '2000')).connected, blockedPortConnects: (await tcp('probe', server.ip, String(BLOCKED_PORT), '1000')).connected });
+    const tcp = async (...args: string[]) =>
+      JSON.parse((await client.ns.exec(process.execPath, [js('policy-tcp'), ...args], { timeoutMs: 120_000 })).stdout.trim());
+    const probes = async () => ({
+      allowedPortConnects: (await tcp('probe', server.ip, String(MEASURED_PORT), '2000')).connected,
+      blockedPortConnects: (await tcp('probe', server.ip, String(BLOCKED_PORT), '1000')).connected,
+    });
     const rulesInKernel = async () => (await host.exec('iptables-save', ['-t', 'filter'])).stdout.split('\n').filter((l) => l.startsWith('-A cal-')).length;
     const traffic = async () => ({
       sequential: (await tcp('client', server.ip, String(MEASURED_PORT), String(o.seconds), '1')) as TcpRun,
@@ -161,7 +202,7 @@ export async function measurePath(o: { seconds: number; reps: number; tmp: strin
     await restart('on');
     const onAgainState = { ipv4RulesInKernel: await rulesInKernel(), ...(await probes()) };
     const onAgain = await traffic();
-    const ratio = (k: 'sequential' | 'inFlight8') => Math.round((((on[k].perSec + onAgain[k].perSec) / 2) / off[k].perSec) * 100) / 100;
+    const ratio = (k: 'sequential' | 'inFlight8') => Math.round(((on[k].perSec + onAgain[k].perSec) / 2 / off[k].perSec) * 100) / 100;
     return {
       applyLatency: {
         what: "wall clock from just before the etcd write to the agent's 'firewall applied' log line (rules in the kernel); 102 local endpoints",

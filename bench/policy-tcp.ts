@@ -65,7 +65,10 @@ async function client(host: string, port: number, seconds: number, width: number
   const wall = performance.now() - t0;
   const s = lat.sort((a, b) => a - b);
   const r = (x: number) => Math.round(x * 1000) / 1000;
-  process.stdout.write(JSON.stringify({ connections: s.length, perSec: Math.round((s.length / wall) * 1000), p50Ms: r(percentile(s, 50)), p99Ms: r(percentile(s, 99)), errors }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ connections: s.length, perSec: Math.round((s.length / wall) * 1000), p50Ms: r(percentile(s, 50)), p99Ms: r(percentile(s, 99)), errors }) +
+      '\n',
+  );
 }
 
 async function probe(host: string, port: number, timeoutMs: number) {
@@ -78,7 +81,13 @@ async function probe(host: string, port: number, timeoutMs: number) {
 
 const [mode, ...a] = process.argv.slice(2);
 const done =
-  mode === 'server' ? Promise.resolve(server(a.map(Number))) : mode === 'client' ? client(a[0], Number(a[1]), Number(a[2]), Number(a[3])) : mode === 'probe' ? probe(a[0], Number(a[1]), Number(a[2])) : Promise.reject(new Error(`unknown mode ${mode}`));
+  mode === 'server'
+    ? Promise.resolve(server(a.map(Number)))
+    : mode === 'client'
+      ? client(a[0], Number(a[1]), Number(a[2]), Number(a[3]))
+      : mode === 'probe'
+        ? probe(a[0], Number(a[1]), Number(a[2]))
+        : Promise.reject(new Error(`unknown mode ${mode}`));
 done.catch((err) => {
   process.stderr.write(String(err?.stack ?? err) + '\n');
   process.exit(1);

@@ -37,7 +37,11 @@ interface StepResult {
 }
 
 function summariseSteps(steps: StepResult[]) {
-  const med = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+  const med = (xs: number[]) =>
+    percentile(
+      [...xs].sort((a, b) => a - b),
+      50,
+    );
   return {
     count: steps.length,
     p50TotalMs: med(steps.map((s) => s.totalMs)),
@@ -51,7 +55,14 @@ function summariseSteps(steps: StepResult[]) {
 /** One configuration: full program, then REPS rule edits, then REPS endpoint additions. */
 async function programOnce(endpoints: number, rules: number, tmp: string) {
   const net = benchNetwork(HOST);
-  const view = (eps: EndpointRecord[], pols: PolicyRecord[]): PolicyView => ({ host: HOST, endpoints: eps, networks: [net], policies: pols, profiles: [], endpointToHost: 'drop' });
+  const view = (eps: EndpointRecord[], pols: PolicyRecord[]): PolicyView => ({
+    host: HOST,
+    endpoints: eps,
+    networks: [net],
+    policies: pols,
+    profiles: [],
+    endpointToHost: 'drop',
+  });
   let eps = Array.from({ length: endpoints }, (_, i) => syntheticEndpoint(HOST, net.id, i));
   let pols = makePolicies(rules, { egress: true });
   const steps: Array<{ label: string; view: PolicyView }> = [{ label: 'full', view: view(eps, pols) }];
@@ -69,7 +80,14 @@ async function programOnce(endpoints: number, rules: number, tmp: string) {
       endpoints,
       rules,
       policies: makePolicies(rules).length,
-      full: { renderMs: full.renderMs, applyMs: full.applyMs, totalMs: full.totalMs, iptablesRules: full.iptablesRules, chains: full.chains, ipsets: full.ipsets },
+      full: {
+        renderMs: full.renderMs,
+        applyMs: full.applyMs,
+        totalMs: full.totalMs,
+        iptablesRules: full.iptablesRules,
+        chains: full.chains,
+        ipsets: full.ipsets,
+      },
       ruleChanged: summariseSteps(out.filter((s) => s.label === 'rule')),
       endpointAdded: summariseSteps(out.filter((s) => s.label === 'endpoint')),
     };
@@ -87,7 +105,14 @@ function machine() {
   } catch {
     // reported as unknown
   }
-  return { cpus: cpus.length, cpuModel: cpus[0]?.model, kernel: os.release(), iptables, node: process.version, loadavg1m: Math.round(os.loadavg()[0] * 100) / 100 };
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model,
+    kernel: os.release(),
+    iptables,
+    node: process.version,
+    loadavg1m: Math.round(os.loadavg()[0] * 100) / 100,
+  };
 }
 
 async function main() {
@@ -105,7 +130,8 @@ async function main() {
       machine: { ...host, loadavg1mAtEnd: machine().loadavg1m },
       programming: {
         what: 'render + apply in a fresh namespace (IPv4 and IPv6 tables, ipsets): full = first program of an empty namespace; ruleChanged / endpointAdded = one change on top, applied as the agent does (only the chains and sets whose content changed are rewritten)',
-        shape: '10 rules per policy; policy k selects app == app(k mod 10) (every fifth is egress); rules: selector+port, nets+port, udp deny, compound selector+port range',
+        shape:
+          '10 rules per policy; policy k selects app == app(k mod 10) (every fifth is egress); rules: selector+port, nets+port, udp deny, compound selector+port range',
         byEndpointsWith100Rules: byEndpoints,
         byRulesWith100Endpoints: byRules,
       },

@@ -17,7 +17,13 @@ export function percentile(sorted: number[], p: number): number {
 export function summarise(latenciesMs: number[], wallMs: number): Summary {
   const s = [...latenciesMs].sort((a, b) => a - b);
   const r = (x: number) => Math.round(x * 100) / 100;
-  return { count: s.length, opsPerSec: r((s.length / wallMs) * 1000), p50Ms: r(percentile(s, 50)), p99Ms: r(percentile(s, 99)), maxMs: r(s[s.length - 1] ?? NaN) };
+  return {
+    count: s.length,
+    opsPerSec: r((s.length / wallMs) * 1000),
+    p50Ms: r(percentile(s, 50)),
+    p99Ms: r(percentile(s, 99)),
+    maxMs: r(s[s.length - 1] ?? NaN),
+  };
 }
 
 /** Runs fn(i) for i < n with `width` in flight; returns per-call latencies and wall time. */

@@ -62,7 +62,12 @@ export function bgpCommands(program: Command, node: Command): void {
         const kv = connect();
         try {
           const peers = await listPeers(kv);
-          print(!!o.json, peers, () => table(['NAME', 'ADDRESS', 'AS', 'HOST'], peers.map((p) => [p.name, p.ip, p.asn, p.host ?? '(all)'])));
+          print(!!o.json, peers, () =>
+            table(
+              ['NAME', 'ADDRESS', 'AS', 'HOST'],
+              peers.map((p) => [p.name, p.ip, p.asn, p.host ?? '(all)']),
+            ),
+          );
         } finally {
           await kv.close();
         }
@@ -84,14 +89,16 @@ export function bgpCommands(program: Command, node: Command): void {
     );
   node
     .command('rm <name>')
-    .description('forget a host: release its addresses and blocks, remove it from every peer\'s BGP configuration')
+    .description("forget a host: release its addresses and blocks, remove it from every peer's BGP configuration")
     .option('--force', 'even if its calico node still holds its liveness key')
     .action((name: string, o: { force?: boolean }) =>
       run(async () => {
         const kv = connect();
         try {
           const r = await removeHost(kv, name, { force: o.force });
-          process.stdout.write(`removed host ${name}: ${r.endpoints} endpoint(s), ${r.networks} network(s), ${r.released} address(es) released, ${r.blocksDeleted} block(s) deleted${r.blocksOrphaned ? `, ${r.blocksOrphaned} left without affinity (other hosts hold addresses in them)` : ''}\n`);
+          process.stdout.write(
+            `removed host ${name}: ${r.endpoints} endpoint(s), ${r.networks} network(s), ${r.released} address(es) released, ${r.blocksDeleted} block(s) deleted${r.blocksOrphaned ? `, ${r.blocksOrphaned} left without affinity (other hosts hold addresses in them)` : ''}\n`,
+          );
         } finally {
           await kv.close();
         }
@@ -113,7 +120,8 @@ export function bgpCommands(program: Command, node: Command): void {
           const rec = JSON.parse(e.value) as HostRecord;
           if (o.routeReflector === 'off') delete rec.routeReflector;
           else rec.routeReflector = o.routeReflector;
-          if (!(await kv.txn([{ key: e.key, mod: e.mod }], [{ put: e.key, value: JSON.stringify(rec) }]))) throw new BadRequestError(`host ${name} changed meanwhile; try again`);
+          if (!(await kv.txn([{ key: e.key, mod: e.mod }], [{ put: e.key, value: JSON.stringify(rec) }])))
+            throw new BadRequestError(`host ${name} changed meanwhile; try again`);
           process.stdout.write(`host ${name}: ${rec.routeReflector ? `route reflector, cluster ${rec.routeReflector}` : 'not a route reflector'}\n`);
         } finally {
           await kv.close();

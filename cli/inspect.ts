@@ -30,7 +30,14 @@ export function endpointCommands(program: Command): void {
           print(!!o.json, eps, () =>
             table(
               ['HOST', 'ENDPOINT', 'CONTAINER', 'NETWORK', 'INTERFACE', 'ADDRESSES'],
-              eps.map((e) => [e.host, e.id.slice(0, 12), e.containerName ?? e.containerId?.slice(0, 12), nets.get(`${e.host}/${e.network}`)?.name ?? e.network.slice(0, 12), e.ifName, [...e.ipv4, ...e.ipv6].join(',')]),
+              eps.map((e) => [
+                e.host,
+                e.id.slice(0, 12),
+                e.containerName ?? e.containerId?.slice(0, 12),
+                nets.get(`${e.host}/${e.network}`)?.name ?? e.network.slice(0, 12),
+                e.ifName,
+                [...e.ipv4, ...e.ipv6].join(','),
+              ]),
             ),
           );
         } finally {
@@ -52,8 +59,15 @@ export function nodeListCommand(node: Command): void {
           const alive = new Set((await kv.list(keys.alives())).map((e) => e.key.slice(keys.alives().length)));
           const defaultAsn = (await getSettings(kv)).asn;
           // A host without its own AS uses the global default: show the AS it really speaks.
-          const hosts = (await kv.list(keys.hosts())).map((e) => JSON.parse(e.value) as HostRecord).map((h) => ({ ...h, asn: h.asn ?? defaultAsn, alive: alive.has(h.name) }));
-          print(!!o.json, hosts, () => table(['NAME', 'ADDRESS', 'AS', 'ALIVE', 'VERSION', 'STARTED'], hosts.map((h) => [h.name, h.ipv4, h.asn, h.alive ? 'yes' : 'no', h.version, h.startedAt])));
+          const hosts = (await kv.list(keys.hosts()))
+            .map((e) => JSON.parse(e.value) as HostRecord)
+            .map((h) => ({ ...h, asn: h.asn ?? defaultAsn, alive: alive.has(h.name) }));
+          print(!!o.json, hosts, () =>
+            table(
+              ['NAME', 'ADDRESS', 'AS', 'ALIVE', 'VERSION', 'STARTED'],
+              hosts.map((h) => [h.name, h.ipv4, h.asn, h.alive ? 'yes' : 'no', h.version, h.startedAt]),
+            ),
+          );
         } finally {
           await kv.close();
         }
@@ -80,7 +94,20 @@ export function statusCommand(program: Command): void {
               kv.list(keys.affinities(cfg.nodeName)),
               kv.list(keys.endpoints(cfg.nodeName)),
             ]);
-            const blocks = (await Promise.all(aff.map((a) => kv.get(keys.block(a.key.split('/').pop()!.replace(/-(\d+)$/, '/$1'))))))
+            const blocks = (
+              await Promise.all(
+                aff.map((a) =>
+                  kv.get(
+                    keys.block(
+                      a.key
+                        .split('/')
+                        .pop()!
+                        .replace(/-(\d+)$/, '/$1'),
+                    ),
+                  ),
+                ),
+              )
+            )
               .filter((e) => e !== undefined)
               .map((e) => JSON.parse(e.value) as BlockRecord);
             report = {
@@ -111,14 +138,25 @@ export function statusCommand(program: Command): void {
               `etcd:       ${etcd}`,
               `pools:      ${((report.pools as Array<{ cidr: string; disabled: boolean }>) ?? []).map((p) => p.cidr + (p.disabled ? ' (disabled)' : '')).join(', ') || '-'}`,
               `blocks:     ${((report.blocks as Array<{ cidr: string; used: number }>) ?? []).map((b) => `${b.cidr} (${b.used} used)`).join(', ') || '-'}`,
-              `endpoints:  ${report.endpoints ?? '-'}`,
+              `endpoints:  ${(report.endpoints as number | undefined) ?? '-'}`,
               ...(typeof bgp === 'string'
                 ? [`bgp:        ${bgp}`]
                 : [
                     'bgp sessions:',
-                    table(['PEER', 'STATE', 'SINCE', 'INFO'], (bgp as { sessions: Array<{ name: string; state: string; since: string; info: string }> }).sessions.map((x) => [x.name, x.state, x.since, x.info])),
+                    table(
+                      ['PEER', 'STATE', 'SINCE', 'INFO'],
+                      (bgp as { sessions: Array<{ name: string; state: string; since: string; info: string }> }).sessions.map((x) => [
+                        x.name,
+                        x.state,
+                        x.since,
+                        x.info,
+                      ]),
+                    ),
                     'learned routes:',
-                    table(['DESTINATION', 'VIA', 'SESSION'], (bgp as { routes: Array<{ dst: string; via?: string; protocol: string }> }).routes.map((r) => [r.dst, r.via, r.protocol])),
+                    table(
+                      ['DESTINATION', 'VIA', 'SESSION'],
+                      (bgp as { routes: Array<{ dst: string; via?: string; protocol: string }> }).routes.map((r) => [r.dst, r.via, r.protocol]),
+                    ),
                   ]),
             ].join('\n'),
           );

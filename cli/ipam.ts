@@ -32,19 +32,34 @@ export function ipamCommands(program: Command): void {
             const b = blocks.find((x) => containsIP(parseCidr(x.cidr), ip));
             const owner = b && blk.ownerOf(b, parseCidr(b.cidr), ip);
             print(!!o.json, { ip: formatIP(ip), block: b?.cidr ?? null, owner: owner ?? null }, () =>
-              owner ? `${formatIP(ip)} is held by ${describeOwner(owner)} (block ${b!.cidr})` : `${formatIP(ip)} is free`,
+              owner ? `${formatIP(ip)} is held by ${describeOwner(owner)} (block ${b.cidr})` : `${formatIP(ip)} is free`,
             );
             return;
           }
           if (o.allocations) {
-            const list = blocks.flatMap((b) => blk.allocations(b, parseCidr(b.cidr)).map(({ ip, owner }) => ({ ip: formatIP(ip), block: b.cidr, affinity: b.affinity, owner })));
+            const list = blocks.flatMap((b) =>
+              blk.allocations(b, parseCidr(b.cidr)).map(({ ip, owner }) => ({ ip: formatIP(ip), block: b.cidr, affinity: b.affinity, owner })),
+            );
             print(!!o.json, list, () =>
-              table(['ADDRESS', 'BLOCK', 'KIND', 'HOST', 'NETWORK', 'ENDPOINT', 'SINCE'], list.map((a) => [a.ip, a.block, a.owner.kind, a.owner.host, a.owner.network?.slice(0, 12), a.owner.endpoint?.slice(0, 12), a.owner.since])),
+              table(
+                ['ADDRESS', 'BLOCK', 'KIND', 'HOST', 'NETWORK', 'ENDPOINT', 'SINCE'],
+                list.map((a) => [a.ip, a.block, a.owner.kind, a.owner.host, a.owner.network?.slice(0, 12), a.owner.endpoint?.slice(0, 12), a.owner.since]),
+              ),
             );
             return;
           }
-          const rows = blocks.map((b) => ({ cidr: b.cidr, affinity: b.affinity, used: Object.keys(b.allocations).length, size: Number(cidrSize(parseCidr(b.cidr))) }));
-          print(!!o.json, rows, () => table(['BLOCK', 'HOST', 'IN USE', 'SIZE'], rows.map((r) => [r.cidr, r.affinity ?? '(none)', r.used, r.size])));
+          const rows = blocks.map((b) => ({
+            cidr: b.cidr,
+            affinity: b.affinity,
+            used: Object.keys(b.allocations).length,
+            size: Number(cidrSize(parseCidr(b.cidr))),
+          }));
+          print(!!o.json, rows, () =>
+            table(
+              ['BLOCK', 'HOST', 'IN USE', 'SIZE'],
+              rows.map((r) => [r.cidr, r.affinity ?? '(none)', r.used, r.size]),
+            ),
+          );
         } finally {
           await kv.close();
         }
@@ -71,7 +86,11 @@ export function ipamCommands(program: Command): void {
           print(!!o.json, report, () =>
             report.ok
               ? `ok: ${report.allocations} allocation(s), ${report.endpoints} endpoint(s), no problems`
-              : [`${report.problems.length} problem(s):`, ...report.problems.map((p) => `  ${p.kind}: ${p.detail}`), 'release leaked addresses with "calico ipam release <ip>"'].join('\n'),
+              : [
+                  `${report.problems.length} problem(s):`,
+                  ...report.problems.map((p) => `  ${p.kind}: ${p.detail}`),
+                  'release leaked addresses with "calico ipam release <ip>"',
+                ].join('\n'),
           );
           return report.ok ? 0 : 1;
         } finally {

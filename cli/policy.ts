@@ -24,7 +24,15 @@ async function readInput(file: string): Promise<string> {
 
 /** The resource as a user writes it, so `get` output can be edited and applied again. */
 export function policyResource(p: PolicyRecord): Record<string, unknown> {
-  return { kind: 'Policy', name: p.name, order: p.order, selector: p.selector, types: p.types, ...(p.ingress.length ? { ingress: p.ingress } : {}), ...(p.egress.length ? { egress: p.egress } : {}) };
+  return {
+    kind: 'Policy',
+    name: p.name,
+    order: p.order,
+    selector: p.selector,
+    types: p.types,
+    ...(p.ingress.length ? { ingress: p.ingress } : {}),
+    ...(p.egress.length ? { egress: p.egress } : {}),
+  };
 }
 
 const profileResource = (p: ProfileRecord) => ({ kind: 'Profile', name: p.name, internal: p.internal, ingress: p.ingress, egress: p.egress });
@@ -58,7 +66,10 @@ export function policyCommands(program: Command): void {
         await withKv(async (kv) => {
           const ps = await listPolicies(kv);
           print(!!o.json, ps.map(policyResource), () =>
-            table(['NAME', 'ORDER', 'SELECTOR', 'TYPES', 'INGRESS', 'EGRESS'], ps.map((p) => [p.name, p.order, p.selector, p.types.join(','), p.ingress.length, p.egress.length])),
+            table(
+              ['NAME', 'ORDER', 'SELECTOR', 'TYPES', 'INGRESS', 'EGRESS'],
+              ps.map((p) => [p.name, p.order, p.selector, p.types.join(','), p.ingress.length, p.egress.length]),
+            ),
           );
         });
       }),
@@ -95,13 +106,18 @@ export function policyCommands(program: Command): void {
       run(async () => {
         await withKv(async (kv) => {
           const ps = (await listProfiles(kv)).sort((a, b) => a.name.localeCompare(b.name));
-          print(!!o.json, ps.map(profileResource), () => table(['NAME', 'INTERNAL', 'INGRESS', 'EGRESS'], ps.map((p) => [p.name, p.internal ? 'yes' : 'no', p.ingress.length, p.egress.length])));
+          print(!!o.json, ps.map(profileResource), () =>
+            table(
+              ['NAME', 'INTERNAL', 'INGRESS', 'EGRESS'],
+              ps.map((p) => [p.name, p.internal ? 'yes' : 'no', p.ingress.length, p.egress.length]),
+            ),
+          );
         });
       }),
     );
   profile
     .command('get <name>')
-    .description('print one profile\'s rules as YAML (or JSON)')
+    .description("print one profile's rules as YAML (or JSON)")
     .option('--json', 'print JSON')
     .action((name: string, o: { json?: boolean }) =>
       run(async () => {

@@ -45,10 +45,21 @@ export function poolCommands(program: Command): void {
           const rows = pools.map((p) => {
             const inPool = blocks.filter((b) => containsCidr(p.net, parseCidr(b.cidr)));
             const used = inPool.reduce((n, b) => n + Object.keys(b.allocations).length, 0);
-            return { cidr: p.cidr, family: p.family, blockSize: p.blockSize, disabled: p.disabled, blocks: inPool.length, used, size: cidrSize(p.net).toString() };
+            return {
+              cidr: p.cidr,
+              family: p.family,
+              blockSize: p.blockSize,
+              disabled: p.disabled,
+              blocks: inPool.length,
+              used,
+              size: cidrSize(p.net).toString(),
+            };
           });
           print(!!o.json, rows, () =>
-            table(['CIDR', 'BLOCK', 'STATE', 'BLOCKS', 'IN USE', 'SIZE'], rows.map((r) => [r.cidr, `/${r.blockSize}`, r.disabled ? 'disabled' : 'enabled', r.blocks, r.used, r.size])),
+            table(
+              ['CIDR', 'BLOCK', 'STATE', 'BLOCKS', 'IN USE', 'SIZE'],
+              rows.map((r) => [r.cidr, `/${r.blockSize}`, r.disabled ? 'disabled' : 'enabled', r.blocks, r.used, r.size]),
+            ),
           );
         } finally {
           await kv.close();
@@ -69,7 +80,10 @@ export function poolCommands(program: Command): void {
         }
       }),
     );
-  for (const [name, disabled] of [['disable', true], ['enable', false]] as const) {
+  for (const [name, disabled] of [
+    ['disable', true],
+    ['enable', false],
+  ] as const) {
     pool
       .command(`${name} <cidr>`)
       .description(disabled ? 'stop new allocations from a pool (addresses in use keep working)' : 'allow allocations from a pool again')

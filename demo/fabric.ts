@@ -23,7 +23,9 @@ async function main() {
     say(`fabric: bridge with etcd at ${fabric.etcd.endpoint}`);
     for (let i = 1; i <= HOSTS; i++) {
       const { ns, ip } = await fabric.addHost(`demo${i}`, i);
-      hosts.push(await startDockerHost(scope, { name: `demo${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'warn' }, onFabric: { ns, ip } }));
+      hosts.push(
+        await startDockerHost(scope, { name: `demo${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'warn' }, onFabric: { ns, ip } }),
+      );
       say(`host demo${i}: ${ip}, dockerd and calico node up`);
     }
     const ctrs: Array<{ host: string; name: string; ip: string; h: DockerHost }> = [];
@@ -45,7 +47,10 @@ async function main() {
       }
     }
     for (const h of hosts) {
-      const st = JSON.parse((await h.calico(['status', '--json'])).stdout) as { bgp: { sessions: Array<{ name: string; info: string }> }; blocks: Array<{ cidr: string }> };
+      const st = JSON.parse((await h.calico(['status', '--json'])).stdout) as {
+        bgp: { sessions: Array<{ name: string; info: string }> };
+        blocks: Array<{ cidr: string }>;
+      };
       say(`\n${h.name}: blocks ${st.blocks.map((b) => b.cidr).join(', ')}`);
       for (const s of st.bgp.sessions) say(`  BGP ${s.name.padEnd(20)} ${s.info}`);
       const routes = await h.ns.ip(['route', 'show', 'proto', 'bird']);

@@ -47,7 +47,8 @@ export class EndpointHandlers {
     ] as const) {
       if (!value) continue;
       const { ip } = parseAddressWithPrefix(value, field);
-      if (ip.family !== family) throw new BadRequestError(`invalid NetworkDriver.CreateEndpoint request: field "${field}": ${value} is not an IPv${family} address`);
+      if (ip.family !== family)
+        throw new BadRequestError(`invalid NetworkDriver.CreateEndpoint request: field "${field}": ${value} is not an IPv${family} address`);
       addrs.push(ip);
     }
     if (addrs.length === 0) {
@@ -56,7 +57,9 @@ export class EndpointHandlers {
     await this.ctx.ready();
     const network = await this.ctx.records.getNetwork(req.NetworkID);
     if (!network) {
-      throw new NotFoundError(`network ${req.NetworkID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; it was created while calico's datastore was reset or on another host: remove and recreate the network`);
+      throw new NotFoundError(
+        `network ${req.NetworkID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; it was created while calico's datastore was reset or on another host: remove and recreate the network`,
+      );
     }
     // Only this process's memory: a new endpoint costs no read, and a replay keeps its labels.
     const existing = this.ctx.records.cachedEndpoint(req.EndpointID);
@@ -83,7 +86,9 @@ export class EndpointHandlers {
     const write = this.ctx.allocator.attachEndpoint(addrs, rec, this.ctx.records.endpointKey(rec.id));
     if (early) {
       this.ctx.records.rememberWriting(rec, write);
-      write.catch((err: unknown) => this.ctx.log.warn('could not record the endpoint; its Join will fail and Docker will roll it back', { endpoint: rec.id, error: errorMessage(err) }));
+      write.catch((err: unknown) =>
+        this.ctx.log.warn('could not record the endpoint; its Join will fail and Docker will roll it back', { endpoint: rec.id, error: errorMessage(err) }),
+      );
     } else {
       await write;
       this.ctx.records.rememberEndpoint(rec);

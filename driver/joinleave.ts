@@ -49,7 +49,9 @@ export class JoinLeaveHandlers {
       // No container may run on an endpoint etcd does not know: it would be invisible to
       // policy, to other hosts and to reconciliation.
       if (wiring.status === 'fulfilled') await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
-      throw new UnavailableError(`endpoint ${ep.id.slice(0, 12)} could not be recorded in etcd (${errorMessage(record.reason)}); Docker removes it, start the container again once etcd answers`);
+      throw new UnavailableError(
+        `endpoint ${ep.id.slice(0, 12)} could not be recorded in etcd (${errorMessage(record.reason)}); Docker removes it, start the container again once etcd answers`,
+      );
     }
     if (wiring.status === 'rejected') throw wiring.reason;
     const wired = wiring.value;
@@ -60,12 +62,17 @@ export class JoinLeaveHandlers {
     if (sandbox && ep.sandbox !== sandbox) {
       // Remembered in etcd for a restart of calico node; the answer does not wait for it.
       const rec = { ...ep, sandbox };
-      this.ctx.records.updateEndpoint(rec).catch((err) => this.ctx.log.warn('could not record the endpoint\'s sandbox', { endpoint: ep.id, error: errorMessage(err) }));
+      this.ctx.records
+        .updateEndpoint(rec)
+        .catch((err) => this.ctx.log.warn("could not record the endpoint's sandbox", { endpoint: ep.id, error: errorMessage(err) }));
     }
     // Unknown interfaces are dropped by the firewall, so without this wait a container's first
     // packets would be lost; the policy agent usually has the rules from CreateEndpoint already.
     if (this.ctx.firewall && !(await this.ctx.firewall.covers(ep.ifName, FIREWALL_WAIT_MS))) {
-      this.ctx.log.warn('the firewall has no rules for this endpoint yet; its traffic is dropped until they are applied', { endpoint: ep.id, interface: ep.ifName });
+      this.ctx.log.warn('the firewall has no rules for this endpoint yet; its traffic is dropped until they are applied', {
+        endpoint: ep.id,
+        interface: ep.ifName,
+      });
     }
     this.ctx.log.info('endpoint joined', { endpoint: ep.id, interface: ep.ifName, mtu, gateway: first });
     const res: JoinResponse = {

@@ -24,7 +24,9 @@ export function parseMtu(value: unknown, ipv6: boolean, what = `-o ${MTU_OPTION}
   const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
   const min = ipv6 ? 1280 : 68;
   if (!Number.isInteger(n) || n < min || n > 65535) {
-    throw new BadRequestError(`${what}=${String(value)} is not a valid MTU: give a whole number from ${min} to 65535${ipv6 ? ' (IPv6 needs at least 1280)' : ''}`);
+    throw new BadRequestError(
+      `${what}=${String(value)} is not a valid MTU: give a whole number from ${min} to 65535${ipv6 ? ' (IPv6 needs at least 1280)' : ''}`,
+    );
   }
   return n;
 }
@@ -41,7 +43,9 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
     }
     for (const [k, v] of Object.entries(rawGeneric as Record<string, unknown>)) generic[k] = typeof v === 'string' ? v : JSON.stringify(v);
   }
-  const unknown = Object.keys(generic).filter((k) => !(KNOWN_OPTIONS as readonly string[]).includes(k)).sort();
+  const unknown = Object.keys(generic)
+    .filter((k) => !(KNOWN_OPTIONS as readonly string[]).includes(k))
+    .sort();
   if (unknown.length) {
     throw new BadRequestError(
       `calico does not support the option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known options: ${KNOWN_OPTIONS.join(', ')}`,

@@ -154,7 +154,11 @@ export class Allocator {
     const cidr = formatCidr(net);
     const aff: AffinityRecord = { state: 'confirmed', since: new Date().toISOString() };
     const rev = await this.kv.txn(
-      [{ key: keys.block(cidr), absent: true }, { key: keys.affinity(this.host, cidr), absent: true }, { key: keys.pool(pool.cidr), mod: pool.mod }],
+      [
+        { key: keys.block(cidr), absent: true },
+        { key: keys.affinity(this.host, cidr), absent: true },
+        { key: keys.pool(pool.cidr), mod: pool.mod },
+      ],
       [
         { put: keys.block(cidr), value: JSON.stringify(rec) },
         { put: keys.affinity(this.host, cidr), value: JSON.stringify(aff) },
@@ -189,7 +193,8 @@ export class Allocator {
     const found = await this.blockOf(ip);
     if (!found) throw new BadRequestError(`address ${formatIP(ip)} is not inside any Calico IP pool; see "calico pool ls"`);
     const b = { ...found };
-    if (b.pool.disabled) throw new BadRequestError(`address ${formatIP(ip)} is in pool ${b.pool.cidr}, which is disabled; enable it with "calico pool enable ${b.pool.cidr}"`);
+    if (b.pool.disabled)
+      throw new BadRequestError(`address ${formatIP(ip)} is in pool ${b.pool.cidr}, which is disabled; enable it with "calico pool enable ${b.pool.cidr}"`);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const exists = await this.writer.change<boolean | Owner>(b.cidr, (c) => {
         if (!c) return { done: false };
@@ -197,7 +202,10 @@ export class Allocator {
         if ('heldBy' in r) return { done: r.heldBy };
         return { write: r.rec, result: true };
       });
-      if (typeof exists === 'object') throw new ConflictError(`address ${formatIP(ip)} is already in use by ${await this.holderName(exists)}; choose another address or remove that container`);
+      if (typeof exists === 'object')
+        throw new ConflictError(
+          `address ${formatIP(ip)} is already in use by ${await this.holderName(exists)}; choose another address or remove that container`,
+        );
       if (exists) return;
       // The block does not exist yet: claim it for this host with the address taken.
       const rec = blk.assign(blk.newBlock(b.net, this.host), b.net, ip, owner);
@@ -207,7 +215,8 @@ export class Allocator {
       this.pools.invalidate();
       await sleep(jitteredDelay(attempt, 2, 50));
       const again = await this.blockOf(ip);
-      if (!again || again.pool.disabled) throw new BadRequestError(`address ${formatIP(ip)} is no longer inside an enabled Calico IP pool; see "calico pool ls"`);
+      if (!again || again.pool.disabled)
+        throw new BadRequestError(`address ${formatIP(ip)} is no longer inside an enabled Calico IP pool; see "calico pool ls"`);
       b.pool = again.pool;
     }
     throw new UnavailableError(`could not take address ${formatIP(ip)}: its block kept changing; try again`);
@@ -320,16 +329,21 @@ export class Allocator {
       let stale = true;
       for (let attempt = 0; attempt < 2 && stale; attempt++) {
         stale = false;
-        await this.writer.change<void>(cidrs[0], (c) => {
-          if (!c) throw new BadRequestError(`address ${formatIP(located[0].ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
-          let rec = c.rec;
-          for (const l of located) rec = this.claimOwner(rec, c.net, l.ip, ep);
-          return { write: rec, ops: [put], result: undefined };
-        }).catch(async (err) => {
-          if (attempt > 0) throw err;
-          stale = true; // the cached block may predate another host's write: read and try once more
-          await this.writer.read(cidrs[0]);
-        });
+        await this.writer
+          .change<void>(cidrs[0], (c) => {
+            if (!c)
+              throw new BadRequestError(
+                `address ${formatIP(located[0].ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`,
+              );
+            let rec = c.rec;
+            for (const l of located) rec = this.claimOwner(rec, c.net, l.ip, ep);
+            return { write: rec, ops: [put], result: undefined };
+          })
+          .catch(async (err) => {
+            if (attempt > 0) throw err;
+            stale = true; // the cached block may predate another host's write: read and try once more
+            await this.writer.read(cidrs[0]);
+          });
       }
       return;
     }

@@ -74,7 +74,7 @@ export class BlockWriter {
 
   change<T>(cidr: string, change: BlockChange<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const item: Pending = { change: change as BlockChange<unknown>, resolve: resolve as (v: unknown) => void, reject };
+      const item: Pending = { change: change, resolve: resolve as (v: unknown) => void, reject };
       const q = this.queues.get(cidr);
       if (q) {
         q.push(item);
@@ -122,7 +122,9 @@ export class BlockWriter {
             continue;
           }
           wrote = true;
-          cur = step.write ? { rec: step.write, mod: cur?.mod ?? '0', net: cur && cur.rec.cidr === step.write.cidr ? cur.net : parseCidr(step.write.cidr) } : undefined;
+          cur = step.write
+            ? { rec: step.write, mod: cur?.mod ?? '0', net: cur && cur.rec.cidr === step.write.cidr ? cur.net : parseCidr(step.write.cidr) }
+            : undefined;
           ops.push(...(step.ops ?? []));
           outcomes.push({ ok: true, value: step.result });
         } catch (err) {
@@ -130,7 +132,12 @@ export class BlockWriter {
           outcomes.push({ ok: false, err });
         }
       }
-      const settle = () => batch.forEach((p, i) => { const o = outcomes[i]; if (o.ok) p.resolve(o.value); else p.reject(o.err); });
+      const settle = () =>
+        batch.forEach((p, i) => {
+          const o = outcomes[i];
+          if (o.ok) p.resolve(o.value);
+          else p.reject(o.err);
+        });
       // A write is checked by its compare-and-swap; a refusal or "nothing to do" is not, so one
       // decided on a cached copy (maybe older than another host's write) is decided again fresh.
       if (cached && (!wrote || refusedOrDone)) {

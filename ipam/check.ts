@@ -36,14 +36,30 @@ export function checkIpam(blocks: BlockRecord[], endpoints: EndpointRecord[], ne
       owners.set(addr, owner);
       if (owner.kind === 'endpoint') {
         if (!epByKey.has(`${owner.host}/${owner.endpoint}`)) {
-          problems.push({ kind: 'allocation-without-endpoint', ip: addr, endpoint: owner.endpoint, host: owner.host, detail: `${addr} is held by endpoint ${owner.endpoint?.slice(0, 12)} on ${owner.host}, which no longer exists` });
+          problems.push({
+            kind: 'allocation-without-endpoint',
+            ip: addr,
+            endpoint: owner.endpoint,
+            host: owner.host,
+            detail: `${addr} is held by endpoint ${owner.endpoint?.slice(0, 12)} on ${owner.host}, which no longer exists`,
+          });
         }
       } else if (owner.kind === 'aux') {
         if (!netByKey.has(`${owner.host}/${owner.network}`)) {
-          problems.push({ kind: 'aux-without-network', ip: addr, host: owner.host, detail: `${addr} is an aux address of network ${owner.network?.slice(0, 12)} on ${owner.host}, which no longer exists` });
+          problems.push({
+            kind: 'aux-without-network',
+            ip: addr,
+            host: owner.host,
+            detail: `${addr} is an aux address of network ${owner.network?.slice(0, 12)} on ${owner.host}, which no longer exists`,
+          });
         }
       } else if (now.getTime() - Date.parse(owner.since) > graceMs) {
-        problems.push({ kind: 'allocation-never-attached', ip: addr, host: owner.host, detail: `${addr} was handed out on ${owner.host} at ${owner.since} and never attached to an endpoint` });
+        problems.push({
+          kind: 'allocation-never-attached',
+          ip: addr,
+          host: owner.host,
+          detail: `${addr} was handed out on ${owner.host} at ${owner.since} and never attached to an endpoint`,
+        });
       }
     }
   }
@@ -52,7 +68,13 @@ export function checkIpam(blocks: BlockRecord[], endpoints: EndpointRecord[], ne
       const addr = formatIP(parseIP(cidr.split('/')[0]));
       const o = owners.get(addr);
       if (!o || o.kind !== 'endpoint' || o.endpoint !== e.id) {
-        problems.push({ kind: 'endpoint-without-allocation', ip: addr, endpoint: e.id, host: e.host, detail: `endpoint ${e.id.slice(0, 12)} on ${e.host} uses ${addr}, which is ${o ? 'allocated to someone else' : 'not allocated'}` });
+        problems.push({
+          kind: 'endpoint-without-allocation',
+          ip: addr,
+          endpoint: e.id,
+          host: e.host,
+          detail: `endpoint ${e.id.slice(0, 12)} on ${e.host} uses ${addr}, which is ${o ? 'allocated to someone else' : 'not allocated'}`,
+        });
       }
     }
   }

@@ -78,14 +78,14 @@ export function loadConfig(env: Env = process.env): Config {
     try {
       if (parseIP(ip).family !== 4) throw new Error('not IPv4');
     } catch {
-      fail('CALICO_IP', ip, 'give this host\'s IPv4 address, like 172.31.0.1');
+      fail('CALICO_IP', ip, "give this host's IPv4 address, like 172.31.0.1");
     }
   }
   const asText = nonEmpty(env, 'CALICO_AS');
   const asn = asText === undefined ? undefined : Number(asText);
   if (asText !== undefined && (!/^\d+$/.test(asText) || asn! < 1 || asn! > 4294967295)) fail('CALICO_AS', asText, 'give an AS number from 1 to 4294967295');
   const pool = (k: string, def: string, family: 4 | 6): string | undefined => {
-    const v = env[k] === undefined ? def : env[k]!.trim();
+    const v = env[k] === undefined ? def : env[k].trim();
     if (!v) return undefined; // set to empty: create no default pool of this family
     try {
       const c = parseCidr(v, k, true);
@@ -131,7 +131,10 @@ export function loadConfig(env: Env = process.env): Config {
   const ttl = nonEmpty(env, 'CALICO_LIVENESS_TTL') ?? '30';
   if (!/^\d+$/.test(ttl) || Number(ttl) < 2 || Number(ttl) > 3600) fail('CALICO_LIVENESS_TTL', ttl, 'give whole seconds from 2 to 3600');
   cfg.livenessTtl = Number(ttl);
-  for (const [k, def, field] of [['CALICO_RECONCILE_INTERVAL', 30, 'reconcileIntervalMs'], ['CALICO_RECONCILE_GRACE', 60, 'reconcileGraceMs']] as const) {
+  for (const [k, def, field] of [
+    ['CALICO_RECONCILE_INTERVAL', 30, 'reconcileIntervalMs'],
+    ['CALICO_RECONCILE_GRACE', 60, 'reconcileGraceMs'],
+  ] as const) {
     const t = nonEmpty(env, k) ?? String(def);
     if (!/^\d+(\.\d+)?$/.test(t) || Number(t) <= 0) fail(k, t, 'give a number of seconds greater than 0');
     cfg[field] = Number(t) * 1000;

@@ -8,7 +8,7 @@ import http from 'node:http';
 import { BadRequestError, classify, errorMessage, toPluginReply } from './errors';
 import type { Logger } from './log';
 
-export type Handler = (body: unknown) => Promise<unknown> | unknown;
+export type Handler = (body: unknown) => unknown;
 
 export interface Route {
   handler: Handler;
@@ -47,7 +47,8 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
       if (size <= BODY_LIMIT) chunks.push(c);
     });
     req.on('end', () => {
-      if (size > BODY_LIMIT) reject(new BadRequestError(`request body of ${size} bytes is over the ${BODY_LIMIT}-byte limit; Docker never sends one this large`));
+      if (size > BODY_LIMIT)
+        reject(new BadRequestError(`request body of ${size} bytes is over the ${BODY_LIMIT}-byte limit; Docker never sends one this large`));
       else resolve(Buffer.concat(chunks, size));
     });
     req.on('error', reject);
@@ -61,7 +62,7 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
  * start in `npm run bench`.
  */
 export function createPluginApp(routes: Routes, log: Logger): http.RequestListener {
-  return async (req, res) => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = process.hrtime.bigint();
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -73,7 +74,10 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
       } catch (err) {
         // A handler bug (a BigInt, a cycle) must still get Docker an answer, not kill the daemon.
         log.error('plugin reply could not be encoded', { method: path, error: errorMessage(err) });
-        [status, payload] = [500, JSON.stringify({ Err: `calico could not encode its reply to ${path}: ${errorMessage(err)}; this is a bug, please report it` })];
+        [status, payload] = [
+          500,
+          JSON.stringify({ Err: `calico could not encode its reply to ${path}: ${errorMessage(err)}; this is a bug, please report it` }),
+        ];
       }
       if (res.headersSent) return;
       res.writeHead(status, { 'Content-Type': REPLY_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(payload) });
@@ -95,12 +99,14 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
       send(200, out ?? {});
     } catch (err) {
       const e = classify(err);
-      if (e.kind === 'internal') log.error('plugin request failed', { method: path, error: e.message, stack: (e.cause as Error | undefined)?.stack ?? e.stack });
+      if (e.kind === 'internal')
+        log.error('plugin request failed', { method: path, error: e.message, stack: (e.cause as Error | undefined)?.stack ?? e.stack });
       else log.warn('plugin request refused', { method: path, kind: e.kind, error: e.message });
       const reply = toPluginReply(e);
       send(reply.status, reply.body);
     }
   };
+  return (req, res) => void handle(req, res);
 }
 
 /**

@@ -47,7 +47,12 @@ export class PolicyAgent implements FirewallStatus {
   }
 
   async start(): Promise<void> {
-    this.watch = new PrefixWatch(this.ns, [keys.endpoints(), keys.networks(), policyKeys.policies(), profileKeys.profiles()], () => this.loop.schedule(), this.ctx.log);
+    this.watch = new PrefixWatch(
+      this.ns,
+      [keys.endpoints(), keys.networks(), policyKeys.policies(), profileKeys.profiles()],
+      () => this.loop.schedule(),
+      this.ctx.log,
+    );
     await this.watch.start();
     // Someone may flush or edit our rules by hand; a periodic full apply puts them back.
     this.resync = setInterval(() => {
@@ -83,7 +88,14 @@ export class PolicyAgent implements FirewallStatus {
       this.applied = text;
       this.covered = new Set(endpoints.filter((e) => e.host === this.ctx.host).map((e) => e.ifName));
       for (const w of this.waiters) if (this.covered.has(w.ifName)) w.done(true);
-      this.ctx.log.log(changedRules ? 'info' : 'debug', 'firewall applied', { endpoints: endpoints.filter((e) => e.host === this.ctx.host).length, policies: policies.length, chainsWritten: written.chains, setsWritten: written.sets, full, ms: Date.now() - t0 });
+      this.ctx.log.log(changedRules ? 'info' : 'debug', 'firewall applied', {
+        endpoints: endpoints.filter((e) => e.host === this.ctx.host).length,
+        policies: policies.length,
+        chainsWritten: written.chains,
+        setsWritten: written.sets,
+        full,
+        ms: Date.now() - t0,
+      });
     }
     this.markApplied();
   }

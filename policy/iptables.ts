@@ -60,7 +60,12 @@ export async function removeFirewall(): Promise<void> {
     await removeJump(f, 'FORWARD', `${PREFIX}FORWARD`);
     await removeJump(f, 'INPUT', `${PREFIX}INPUT`);
     const mine = await ourChains(f);
-    if (mine.length) await feed(`${tool(f)}-restore`, ['-w', '--noflush'], ['*filter', ...mine.map((c) => `:${c} - [0:0]`), ...mine.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n'));
+    if (mine.length)
+      await feed(
+        `${tool(f)}-restore`,
+        ['-w', '--noflush'],
+        ['*filter', ...mine.map((c) => `:${c} - [0:0]`), ...mine.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n'),
+      );
   }
   await destroyStaleSets(new Set());
 }
@@ -75,7 +80,14 @@ async function destroyStaleSets(wanted: Set<string>): Promise<void> {
 const setLines = (s: IpSet): string[] => {
   const tmp = `${s.name}-t`;
   const fam = s.family === 4 ? 'inet' : 'inet6';
-  return [`create ${tmp} ${s.type} family ${fam} -exist`, `flush ${tmp}`, ...s.members.map((m) => `add ${tmp} ${m} -exist`), `create ${s.name} ${s.type} family ${fam} -exist`, `swap ${tmp} ${s.name}`, `destroy ${tmp}`];
+  return [
+    `create ${tmp} ${s.type} family ${fam} -exist`,
+    `flush ${tmp}`,
+    ...s.members.map((m) => `add ${tmp} ${m} -exist`),
+    `create ${s.name} ${s.type} family ${fam} -exist`,
+    `swap ${tmp} ${s.name}`,
+    `destroy ${tmp}`,
+  ];
 };
 
 /** A rendered table split into each chain's rule lines, in order. */
@@ -122,7 +134,14 @@ export class Firewall {
         if (changed.length || stale.length) {
           // Declaring a chain flushes it; a stale chain is flushed before -X, and every chain that
           // referred to it changed too (it named it), so it is rewritten in the same transaction.
-          const text = ['*filter', ...[...changed, ...stale].map((c) => `:${c} - [0:0]`), ...changed.map((c) => chains[f].get(c)!).filter(Boolean), ...stale.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
+          const text = [
+            '*filter',
+            ...[...changed, ...stale].map((c) => `:${c} - [0:0]`),
+            ...changed.map((c) => chains[f].get(c)!).filter(Boolean),
+            ...stale.map((c) => `-X ${c}`),
+            'COMMIT',
+            '',
+          ].join('\n');
           await feed(`${tool(f)}-restore`, ['-w', '--noflush'], text);
         }
         if (!prev) {

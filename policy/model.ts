@@ -19,7 +19,9 @@ const port = z.union([
     .refine((s) => !s.includes(':') || Number(s.split(':')[0]) < Number(s.split(':')[1]), 'a range goes from a lower port to a higher one, like "8000:8080"'),
 ]);
 // multiport takes 15 ports, a range counting as two.
-const ports = z.array(port).refine((ps) => ps.reduce<number>((n, p) => n + (String(p).includes(':') ? 2 : 1), 0) <= 15, 'at most 15 ports, a range counting as two');
+const ports = z
+  .array(port)
+  .refine((ps) => ps.reduce<number>((n, p) => n + (String(p).includes(':') ? 2 : 1), 0) <= 15, 'at most 15 ports, a range counting as two');
 const selector = z.string().superRefine((s, ctx) => {
   try {
     parseSelector(s);
@@ -41,7 +43,11 @@ const entity = z
     selector: selector.optional(),
     notSelector: selector.optional(),
     // Becomes a selector value, which can be quoted with ' or " but not hold both.
-    network: z.string().min(1).refine((s) => !(s.includes("'") && s.includes('"')), 'cannot hold both \' and "').optional(),
+    network: z
+      .string()
+      .min(1)
+      .refine((s) => !(s.includes("'") && s.includes('"')), 'cannot hold both \' and "')
+      .optional(),
     nets: z.array(cidr).optional(),
     notNets: z.array(cidr).optional(),
     ports: ports.optional(),
@@ -72,7 +78,10 @@ export const PolicySchema = z
     name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and dashes'),
     order: z.number().finite().optional(),
     selector: selector.optional(),
-    types: z.array(z.enum(['ingress', 'egress'])).min(1).optional(),
+    types: z
+      .array(z.enum(['ingress', 'egress']))
+      .min(1)
+      .optional(),
     ingress: z.array(rule).optional(),
     egress: z.array(rule).optional(),
   })
@@ -100,7 +109,9 @@ export const policyKeys = {
 export function normalise(p: PolicyInput): PolicyRecord {
   const ingress = p.ingress ?? [];
   const egress = p.egress ?? [];
-  const types = p.types ?? (ingress.length || egress.length ? [...(ingress.length ? ['ingress' as const] : []), ...(egress.length ? ['egress' as const] : [])] : ['ingress' as const]);
+  const types =
+    p.types ??
+    (ingress.length || egress.length ? [...(ingress.length ? ['ingress' as const] : []), ...(egress.length ? ['egress' as const] : [])] : ['ingress' as const]);
   return { name: p.name, order: p.order ?? 1000, selector: p.selector ?? 'all()', types, ingress, egress };
 }
 
@@ -109,17 +120,17 @@ export function parsePolicyFile(text: string, file = 'policy file'): PolicyRecor
   let docs: unknown[];
   try {
     const trimmed = text.trim();
-    if (trimmed.startsWith('{') || trimmed.startsWith('[')) docs = [JSON.parse(trimmed)];
+    if (trimmed.startsWith('{') || trimmed.startsWith('[')) docs = [JSON.parse(trimmed) as unknown];
     else {
       const all = parseAllDocuments(text);
       const bad = all.find((d) => d.errors.length);
       if (bad) throw new Error(bad.errors[0].message);
-      docs = all.map((d) => d.toJS()).filter((d) => d !== null && d !== undefined);
+      docs = all.map((d) => d.toJS() as unknown).filter((d) => d !== null && d !== undefined);
     }
   } catch (err) {
     throw new BadRequestError(`${file} is neither valid YAML nor JSON: ${(err as Error).message}`);
   }
-  const items = docs.flatMap((d) => (Array.isArray(d) ? d : [d]));
+  const items = docs.flatMap((d): unknown[] => (Array.isArray(d) ? (d as unknown[]) : [d]));
   if (items.length === 0) throw new BadRequestError(`${file} holds no policy`);
   // One etcd transaction carries the whole file (etcd's default limit is 128 operations).
   if (items.length > 128) throw new BadRequestError(`${file} holds ${items.length} policies; apply at most 128 per file`);
@@ -129,7 +140,9 @@ export function parsePolicyFile(text: string, file = 'policy file'): PolicyRecor
     if (!r.success) {
       const issue = r.error.issues[0];
       const name = (item as { name?: unknown })?.name;
-      const where = [`${items.length > 1 ? `item ${i + 1}` : 'the policy'}${typeof name === 'string' ? ` (${name})` : ''}`, issue.path.join('.')].filter(Boolean).join(', field ');
+      const where = [`${items.length > 1 ? `item ${i + 1}` : 'the policy'}${typeof name === 'string' ? ` (${name})` : ''}`, issue.path.join('.')]
+        .filter(Boolean)
+        .join(', field ');
       throw new BadRequestError(`${file}: ${where}: ${issue.message}`);
     }
     out.push(normalise(r.data));
@@ -142,12 +155,17 @@ export function parsePolicyFile(text: string, file = 'policy file'): PolicyRecor
 
 export async function applyPolicies(kv: KV, policies: PolicyRecord[]): Promise<void> {
   // One transaction: a file is applied whole or not at all.
-  const ok = await kv.txn([], policies.map((p) => ({ put: policyKeys.policy(p.name), value: JSON.stringify(p) })));
+  const ok = await kv.txn(
+    [],
+    policies.map((p) => ({ put: policyKeys.policy(p.name), value: JSON.stringify(p) })),
+  );
   if (!ok) throw new BadRequestError('the policies could not be written; try again');
 }
 
 export async function listPolicies(kv: KV): Promise<PolicyRecord[]> {
-  return (await kv.list(policyKeys.policies())).map((e) => JSON.parse(e.value) as PolicyRecord).sort((a, b) => a.order - b.order || a.name.localeCompare(b.name));
+  return (await kv.list(policyKeys.policies()))
+    .map((e) => JSON.parse(e.value) as PolicyRecord)
+    .sort((a, b) => a.order - b.order || a.name.localeCompare(b.name));
 }
 
 export async function getPolicy(kv: KV, name: string): Promise<PolicyRecord> {

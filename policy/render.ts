@@ -71,13 +71,22 @@ export function renderPolicy(v: PolicyView): Rendered {
   const selectorSet = (s: string, f: Family): string => {
     const key = canonical(sel(s));
     const name = `${SET_PREFIX}${f}s-${h(key)}`;
-    if (!ipsets.has(name)) ipsets.set(name, { name, family: f, type: 'hash:ip', members: [...new Set(all.filter((x) => matches(sel(s), x.labels)).flatMap((x) => containerAddrs(x.ep, f)))].sort() });
+    if (!ipsets.has(name))
+      ipsets.set(name, {
+        name,
+        family: f,
+        type: 'hash:ip',
+        members: [...new Set(all.filter((x) => matches(sel(s), x.labels)).flatMap((x) => containerAddrs(x.ep, f)))].sort(),
+      });
     return name;
   };
   const netSet = (cidrs: string[], f: Family): string => {
     // ipset's hash:net cannot hold a /0 (the kernel refuses it): its two halves stand for it.
     const whole = f === 4 ? ['0.0.0.0/1', '128.0.0.0/1'] : ['::/1', '8000::/1'];
-    const members = cidrs.filter((c) => parseCidr(c).family === f).flatMap((c) => (parseCidr(c).prefix === 0 ? whole : [c])).sort();
+    const members = cidrs
+      .filter((c) => parseCidr(c).family === f)
+      .flatMap((c) => (parseCidr(c).prefix === 0 ? whole : [c]))
+      .sort();
     const name = `${SET_PREFIX}${f}n-${h(members.join(','))}`;
     if (!ipsets.has(name)) ipsets.set(name, { name, family: f, type: 'hash:net', members });
     return name;
@@ -185,7 +194,14 @@ export function renderPolicy(v: PolicyView): Rendered {
           const own = x.ep.sandbox ? bySandbox.get(x.ep.sandbox)! : addrs(x.ep, f);
           if (own.length === 0) add(c, '-j DROP');
           else if (own.length === 1) add(c, `! -s ${own[0]} -j DROP`);
-          else add(c, `-m set ! --match-set ${netSet(own.map((a) => `${a}/${f === 4 ? 32 : 128}`), f)} src -j DROP`);
+          else
+            add(
+              c,
+              `-m set ! --match-set ${netSet(
+                own.map((a) => `${a}/${f === 4 ? 32 : 128}`),
+                f,
+              )} src -j DROP`,
+            );
         }
         add(c, `-j MARK --set-xmark 0x0/${MASK}`);
         const mine = policies.filter((p) => p.types.includes(dir) && matches(sel(p.selector), x.labels));

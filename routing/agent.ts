@@ -34,11 +34,21 @@ export class RouteAgent {
     private opts: RouteAgentOptions = { debounceMs: 300, resyncMs: 30_000 },
   ) {
     // Debounced so a burst (a new host, several blocks claimed) is one render.
-    this.loop = new ApplyLoop(() => this.apply(), ctx.log, { debounceMs: opts.debounceMs, retryMs: 1000, retryCapMs: 30_000, what: 'the routing configuration' });
+    this.loop = new ApplyLoop(() => this.apply(), ctx.log, {
+      debounceMs: opts.debounceMs,
+      retryMs: 1000,
+      retryCapMs: 30_000,
+      what: 'the routing configuration',
+    });
   }
 
   async start(): Promise<void> {
-    this.watch = new PrefixWatch(this.ns, [keys.hosts(), bgpKeys.settings(), bgpKeys.peers(), keys.pools(), keys.affinities(this.ctx.host)], () => this.loop.schedule(), this.ctx.log);
+    this.watch = new PrefixWatch(
+      this.ns,
+      [keys.hosts(), bgpKeys.settings(), bgpKeys.peers(), keys.pools(), keys.affinities(this.ctx.host)],
+      () => this.loop.schedule(),
+      this.ctx.log,
+    );
     await this.watch.start();
     this.resync = setInterval(() => this.loop.schedule(), this.opts.resyncMs);
     await this.loop.runNow();
@@ -75,7 +85,10 @@ export class RouteAgent {
     if (!this.bird.external && !this.bird.running) this.bird.start();
     else await this.bird.configure();
     this.applied = text;
-    this.ctx.log.info('BIRD configuration applied', { peers: (text.match(/^protocol bgp /gm) ?? []).length, blocks: (text.match(/ blackhole;/g) ?? []).length });
+    this.ctx.log.info('BIRD configuration applied', {
+      peers: (text.match(/^protocol bgp /gm) ?? []).length,
+      blocks: (text.match(/ blackhole;/g) ?? []).length,
+    });
   }
 
   async stop(): Promise<void> {

@@ -55,7 +55,12 @@ export class Bird {
     // to withdraw our routes, while one that just vanishes lets them keep the routes for the
     // graceful-restart time, so containers here stay reachable until BIRD is back. -R starts it in
     // graceful-restart recovery: it keeps the kernel's routes from peers until they are relearned.
-    const child = spawnBound('bird', ['-f', '-R', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')], { stdio: ['ignore', 'ignore', 'pipe'] }, 'SIGKILL');
+    const child = spawnBound(
+      'bird',
+      ['-f', '-R', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+      'SIGKILL',
+    );
     this.child = child;
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr = (stderr + d).slice(-2000)));

@@ -47,7 +47,8 @@ export async function listPeers(kv: KV): Promise<PeerRecord[]> {
 }
 
 export async function addPeer(kv: KV, p: PeerRecord): Promise<PeerRecord> {
-  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(p.name)) throw new BadRequestError(`peer name "${p.name}" must be a DNS label: lower-case letters, digits and dashes`);
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(p.name))
+    throw new BadRequestError(`peer name "${p.name}" must be a DNS label: lower-case letters, digits and dashes`);
   const ip = parseIP(p.ip, 'peer address');
   if (!validAsn(p.asn)) throw new BadRequestError(`peer AS ${p.asn} is out of range: use 1 to 4294967295`);
   const rec: PeerRecord = { name: p.name, ip: formatIP(ip), asn: p.asn, ...(p.host ? { host: p.host } : {}) };

@@ -106,13 +106,25 @@ export function renderBird(input: RenderInput): string {
       seen.add(h.ipv4!);
       const peerAsn = h.asn ?? settings.asn;
       const client = !h.routeReflector && peerAsn === asn;
-      sessions.push({ name: `rr_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: peerAsn, extra: client ? ['rr client;', `rr cluster id ${self.routeReflector};`] : dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'], v6: !!h.ipv6 });
+      sessions.push({
+        name: `rr_${ident(h.ipv4!)}`,
+        ip: h.ipv4!,
+        asn: peerAsn,
+        extra: client ? ['rr client;', `rr cluster id ${self.routeReflector};`] : dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'],
+        v6: !!h.ipv6,
+      });
     }
   } else if (settings.nodeMesh) {
     for (const h of others) {
       if (seen.has(h.ipv4!)) continue;
       seen.add(h.ipv4!);
-      sessions.push({ name: `mesh_${ident(h.ipv4!)}`, ip: h.ipv4!, asn: h.asn ?? settings.asn, extra: dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'], v6: !!h.ipv6 });
+      sessions.push({
+        name: `mesh_${ident(h.ipv4!)}`,
+        ip: h.ipv4!,
+        asn: h.asn ?? settings.asn,
+        extra: dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'],
+        v6: !!h.ipv6,
+      });
     }
   } else {
     for (const h of others.filter((x) => x.routeReflector)) {

@@ -173,9 +173,7 @@ export class LinuxDataplane implements Dataplane {
     const first = await attempt(`create ${pair}`, () => this.nl.createVeth(spec));
     if (first !== 'exists') return { link: first, created: true };
 
-    const [host, temp] = await attempt(`look up ${pair}`, () =>
-      Promise.all([this.nl.getLink(w.hostIfName), this.nl.getLink(w.tempIfName)]),
-    );
+    const [host, temp] = await attempt(`look up ${pair}`, () => Promise.all([this.nl.getLink(w.hostIfName), this.nl.getLink(w.tempIfName)]));
     const intact =
       host !== undefined &&
       temp !== undefined &&
@@ -316,9 +314,10 @@ export class LinuxDataplane implements Dataplane {
     }
   }
 
-  async enableForwarding(ipv6: boolean): Promise<void> {
+  enableForwarding(ipv6: boolean): Promise<void> {
     setSysctl(this.procSys, 'net/ipv4/ip_forward', 1);
     if (ipv6) setSysctl(this.procSys, 'net/ipv6/conf/all/forwarding', 1);
+    return Promise.resolve();
   }
 
   async uplinkMtu(): Promise<number | undefined> {

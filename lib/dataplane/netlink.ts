@@ -417,9 +417,7 @@ export class RtNetlink {
 
   async listAddresses(family?: number): Promise<AddressInfo[]> {
     const msgs = await this.dump((s, o) => s.getAddresses(family ? { family } : {}, {}, o));
-    return msgs
-      .map(toAddressInfo)
-      .filter((a): a is AddressInfo => a !== undefined && (family === undefined || a.family === family));
+    return msgs.map(toAddressInfo).filter((a): a is AddressInfo => a !== undefined && (family === undefined || a.family === family));
   }
 
   /**
@@ -450,9 +448,7 @@ export class RtNetlink {
   async lookupRoute(ip: string): Promise<RouteInfo | undefined> {
     const { family, bytes } = ipBytes(ip);
     try {
-      const reply = await this.call((s, o) =>
-        s.getRoute({ family, dstLen: bytes.length * 8, flags: { fibMatch: true } }, { dst: bytes }, o),
-      );
+      const reply = await this.call((s, o) => s.getRoute({ family, dstLen: bytes.length * 8, flags: { fibMatch: true } }, { dst: bytes }, o));
       return reply[0] ? toRouteInfo(reply[0]) : undefined;
     } catch (err) {
       if (isNetlinkCode(err, 'ENETUNREACH', 'EHOSTUNREACH', 'ENOENT', 'ESRCH')) return undefined;

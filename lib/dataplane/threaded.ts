@@ -203,15 +203,17 @@ class WorkerSlot {
     this.crashes++;
     for (const [id, call] of this.inFlight) {
       this.inFlight.delete(id);
-      call.reject(
-        new UnavailableError(`dataplane worker ${reason} while ${call.req.method} was in progress; the operation may be half done: retry it`),
-      );
+      call.reject(new UnavailableError(`dataplane worker ${reason} while ${call.req.method} was in progress; the operation may be half done: retry it`));
     }
     if (this.crashes > this.cfg.maxRestarts) {
       this.gaveUp = new UnavailableError(
         `dataplane worker ${this.index} died ${this.crashes} times in a row and is not restarted again; last: ${reason}; restart calico node`,
       );
-      (this.cfg.logger?.error ?? this.cfg.logger?.warn)?.call(this.cfg.logger, 'dataplane worker given up', { worker: this.index, reason, crashes: this.crashes });
+      (this.cfg.logger?.error ?? this.cfg.logger?.warn)?.call(this.cfg.logger, 'dataplane worker given up', {
+        worker: this.index,
+        reason,
+        crashes: this.crashes,
+      });
       for (const call of this.backlog.splice(0)) call.reject(this.gaveUp);
       return;
     }
@@ -332,13 +334,10 @@ export class ThreadedDataplane implements Dataplane {
     return Promise.all(this.slots.map((s) => s.exited)).then(() => undefined);
   }
 
-  private call<T>(method: DataplaneMethod, args: unknown[], ifName?: unknown): Promise<T> {
-    const slot =
-      ifName !== undefined
-        ? this.slots[hashName(String(ifName)) % this.slots.length]!
-        : this.slots[this.roundRobin++ % this.slots.length]!;
+  private call<T>(method: DataplaneMethod, args: unknown[], ifName?: string): Promise<T> {
+    const slot = ifName !== undefined ? this.slots[hashName(ifName) % this.slots.length] : this.slots[this.roundRobin++ % this.slots.length];
     const req: WorkerRequest = { id: this.nextId++, method, args };
-    return new Promise<T>((resolve, reject) => slot.submit({ req, resolve: resolve as (v: unknown) => void, reject }));
+    return new Promise<T>((resolve, reject) => slot.submit({ req, resolve: resolve, reject }));
   }
 
   wireEndpoint(w: EndpointWiring): Promise<WiringResult> {

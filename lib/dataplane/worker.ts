@@ -176,8 +176,8 @@ function serve(port: MessagePort, init: WorkerInit): void {
     let reply: WorkerReply;
     try {
       if (!METHODS.includes(method)) throw new TypeError(`unknown dataplane method ${JSON.stringify(method)}`);
-      const fn = dataplane[method] as (...a: unknown[]) => Promise<unknown>;
-      reply = { id, ok: true, value: await fn.apply(dataplane, args) };
+      const fn = dataplane[method].bind(dataplane) as (...a: unknown[]) => Promise<unknown>;
+      reply = { id, ok: true, value: await fn(...args) };
     } catch (err) {
       reply = { id, ok: false, error: toWireError(err) };
     }

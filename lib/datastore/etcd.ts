@@ -93,13 +93,16 @@ export class EtcdKV implements KV {
       // etcd's builder needs one compare to start from; a key we never write is always absent.
       const all: Compare[] = compares.length > 0 ? compares : [{ key: NEVER_WRITTEN, absent: true }];
       const [first, ...rest] = all;
-      let t = 'absent' in first ? this.ns.if(first.key, 'Version', '==', 0) : 'present' in first ? this.ns.if(first.key, 'Version', '>', 0) : this.ns.if(first.key, 'Mod', '==', first.mod);
+      let t =
+        'absent' in first
+          ? this.ns.if(first.key, 'Version', '==', 0)
+          : 'present' in first
+            ? this.ns.if(first.key, 'Version', '>', 0)
+            : this.ns.if(first.key, 'Mod', '==', first.mod);
       for (const c of rest) {
         t = 'absent' in c ? t.and(c.key, 'Version', '==', 0) : 'present' in c ? t.and(c.key, 'Version', '>', 0) : t.and(c.key, 'Mod', '==', c.mod);
       }
-      const res = await t
-        .then(...ops.map((op) => ('put' in op ? this.ns.put(op.put).value(op.value) : this.ns.delete().key(op.del))))
-        .commit();
+      const res = await t.then(...ops.map((op) => ('put' in op ? this.ns.put(op.put).value(op.value) : this.ns.delete().key(op.del)))).commit();
       return res.succeeded ? res.header.revision : undefined;
     } catch (err) {
       throw this.wrap(err, 'transaction');
@@ -122,7 +125,8 @@ export class EtcdKV implements KV {
     }
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.client.close();
+    return Promise.resolve();
   }
 }

@@ -7,31 +7,33 @@ export class MemoryKV implements KV {
   /** Called before each txn; tests use it to inject a competing writer. */
   beforeTxn?: () => void;
 
-  async get(key: string): Promise<KVEntry | undefined> {
+  get(key: string): Promise<KVEntry | undefined> {
     const v = this.data.get(key);
-    return v ? { key, value: v.value, mod: v.mod.toString() } : undefined;
+    return Promise.resolve(v ? { key, value: v.value, mod: v.mod.toString() } : undefined);
   }
 
-  async list(prefix: string): Promise<KVEntry[]> {
-    return [...this.data.entries()]
-      .filter(([k]) => k.startsWith(prefix))
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([key, v]) => ({ key, value: v.value, mod: v.mod.toString() }));
+  list(prefix: string): Promise<KVEntry[]> {
+    return Promise.resolve(
+      [...this.data.entries()]
+        .filter(([k]) => k.startsWith(prefix))
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([key, v]) => ({ key, value: v.value, mod: v.mod.toString() })),
+    );
   }
 
-  async txn(compares: Compare[], ops: Op[]): Promise<string | undefined> {
+  txn(compares: Compare[], ops: Op[]): Promise<string | undefined> {
     this.beforeTxn?.();
     for (const c of compares) {
       const cur = this.data.get(c.key);
       const holds = 'absent' in c ? cur === undefined : 'present' in c ? cur !== undefined : cur !== undefined && cur.mod.toString() === c.mod;
-      if (!holds) return undefined;
+      if (!holds) return Promise.resolve(undefined);
     }
     this.revision++;
     for (const op of ops) {
       if ('put' in op) this.data.set(op.put, { value: op.value, mod: this.revision });
       else this.data.delete(op.del);
     }
-    return this.revision.toString();
+    return Promise.resolve(this.revision.toString());
   }
 
   async put(key: string, value: string): Promise<void> {

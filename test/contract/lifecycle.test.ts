@@ -37,9 +37,16 @@ after(async () => {
 /** `docker network create -d calico --ipam-driver calico-ipam [opts] NAME` (§5.1). */
 async function createNetwork(o: { subnet?: string; range?: string; v6subnet?: string; ipv6?: boolean; mtu?: string } = {}) {
   const id = hex();
-  const v4 = await docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: o.subnet ?? '', SubPool: o.range ?? '', Options: {}, V6: false });
+  const v4 = await docker.ok('ipam', 'RequestPool', {
+    AddressSpace: 'CalicoLocalAddressSpace',
+    Pool: o.subnet ?? '',
+    SubPool: o.range ?? '',
+    Options: {},
+    V6: false,
+  });
   let v6: any;
-  if (o.ipv6) v6 = await docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: o.v6subnet ?? '', SubPool: '', Options: {}, V6: true });
+  if (o.ipv6)
+    v6 = await docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: o.v6subnet ?? '', SubPool: '', Options: {}, V6: true });
   await docker.ok('net', 'CreateNetwork', {
     NetworkID: id,
     Options: { 'com.docker.network.enable_ipv6': !!o.ipv6, 'com.docker.network.generic': o.mtu ? { 'com.docker.network.driver.mtu': o.mtu } : {} },
@@ -90,7 +97,10 @@ describe('plugin activation', () => {
     assert.deepEqual((await act.callPlugin(docker.ipamSock, 'Plugin.Activate')).body, { Implements: ['IpamDriver'] });
     assert.deepEqual(await docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false });
     assert.deepEqual(await docker.ok('ipam', 'GetCapabilities'), { RequiresMACAddress: false, RequiresRequestReplay: false });
-    assert.deepEqual(await docker.ok('ipam', 'GetDefaultAddressSpaces'), { LocalDefaultAddressSpace: 'CalicoLocalAddressSpace', GlobalDefaultAddressSpace: 'CalicoGlobalAddressSpace' });
+    assert.deepEqual(await docker.ok('ipam', 'GetDefaultAddressSpaces'), {
+      LocalDefaultAddressSpace: 'CalicoLocalAddressSpace',
+      GlobalDefaultAddressSpace: 'CalicoGlobalAddressSpace',
+    });
   });
 });
 
@@ -104,10 +114,22 @@ describe('docker network create', () => {
 
   test('a subnet equal to or inside a pool is accepted and a replayed RequestPool gets the same answer', async () => {
     const eq = { AddressSpace: 'CalicoLocalAddressSpace', Pool: '10.65.0.0/16', SubPool: '', Options: {}, V6: false };
-    assert.deepEqual(await docker.ok('ipam', 'RequestPool', eq), { PoolID: 'CalicoPoolIPv4|10.65.0.0/16', Pool: '10.65.0.0/16', Data: { 'com.docker.network.gateway': '0.0.0.0/0' } });
-    assert.deepEqual(await docker.ok('ipam', 'RequestPool', eq), { PoolID: 'CalicoPoolIPv4|10.65.0.0/16', Pool: '10.65.0.0/16', Data: { 'com.docker.network.gateway': '0.0.0.0/0' } });
+    assert.deepEqual(await docker.ok('ipam', 'RequestPool', eq), {
+      PoolID: 'CalicoPoolIPv4|10.65.0.0/16',
+      Pool: '10.65.0.0/16',
+      Data: { 'com.docker.network.gateway': '0.0.0.0/0' },
+    });
+    assert.deepEqual(await docker.ok('ipam', 'RequestPool', eq), {
+      PoolID: 'CalicoPoolIPv4|10.65.0.0/16',
+      Pool: '10.65.0.0/16',
+      Data: { 'com.docker.network.gateway': '0.0.0.0/0' },
+    });
     const inside = await docker.ok('ipam', 'RequestPool', { ...eq, Pool: '10.65.7.0/24', SubPool: '10.65.7.128/25' });
-    assert.deepEqual(inside, { PoolID: 'CalicoPoolIPv4|10.65.7.0/24|10.65.7.128/25', Pool: '10.65.7.0/24', Data: { 'com.docker.network.gateway': '0.0.0.0/0' } });
+    assert.deepEqual(inside, {
+      PoolID: 'CalicoPoolIPv4|10.65.7.0/24|10.65.7.128/25',
+      Pool: '10.65.7.0/24',
+      Data: { 'com.docker.network.gateway': '0.0.0.0/0' },
+    });
   });
 
   test('a subnet outside every pool is refused with a message listing the pools', async () => {
@@ -163,7 +185,12 @@ describe('docker run, disconnect and rm', () => {
       DisableGatewayService: false,
     });
     // Replays: same endpoint, same answers.
-    const again = await docker.ok('net', 'CreateEndpoint', { NetworkID: net.id, EndpointID: ep.eid, Interface: { Address: ep.a4.Address, AddressIPv6: '', MacAddress: '' }, Options: null });
+    const again = await docker.ok('net', 'CreateEndpoint', {
+      NetworkID: net.id,
+      EndpointID: ep.eid,
+      Interface: { Address: ep.a4.Address, AddressIPv6: '', MacAddress: '' },
+      Options: null,
+    });
     assert.deepEqual(again, ep.ce);
     assert.deepEqual(await docker.ok('net', 'Join', { NetworkID: net.id, EndpointID: ep.eid, SandboxKey: '', Options: null }), ep.join);
     const links = await ns.ipJson<Array<{ ifname: string; mtu: number }>>(['link', 'show', `cali${ep.eid.slice(0, 11)}`]);
@@ -198,7 +225,13 @@ describe('docker run, disconnect and rm', () => {
 
   test('--ip-range limits addresses to the range and aux addresses are never handed out', async () => {
     const id = hex();
-    const pool = await docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '10.65.30.0/24', SubPool: '10.65.30.0/30', Options: {}, V6: false });
+    const pool = await docker.ok('ipam', 'RequestPool', {
+      AddressSpace: 'CalicoLocalAddressSpace',
+      Pool: '10.65.30.0/24',
+      SubPool: '10.65.30.0/30',
+      Options: {},
+      V6: false,
+    });
     const aux = await docker.ok('ipam', 'RequestAddress', { PoolID: pool.PoolID, Address: '10.65.30.1', Options: null });
     assert.equal(aux.Address, '10.65.30.1/32');
     await docker.ok('net', 'CreateNetwork', {
@@ -247,11 +280,21 @@ describe('docker run, disconnect and rm', () => {
     for (const net of [n1, n2]) {
       const eid = hex();
       const a4 = await docker.ok('ipam', 'RequestAddress', { PoolID: net.v4.PoolID, Address: '', Options: null });
-      await docker.ok('net', 'CreateEndpoint', { NetworkID: net.id, EndpointID: eid, Interface: { Address: a4.Address, AddressIPv6: '', MacAddress: '' }, Options: null });
+      await docker.ok('net', 'CreateEndpoint', {
+        NetworkID: net.id,
+        EndpointID: eid,
+        Interface: { Address: a4.Address, AddressIPv6: '', MacAddress: '' },
+        Options: null,
+      });
       eps.push({ net, eid, a4, join: await docker.ok('net', 'Join', { NetworkID: net.id, EndpointID: eid, SandboxKey: sandbox, Options: null }) });
     }
     assert.equal(eps[0].join.Gateway, '169.254.1.1');
-    assert.deepEqual(eps[1].join, { InterfaceName: { SrcName: `tmp${eps[1].eid.slice(0, 11)}`, DstPrefix: 'eth' }, Gateway: '', StaticRoutes: [], DisableGatewayService: true });
+    assert.deepEqual(eps[1].join, {
+      InterfaceName: { SrcName: `tmp${eps[1].eid.slice(0, 11)}`, DstPrefix: 'eth' },
+      Gateway: '',
+      StaticRoutes: [],
+      DisableGatewayService: true,
+    });
     // Once the first has left, a new first interface of that container gets the gateway again.
     await remove(eps[0].net, eps[0]);
     await remove(eps[1].net, eps[1]);
@@ -274,8 +317,17 @@ describe('docker run, disconnect and rm', () => {
 
 describe('bad input', () => {
   const methods: Array<['net' | 'ipam', string]> = [
-    ['net', 'CreateNetwork'], ['net', 'DeleteNetwork'], ['net', 'CreateEndpoint'], ['net', 'DeleteEndpoint'], ['net', 'Join'], ['net', 'Leave'],
-    ['net', 'EndpointOperInfo'], ['ipam', 'RequestPool'], ['ipam', 'ReleasePool'], ['ipam', 'RequestAddress'], ['ipam', 'ReleaseAddress'],
+    ['net', 'CreateNetwork'],
+    ['net', 'DeleteNetwork'],
+    ['net', 'CreateEndpoint'],
+    ['net', 'DeleteEndpoint'],
+    ['net', 'Join'],
+    ['net', 'Leave'],
+    ['net', 'EndpointOperInfo'],
+    ['ipam', 'RequestPool'],
+    ['ipam', 'ReleasePool'],
+    ['ipam', 'RequestAddress'],
+    ['ipam', 'ReleaseAddress'],
   ];
   test('an empty body (Docker retrying a request) is a 400 with an Err, on every method that takes arguments', async () => {
     for (const [which, m] of methods) {

@@ -103,7 +103,10 @@ export function dockerSuite(mode: 'legacy' | 'managed'): void {
       assert.equal(await exec('p1', 'ip', 'route'), 'default via 169.254.1.1 dev eth0 \n169.254.1.1 dev eth0 scope link'.trim());
       const eid = await h.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.part.EndpointID}}', 'p1']);
       const routes = await h.ns.ipJson<Array<{ dst: string; dev: string }>>(['route', 'show', `${ip}/32`]);
-      assert.deepEqual(routes.map((r) => r.dev), [`cali${eid.slice(0, 11)}`]);
+      assert.deepEqual(
+        routes.map((r) => r.dev),
+        [`cali${eid.slice(0, 11)}`],
+      );
     });
 
     test('two containers ping each other over IPv4 and IPv6; IPv6 endpoints get a /128 and a link-local default route', async () => {
@@ -123,16 +126,37 @@ export function dockerSuite(mode: 'legacy' | 'managed'): void {
       assert.equal(await addrOf('s1', 'part'), '10.65.40.77');
       const eid = await h.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.part.EndpointID}}', 's1']);
       // The holder is named by its container once the node has learned it from Docker's events.
-      await until(async () => JSON.parse((await h.calico(['endpoint', 'ls', '--json'])).stdout).some((e: { containerName?: string }) => e.containerName === 's1'), 'endpoint of s1 named');
+      await until(
+        async () => JSON.parse((await h.calico(['endpoint', 'ls', '--json'])).stdout).some((e: { containerName?: string }) => e.containerName === 's1'),
+        'endpoint of s1 named',
+      );
       const clash = await h.docker(['run', '--rm', '--network', 'part', '--ip', '10.65.40.77', 'busybox', 'true']);
       assert.notEqual(clash.code, 0);
       assert.match(clash.stderr, new RegExp(`10\\.65\\.40\\.77 is already in use by container s1 \\(endpoint ${eid.slice(0, 12)}`));
     });
 
     test('endpoints learn their container name, ID and org.projectcalico.label.* labels, and networks their names, from Docker', async () => {
-      const id = await h.dockerOk(['run', '-d', '--name', 'lbl', '-l', 'org.projectcalico.label.role=db', '-l', 'other=ignored', '--network', 'any', 'busybox', 'sleep', '600']);
+      const id = await h.dockerOk([
+        'run',
+        '-d',
+        '--name',
+        'lbl',
+        '-l',
+        'org.projectcalico.label.role=db',
+        '-l',
+        'other=ignored',
+        '--network',
+        'any',
+        'busybox',
+        'sleep',
+        '600',
+      ]);
       await until(async () => {
-        const eps = JSON.parse((await h.calico(['endpoint', 'ls', '--json'])).stdout) as Array<{ containerName?: string; containerId?: string; labels: Record<string, string> }>;
+        const eps = JSON.parse((await h.calico(['endpoint', 'ls', '--json'])).stdout) as Array<{
+          containerName?: string;
+          containerId?: string;
+          labels: Record<string, string>;
+        }>;
         const e = eps.find((x) => x.containerName === 'lbl');
         return !!e && e.containerId === id && JSON.stringify(e.labels) === JSON.stringify({ role: 'db' });
       }, 'endpoint of lbl learned');

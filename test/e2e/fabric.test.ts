@@ -3,6 +3,7 @@
  * namespaces each with its own dockerd, `calico node` and BIRD, containers on a calico network
  * of the same name on every host; then a fourth host, a node restart, and a host removal.
  */
+import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { netnsScope } from '../harness/netns';
@@ -16,7 +17,12 @@ const ips: Record<string, string> = {};
 
 async function addHost(i: number): Promise<DockerHost> {
   const { ns, ip } = await fabric.addHost(`fh${i}`, i);
-  const h = await startDockerHost(scope, { name: `fh${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_LIVENESS_TTL: '5' }, onFabric: { ns, ip } });
+  const h = await startDockerHost(scope, {
+    name: `fh${i}`,
+    etcd: fabric.etcd.endpoint,
+    env: { CALICO_IP: ip, CALICO_LIVENESS_TTL: '5' },
+    onFabric: { ns, ip },
+  });
   ips[h.name] = ip;
   await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', 'shared']);
   hosts.push(h);
@@ -53,14 +59,17 @@ after(async () => {
 
 const ctrs: Array<{ h: DockerHost; name: string; ip: string }> = [];
 
-test('every container pings every other across hosts; hosts hold the others\' blocks from BIRD and no per-container routes for them', async () => {
+test("every container pings every other across hosts; hosts hold the others' blocks from BIRD and no per-container routes for them", async () => {
   for (const h of hosts) ctrs.push({ h, name: `c-${h.name}`, ip: await run(h, `c-${h.name}`) });
   for (const a of ctrs) for (const b of ctrs) if (a !== b) await until(() => pings(a.h, a.name, b.ip), `${a.name} -> ${b.name}`);
   for (const h of hosts) {
     const routes = await birdRoutes(h);
     const foreign = routes.filter((r) => r.gateway);
     assert.ok(foreign.length >= 2, JSON.stringify(routes));
-    assert.ok(foreign.every((r) => r.dst.endsWith('/26')), `only block routes: ${JSON.stringify(foreign)}`);
+    assert.ok(
+      foreign.every((r) => r.dst.endsWith('/26')),
+      `only block routes: ${JSON.stringify(foreign)}`,
+    );
   }
 });
 
@@ -96,7 +105,7 @@ test('a top-of-rack setup: mesh off, every host peering only with a plain BIRD r
     ...hosts.map((h, i) => `protocol bgp c${i} from clients { neighbor ${ips[h.name]} as 64512; }`),
   ].join('\n');
   const dir = (await tor.ns.exec('mktemp', ['-d'])).stdout.trim();
-  require('node:fs').writeFileSync(`${dir}/bird.conf`, conf + '\n');
+  fs.writeFileSync(`${dir}/bird.conf`, conf + '\n');
   tor.ns.spawn('bird', ['-f', '-c', `${dir}/bird.conf`, '-s', `${dir}/bird.ctl`]);
   const [h1] = hosts;
   await h1.calico(['bgp', 'config', '--mesh', 'off']);

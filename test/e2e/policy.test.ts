@@ -62,7 +62,8 @@ async function until(fn: () => Promise<boolean>, what: string, timeoutMs = 20_00
 }
 
 const pings = (from: string, to: string) => where[from].docker(['exec', from, 'ping', '-c', '1', '-W', '1', ip[to] ?? to]).then((r) => r.code === 0);
-const tcp = (from: string, to: string, port = 80) => where[from].docker(['exec', from, 'nc', '-w', '1', ip[to] ?? to, String(port)]).then((r) => r.code === 0 && r.stdout.trim() === 'ok');
+const tcp = (from: string, to: string, port = 80) =>
+  where[from].docker(['exec', from, 'nc', '-w', '1', ip[to] ?? to, String(port)]).then((r) => r.code === 0 && r.stdout.trim() === 'ok');
 const talks = async (from: string, to: string, port = 80) => (await pings(from, to)) && (await tcp(from, to, port));
 
 async function denied(from: string, to: string, port = 80): Promise<void> {
@@ -93,7 +94,11 @@ ingress:
 `,
 );
 
-const ourRules = async (h: DockerHost) => (await h.ns.exec('iptables-save', ['-t', 'filter'])).stdout.split('\n').filter((l) => /cal-/.test(l)).join('\n');
+const ourRules = async (h: DockerHost) =>
+  (await h.ns.exec('iptables-save', ['-t', 'filter'])).stdout
+    .split('\n')
+    .filter((l) => /cal-/.test(l))
+    .join('\n');
 
 before(async () => {
   fabric = await startFabric(scope);
@@ -118,11 +123,35 @@ test('containers on the same network talk; on different networks they cannot, on
   await run(h1, 'r1', 'red');
   await run(h2, 'b2', 'blue');
   await run(h2, 'r2', 'red');
-  for (const [a, b] of [['b1', 'b3'], ['b3', 'b1'], ['b1', 'b2'], ['b2', 'b1'], ['r1', 'r2'], ['r2', 'r1']]) await until(() => talks(a, b), `${a} -> ${b}`);
-  for (const [a, b] of [['b1', 'r1'], ['r1', 'b1'], ['b1', 'r2'], ['r2', 'b1'], ['b2', 'r1']]) await denied(a, b);
+  for (const [a, b] of [
+    ['b1', 'b3'],
+    ['b3', 'b1'],
+    ['b1', 'b2'],
+    ['b2', 'b1'],
+    ['r1', 'r2'],
+    ['r2', 'r1'],
+  ])
+    await until(() => talks(a, b), `${a} -> ${b}`);
+  for (const [a, b] of [
+    ['b1', 'r1'],
+    ['r1', 'b1'],
+    ['b1', 'r2'],
+    ['r2', 'b1'],
+    ['b2', 'r1'],
+  ])
+    await denied(a, b);
   // One profile per network name, shared by both hosts.
   const profiles = async () => JSON.parse((await h2.calico(['profile', 'ls', '--json'])).stdout) as Array<{ name: string; internal: boolean }>;
-  await until(async () => JSON.stringify((await profiles()).map((p) => [p.name, p.internal])) === JSON.stringify([['blue', false], ['inner', true], ['red', false]]), 'profiles blue, inner (internal) and red');
+  await until(
+    async () =>
+      JSON.stringify((await profiles()).map((p) => [p.name, p.internal])) ===
+      JSON.stringify([
+        ['blue', false],
+        ['inner', true],
+        ['red', false],
+      ]),
+    'profiles blue, inner (internal) and red',
+  );
   assert.match((await h1.calico(['profile', 'get', 'blue'])).stdout, /selector: "?calico\/network == 'blue'"?/);
 });
 
@@ -131,7 +160,12 @@ test('a policy allowing TCP 80 from role == frontend to role == db lets exactly 
   await run(h1, 'other', 'blue', { role: 'other' });
   await run(h2, 'db', 'blue', { role: 'db' });
   // The profile alone: the same network talks on any port.
-  for (const [a, b, p] of [['fe', 'db', 81], ['other', 'db', 80], ['db', 'fe', 80]] as const) await until(() => talks(a, b, p), `${a} -> ${b}:${p} before the policy`);
+  for (const [a, b, p] of [
+    ['fe', 'db', 81],
+    ['other', 'db', 80],
+    ['db', 'fe', 80],
+  ] as const)
+    await until(() => talks(a, b, p), `${a} -> ${b}:${p} before the policy`);
   const applied = await h1.calico(['policy', 'apply', '-f', FRONTEND_TO_DB]);
   assert.equal(applied.code, 0, applied.stderr);
   assert.equal(applied.stdout.trim(), 'applied policy frontend-to-db');
@@ -143,7 +177,10 @@ test('a policy allowing TCP 80 from role == frontend to role == db lets exactly 
   assert.equal(await tcp('db', 'fe', 80), false, 'the reverse direction (db is selected for egress with no rule)');
   assert.equal(await tcp('fe', 'db', 80), true, 'still allowed after the denials');
   const ls = JSON.parse((await h2.calico(['policy', 'ls', '--json'])).stdout) as Array<{ name: string; order: number }>;
-  assert.deepEqual(ls.map((p) => [p.name, p.order]), [['frontend-to-db', 100]]);
+  assert.deepEqual(
+    ls.map((p) => [p.name, p.order]),
+    [['frontend-to-db', 100]],
+  );
   // get prints what apply takes: applying it again is a no-op round trip.
   const got = await h2.calico(['policy', 'get', 'frontend-to-db']);
   const again = await h2.calico(['policy', 'apply', '-f', policyFile('roundtrip.yaml', got.stdout)]);
@@ -154,7 +191,12 @@ test('a policy allowing TCP 80 from role == frontend to role == db lets exactly 
 test('removing the policy restores the profile behaviour', async () => {
   const rm = await h2.calico(['policy', 'rm', 'frontend-to-db']);
   assert.equal(rm.code, 0, rm.stderr);
-  for (const [a, b, p] of [['other', 'db', 80], ['fe', 'db', 81], ['db', 'fe', 80]] as const) await until(() => talks(a, b, p), `${a} -> ${b}:${p} after rm`);
+  for (const [a, b, p] of [
+    ['other', 'db', 80],
+    ['fe', 'db', 81],
+    ['db', 'fe', 80],
+  ] as const)
+    await until(() => talks(a, b, p), `${a} -> ${b}:${p} after rm`);
   const missing = await h2.calico(['policy', 'rm', 'frontend-to-db']);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /no policy frontend-to-db; see "calico policy ls"/);
@@ -180,7 +222,9 @@ test('a container cannot send from an address that is not its own', async () => 
   await where.spoofer.dockerOk(['exec', 'spoofer', 'ip', 'addr', 'add', `${spoofed}/32`, 'dev', 'eth0']);
   const eid = await h1.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.blue.EndpointID}}', 'spoofer']);
   const dropped = async () => {
-    const line = (await h1.ns.exec('iptables-save', ['-c', '-t', 'filter'])).stdout.split('\n').find((l) => l.includes(`-A cal-fw-cali${eid.slice(0, 11)} ! -s ${ip.spoofer}/32 -j DROP`));
+    const line = (await h1.ns.exec('iptables-save', ['-c', '-t', 'filter'])).stdout
+      .split('\n')
+      .find((l) => l.includes(`-A cal-fw-cali${eid.slice(0, 11)} ! -s ${ip.spoofer}/32 -j DROP`));
     assert.ok(line, 'anti-spoofing rule present');
     return Number(/^\[(\d+):/.exec(line)![1]);
   };
@@ -199,7 +243,10 @@ test('bad policy files are refused with an error naming the field, and change no
     ["kind: Policy\nname: x\nselector: role = 'db'\n", /selector.*is not a valid selector/],
     ['kind: Policy\nname: x\ningress:\n  - action: allow\n    destination: {ports: [80]}\n', /ports need protocol tcp, udp or sctp/],
     ['kind: Policy\nname: Bad_Name\n', /name.*DNS label/],
-    ['- kind: Policy\n  name: good-one\n- kind: Policy\n  name: bad\n  ingress: [ {action: allow, source: {nets: [10.0.0.0/33]}} ]\n', /item 2 \(bad\), field ingress\.0\.source\.nets\.0/],
+    [
+      '- kind: Policy\n  name: good-one\n- kind: Policy\n  name: bad\n  ingress: [ {action: allow, source: {nets: [10.0.0.0/33]}} ]\n',
+      /item 2 \(bad\), field ingress\.0\.source\.nets\.0/,
+    ],
     ['kind: Policy\nname: [unclosed\n', /neither valid YAML nor JSON/],
   ];
   for (const [i, [text, re]] of cases.entries()) {
@@ -253,7 +300,10 @@ test('calico node killed and restarted: rules stay while it is down and are rebu
   await new Promise((r) => setTimeout(r, 1000));
   await h1.node.stop('SIGKILL');
   // While it is down a policy changes in etcd: TCP between unlabelled blue containers is locked.
-  const lock = policyFile('lock-blue.yaml', `kind: Policy\nname: lock-blue\nselector: calico/network == 'blue' && !has(role)\ningress:\n  - action: allow\n    protocol: icmp\n    source: {selector: "calico/network == 'blue'"}\n`);
+  const lock = policyFile(
+    'lock-blue.yaml',
+    `kind: Policy\nname: lock-blue\nselector: calico/network == 'blue' && !has(role)\ningress:\n  - action: allow\n    protocol: icmp\n    source: {selector: "calico/network == 'blue'"}\n`,
+  );
   assert.equal((await h2.calico(['policy', 'apply', '-f', lock])).code, 0);
   await new Promise((r) => setTimeout(r, 1000));
   await h1.node.restart();

@@ -70,7 +70,9 @@ test('containers keep pinging while calico node is stopped and started; new cont
 });
 
 test('after calico node is killed during 20 docker runs, reconciliation leaves unique addresses and nothing leaked', async () => {
-  const runs = Array.from({ length: 20 }, (_, i) => h.docker(['run', '-d', '--name', `k${i}`, '--network', 'net', 'busybox', 'sleep', '600'], { timeoutMs: 120_000 }));
+  const runs = Array.from({ length: 20 }, (_, i) =>
+    h.docker(['run', '-d', '--name', `k${i}`, '--network', 'net', 'busybox', 'sleep', '600'], { timeoutMs: 120_000 }),
+  );
   await new Promise((r) => setTimeout(r, 700));
   await h.node.stop('SIGKILL');
   // Docker retries a plugin whose socket refuses for up to ~15-30 s; come back within that.
@@ -96,7 +98,11 @@ test('after dockerd restarts, networks and containers with a restart policy work
   await h.dockerOk(['run', '-d', '--restart', 'always', '--name', 'r1', '--network', 'net', 'busybox', 'sleep', '600']);
   await h.dockerOk(['run', '-d', '--restart', 'always', '--name', 'r2', '--network', 'net', 'busybox', 'sleep', '600']);
   await h.restartDockerd();
-  await until(async () => (await h.dockerOk(['ps', '--filter', 'status=running', '--format', '{{.Names}}'])).split('\n').filter(Boolean).length === 2, 'containers restarted', 60_000);
+  await until(
+    async () => (await h.dockerOk(['ps', '--filter', 'status=running', '--format', '{{.Names}}'])).split('\n').filter(Boolean).length === 2,
+    'containers restarted',
+    60_000,
+  );
   await h.dockerOk(['exec', 'r1', 'ping', '-c', '2', '-W', '2', await ipOf('r2')]);
   await h.dockerOk(['run', '--rm', '--network', 'net', 'busybox', 'ping', '-c', '1', '-W', '2', await ipOf('r1')]);
   await h.dockerOk(['rm', '-f', 'r1', 'r2']);

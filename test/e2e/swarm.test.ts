@@ -24,7 +24,14 @@ before(async () => {
     const h = await startDockerHost(scope, { name: `sw${i}`, etcd: fabric.etcd.endpoint, onFabric: { ns, ip } });
     await h.node.stop('SIGTERM'); // the managed plugin is this host's calico node
     h.node.env.ETCD_ENDPOINTS = fabric.etcd.endpoint;
-    plugins.push(await installPlugin(h, { name: PLUGIN, etcd: fabric.etcd.endpoint, nodeName: `sw${i}`, env: { CALICO_IP: ip, CALICO_RECONCILE_INTERVAL: '2', CALICO_RECONCILE_GRACE: '5' } }));
+    plugins.push(
+      await installPlugin(h, {
+        name: PLUGIN,
+        etcd: fabric.etcd.endpoint,
+        nodeName: `sw${i}`,
+        env: { CALICO_IP: ip, CALICO_RECONCILE_INTERVAL: '2', CALICO_RECONCILE_GRACE: '5' },
+      }),
+    );
     hosts.push(h);
   }
   const [m, w] = hosts;
@@ -67,12 +74,30 @@ test('a 4-replica service on a calico swarm network spreads over both nodes and 
   const [m] = hosts;
   for (const h of hosts) await h.dockerOk(['network', 'create', '--config-only', '--ipam-driver', PLUGIN, '--subnet', '10.65.100.0/24', 'swcfg']);
   await m.dockerOk(['network', 'create', '-d', PLUGIN, '--scope', 'swarm', '--config-from', 'swcfg', '--attachable', 'swn']);
-  await m.dockerOk(['service', 'create', '--detach', '--name', 'svc', '--replicas', '4', '--network', 'swn', '--endpoint-mode', 'dnsrr', 'busybox', 'sleep', '3600']);
+  await m.dockerOk([
+    'service',
+    'create',
+    '--detach',
+    '--name',
+    'svc',
+    '--replicas',
+    '4',
+    '--network',
+    'swn',
+    '--endpoint-mode',
+    'dnsrr',
+    'busybox',
+    'sleep',
+    '3600',
+  ]);
   await until(async () => (await tasks()).length === 4, '4 tasks running');
   const ts = await tasks();
   assert.deepEqual([...new Set(ts.map((t) => t.h.name))].sort(), ['sw1', 'sw2'], 'tasks on both nodes');
   assert.equal(new Set(ts.map((t) => t.ip)).size, 4, `unique addresses: ${ts.map((t) => t.ip).join(' ')}`);
-  for (const a of ts) for (const b of ts) if (a !== b) await until(async () => (await a.h.docker(['exec', a.name, 'ping', '-c', '1', '-W', '1', b.ip])).code === 0, `${a.name} -> ${b.name}`, 30_000);
+  for (const a of ts)
+    for (const b of ts)
+      if (a !== b)
+        await until(async () => (await a.h.docker(['exec', a.name, 'ping', '-c', '1', '-W', '1', b.ip])).code === 0, `${a.name} -> ${b.name}`, 30_000);
 });
 
 test('scaling to 0 and back to 4 works and leaves no address leaked', async () => {

@@ -84,7 +84,9 @@ export async function startCalico(ns: Netns, opts: { name: string; etcd?: string
       const isReady = async () => {
         if (!quiet) return /"calico node ready"/.test(log.slice(mark));
         // No info lines to watch: ask for something that needs etcd and the default pools.
-        const r = await proc.docker.ipam('RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false }).catch(() => undefined);
+        const r = await proc.docker
+          .ipam('RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false })
+          .catch(() => undefined);
         return r?.status === 200;
       };
       while (!(await isReady())) {

@@ -139,8 +139,8 @@ async function bench(dp: Dataplane, count: number, ipv6: boolean, width: number)
   // every worker of a ThreadedDataplane (list calls go round-robin) and the LinuxDataplane alike.
   await Promise.all(Array.from({ length: 16 }, () => dp.listWorkloadLinks()));
   const monitor = loopMonitor(5);
-  const wire = await drive(count, width, (i) => dp.wireEndpoint(wirings[i]!));
-  const unwire = await drive(count, width, (i) => dp.unwireEndpoint(wirings[i]!.hostIfName));
+  const wire = await drive(count, width, (i) => dp.wireEndpoint(wirings[i]));
+  const unwire = await drive(count, width, (i) => dp.unwireEndpoint(wirings[i].hostIfName));
   const { maxGapMs } = monitor.stop();
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const sorted = [...wire.lat].sort((a, b) => a - b);

@@ -100,9 +100,26 @@ export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions
   let dockerd: ReturnType<Netns['spawn']>;
   const launch = async () => {
     dockerd = ns.spawn('unshare', [
-      '-m', '--propagation', 'private', 'sh', '-c', script, 'sh', node.pluginDir,
-      '--data-root', path.join(root, 'docker'), '--exec-root', execRoot, '-H', `unix://${sock}`, '--pidfile', path.join(root, 'dockerd.pid'),
-      '--bridge=none', '--iptables=false', '--ip6tables=false', '--ip-masq=false',
+      '-m',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      script,
+      'sh',
+      node.pluginDir,
+      '--data-root',
+      path.join(root, 'docker'),
+      '--exec-root',
+      execRoot,
+      '-H',
+      `unix://${sock}`,
+      '--pidfile',
+      path.join(root, 'dockerd.pid'),
+      '--bridge=none',
+      '--iptables=false',
+      '--ip6tables=false',
+      '--ip-masq=false',
     ]);
     dockerd.stdout?.pipe(log, { end: false });
     dockerd.stderr?.pipe(log, { end: false });

@@ -30,7 +30,11 @@ async function waitForPort(ns: Netns, host: string, port: number, timeoutMs: num
     if (child.exitCode !== null) throw new Error(`etcd exited with ${child.exitCode}`);
     try {
       // Probe from inside the namespace: the port is not reachable from the test's own.
-      await ns.exec(process.execPath, ['-e', `const s=require('net').connect(${port},'${host}');s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1))`], { timeoutMs: 2000 });
+      await ns.exec(
+        process.execPath,
+        ['-e', `const s=require('net').connect(${port},'${host}');s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1))`],
+        { timeoutMs: 2000 },
+      );
       return;
     } catch {
       await new Promise((r) => setTimeout(r, 100));
@@ -48,14 +52,22 @@ export async function startEtcd(ns: Netns, host = '127.0.0.1'): Promise<TestEtcd
   const log = fs.createWriteStream(path.join(dir, 'etcd.log'), { flags: 'a' });
   const start = async () => {
     child = ns.spawn('etcd', [
-      '--name', 'test',
-      '--data-dir', path.join(dir, 'data'),
-      '--listen-client-urls', endpoint,
-      '--advertise-client-urls', endpoint,
-      '--listen-peer-urls', `http://${host}:${peer}`,
-      '--initial-advertise-peer-urls', `http://${host}:${peer}`,
-      '--initial-cluster', `test=http://${host}:${peer}`,
-      '--log-level', 'warn',
+      '--name',
+      'test',
+      '--data-dir',
+      path.join(dir, 'data'),
+      '--listen-client-urls',
+      endpoint,
+      '--advertise-client-urls',
+      endpoint,
+      '--listen-peer-urls',
+      `http://${host}:${peer}`,
+      '--initial-advertise-peer-urls',
+      `http://${host}:${peer}`,
+      '--initial-cluster',
+      `test=http://${host}:${peer}`,
+      '--log-level',
+      'warn',
     ]);
     child.stdout?.pipe(log, { end: false });
     child.stderr?.pipe(log, { end: false });

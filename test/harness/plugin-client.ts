@@ -7,12 +7,13 @@ import http from 'node:http';
 
 export interface Reply {
   status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  body: any;
   raw: string;
 }
 
-export function callPlugin(socketPath: string, method: string, body?: unknown | { raw: string }): Promise<Reply> {
-  const payload = body === undefined ? '' : typeof body === 'object' && body !== null && 'raw' in body ? (body as { raw: string }).raw : JSON.stringify(body) + '\n';
+export function callPlugin(socketPath: string, method: string, body?: unknown): Promise<Reply> {
+  const payload =
+    body === undefined ? '' : typeof body === 'object' && body !== null && 'raw' in body ? (body as { raw: string }).raw : JSON.stringify(body) + '\n';
   return new Promise((resolve, reject) => {
     const req = http.request(
       {

@@ -12,14 +12,19 @@ export interface InstalledPlugin {
   remove(): Promise<void>;
 }
 
-export async function installPlugin(h: DockerHost, opts: { name: string; etcd: string; nodeName: string; env?: Record<string, string> }): Promise<InstalledPlugin> {
+export async function installPlugin(
+  h: DockerHost,
+  opts: { name: string; etcd: string; nodeName: string; env?: Record<string, string> },
+): Promise<InstalledPlugin> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-plugin-'));
   const built = await runCmd(path.resolve(__dirname, '../../../scripts/build-plugin.sh'), [path.join(dir, 'plugin')], { timeoutMs: 300_000 });
   if (built.code !== 0) throw new Error(`build-plugin.sh failed: ${built.stderr}`);
   for (const d of ['data', 'certs']) fs.mkdirSync(path.join(dir, d));
   await h.dockerOk(['plugin', 'create', opts.name, path.join(dir, 'plugin')]);
   await h.dockerOk([
-    'plugin', 'set', opts.name,
+    'plugin',
+    'set',
+    opts.name,
     `ETCD_ENDPOINTS=${opts.etcd}`,
     `CALICO_NODENAME=${opts.nodeName}`,
     'CALICO_IPV4POOL_CIDR=10.65.0.0/16',

@@ -3,6 +3,7 @@
  * `calico node`, learn each other's blocks by BGP (proto bird), containers on different hosts
  * reach each other, and a host that joins later is reached without configuration by hand.
  */
+import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -20,10 +21,19 @@ async function addHost(i: number) {
   const { ns, ip, ip6 } = await fabric.addHost(`bh${i}`, i);
   // Routing only: with no Docker to learn network names from, each host's network is its own
   // profile (by ID) and policy would rightly keep them apart; policy has its own suites.
-  const node = await startCalico(ns, { name: `bh${i}`, etcd: fabric.etcd.endpoint, env: { CALICO_IP: ip, CALICO_IP6: ip6, CALICO_LOG_LEVEL: 'info', CALICO_POLICY: 'off' } });
+  const node = await startCalico(ns, {
+    name: `bh${i}`,
+    etcd: fabric.etcd.endpoint,
+    env: { CALICO_IP: ip, CALICO_IP6: ip6, CALICO_LOG_LEVEL: 'info', CALICO_POLICY: 'off' },
+  });
   await node.ready();
   const nid = hex();
-  await node.docker.ok('net', 'CreateNetwork', { NetworkID: nid, Options: { 'com.docker.network.enable_ipv6': true }, IPv4Data: [{ Pool: '0.0.0.0/0', Gateway: '0.0.0.0/0' }], IPv6Data: [{ Pool: '::/0', Gateway: '::/0' }] });
+  await node.docker.ok('net', 'CreateNetwork', {
+    NetworkID: nid,
+    Options: { 'com.docker.network.enable_ipv6': true },
+    IPv4Data: [{ Pool: '0.0.0.0/0', Gateway: '0.0.0.0/0' }],
+    IPv6Data: [{ Pool: '::/0', Gateway: '::/0' }],
+  });
   const h = { ns, ip, node, nid };
   hosts.push(h);
   return h;
@@ -50,7 +60,8 @@ async function until(fn: () => Promise<boolean>, what: string, timeoutMs = 30_00
   }
 }
 
-const birdRoutes = (h: (typeof hosts)[number]) => h.ns.ipJson<Array<{ dst: string; gateway?: string; protocol: string; type?: string }>>(['route', 'show', 'proto', 'bird']);
+const birdRoutes = (h: (typeof hosts)[number]) =>
+  h.ns.ipJson<Array<{ dst: string; gateway?: string; protocol: string; type?: string }>>(['route', 'show', 'proto', 'bird']);
 
 before(async () => {
   fabric = await startFabric(scope);
@@ -73,7 +84,11 @@ test('containers on different hosts reach each other through routes learned by B
   await c1.sandbox.exec('ping', ['-c', '2', '-W', '2', c2.ip]);
   await c2.sandbox.exec('ping', ['-c', '2', '-W', '2', c1.ip]);
   const learned = (await birdRoutes(h1)).filter((r) => r.gateway === h2.ip);
-  assert.deepEqual(learned.map((r) => r.dst.endsWith('/26')), [true], `h1 should hold h2's block, not /32s: ${JSON.stringify(learned)}`);
+  assert.deepEqual(
+    learned.map((r) => r.dst.endsWith('/26')),
+    [true],
+    `h1 should hold h2's block, not /32s: ${JSON.stringify(learned)}`,
+  );
   // Our own block is a blackhole route installed by BIRD: unused addresses stop here.
   assert.ok((await birdRoutes(h1)).some((r) => r.type === 'blackhole'));
 });
@@ -83,19 +98,24 @@ test('IPv6 too: dual-stack containers on different hosts reach each other over r
   const c1 = await runContainer(h1, true);
   const c2 = await runContainer(h2, true);
   const v6routes = (h: (typeof hosts)[number]) => h.ns.ipJson<Array<{ dst: string; gateway?: string }>>(['-6', 'route', 'show', 'proto', 'bird']);
-  await until(async () => (await v6routes(h1)).some((r) => r.gateway === 'fd31::2' && r.dst.endsWith('/122')), 'h1 learned h2\'s IPv6 block');
-  await until(async () => (await c1.sandbox.exec('ping', ['-6', '-c', '1', '-W', '1', c2.ip6]).then(() => true)), 'ping6 h1 -> h2');
+  await until(async () => (await v6routes(h1)).some((r) => r.gateway === 'fd31::2' && r.dst.endsWith('/122')), "h1 learned h2's IPv6 block");
+  await until(async () => await c1.sandbox.exec('ping', ['-6', '-c', '1', '-W', '1', c2.ip6]).then(() => true), 'ping6 h1 -> h2');
   await c2.sandbox.exec('ping', ['-6', '-c', '1', '-W', '2', c1.ip6]);
 });
 
-test('calico status shows the BGP sessions, the routes learned and this host\'s blocks', async () => {
+test("calico status shows the BGP sessions, the routes learned and this host's blocks", async () => {
   const [h1, h2] = hosts;
   await until(async () => {
     const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout);
-    return st.bgp?.sessions?.some((x: { name: string; state: string; info: string }) => x.name === `mesh_${h2.ip.replace(/\./g, '_')}` && x.info.startsWith('Established'));
+    return st.bgp?.sessions?.some(
+      (x: { name: string; state: string; info: string }) => x.name === `mesh_${h2.ip.replace(/\./g, '_')}` && x.info.startsWith('Established'),
+    );
   }, 'h1 reports its session to h2 established');
   const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout);
-  assert.ok(st.bgp.routes.some((r: { via?: string; dst: string }) => r.via === h2.ip && r.dst.endsWith('/26')), JSON.stringify(st.bgp.routes));
+  assert.ok(
+    st.bgp.routes.some((r: { via?: string; dst: string }) => r.via === h2.ip && r.dst.endsWith('/26')),
+    JSON.stringify(st.bgp.routes),
+  );
   assert.ok(st.blocks.length >= 1);
   const human = (await h1.node.cli(['status'])).stdout;
   assert.match(human, /bgp sessions:\n.*PEER/);
@@ -106,7 +126,7 @@ test('calico node killed and restarted on one host: traffic to its running conta
   const [h1, h2] = hosts;
   const c1 = await runContainer(h1);
   const c2 = await runContainer(h2);
-  await until(async () => (await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c2.ip]).then(() => true)), 'cross-host ping before the kill');
+  await until(async () => await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c2.ip]).then(() => true), 'cross-host ping before the kill');
   const pinging = c1.sandbox.exec('ping', ['-c', '40', '-i', '0.25', '-W', '1', c2.ip], { timeoutMs: 60_000 }).then(
     (r) => r.stdout,
     (err: Error) => err.message,
@@ -127,7 +147,7 @@ test('a host that joins later is reached by every container, with no configurati
   const c1 = await runContainer(hosts[0]);
   await until(async () => (await birdRoutes(hosts[0])).some((r) => r.gateway === h3.ip), 'h1 learned h3');
   await until(async () => (await birdRoutes(h3)).some((r) => r.gateway === hosts[0].ip), 'h3 learned h1');
-  await until(async () => (await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c3.ip]).then(() => true)), 'ping h1 -> h3');
+  await until(async () => await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c3.ip]).then(() => true), 'ping h1 -> h3');
   await c3.sandbox.exec('ping', ['-c', '1', '-W', '2', c1.ip]);
 });
 
@@ -142,7 +162,7 @@ test('with the mesh off, hosts peering only with a plain BIRD route reflector (a
   ].join('\n');
   const dir = await tor.ns.exec('mktemp', ['-d']);
   const path = `${dir.stdout.trim()}/bird.conf`;
-  require('node:fs').writeFileSync(path, conf + '\n');
+  fs.writeFileSync(path, conf + '\n');
   tor.ns.spawn('bird', ['-f', '-c', path, '-s', `${dir.stdout.trim()}/bird.ctl`]);
   await h1.node.cli(['bgp', 'config', '--mesh', 'off']);
   await h1.node.cli(['bgp', 'peer', 'add', 'tor', '--ip', '172.31.0.250', '--as', '64512']);
@@ -155,9 +175,12 @@ test('with the mesh off, hosts peering only with a plain BIRD route reflector (a
     }, 'h1 peers only with the reflector');
     const c1 = await runContainer(h1);
     const c2 = await runContainer(h2);
-    await until(async () => (await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c2.ip]).then(() => true)), 'ping through reflected routes');
+    await until(async () => await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c2.ip]).then(() => true), 'ping through reflected routes');
     const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout);
-    assert.ok(st.bgp.routes.some((r: { via?: string; protocol: string }) => r.via === h2.ip && r.protocol === 'global_172_31_0_250'), JSON.stringify(st.bgp.routes));
+    assert.ok(
+      st.bgp.routes.some((r: { via?: string; protocol: string }) => r.via === h2.ip && r.protocol === 'global_172_31_0_250'),
+      JSON.stringify(st.bgp.routes),
+    );
   } finally {
     await h1.node.cli(['bgp', 'peer', 'rm', 'tor']);
     await h1.node.cli(['bgp', 'config', '--mesh', 'on']);

@@ -33,7 +33,14 @@ const cli = (...args: string[]) => node.cli(args, { allowFail: true });
 test('pool add, ls, disable, enable and rm manage pools, and RequestPool follows them', async () => {
   assert.equal((await cli('pool', 'add', '10.70.0.0/16', '--block-size', '28')).code, 0);
   const pools = JSON.parse((await cli('pool', 'ls', '--json')).stdout) as Array<{ cidr: string; blockSize: number; disabled: boolean }>;
-  assert.deepEqual(pools.map((p) => [p.cidr, p.blockSize, p.disabled]), [['10.65.0.0/16', 26, false], ['10.70.0.0/16', 28, false], ['fd65::/64', 122, false]]);
+  assert.deepEqual(
+    pools.map((p) => [p.cidr, p.blockSize, p.disabled]),
+    [
+      ['10.65.0.0/16', 26, false],
+      ['10.70.0.0/16', 28, false],
+      ['fd65::/64', 122, false],
+    ],
+  );
   assert.match((await cli('pool', 'ls')).stdout, /10\.70\.0\.0\/16\s+\/28\s+enabled/);
   const req = { AddressSpace: 'CalicoLocalAddressSpace', Pool: '10.70.1.0/24', SubPool: '', Options: null, V6: false };
   assert.equal((await node.docker.ipam('RequestPool', req)).status, 200);
@@ -77,7 +84,10 @@ test('ipam show, check and release find and repair a leaked address; a pool in u
   assert.equal(owner.owner.endpoint, eid);
   assert.match((await cli('ipam', 'show', '--ip', a)).stdout, new RegExp(`is held by endpoint ${eid.slice(0, 12)}`));
   const eps = JSON.parse((await cli('endpoint', 'ls', '--json')).stdout);
-  assert.deepEqual(eps.map((e: { id: string; ipv4: string[] }) => [e.id, e.ipv4]), [[eid, [`${a}/32`]]]);
+  assert.deepEqual(
+    eps.map((e: { id: string; ipv4: string[] }) => [e.id, e.ipv4]),
+    [[eid, [`${a}/32`]]],
+  );
   assert.match((await cli('endpoint', 'ls')).stdout, new RegExp(`cli-host\\s+${eid.slice(0, 12)}`));
 
   // Releasing an address whose endpoint exists is refused; the pool cannot go either.
@@ -92,7 +102,10 @@ test('ipam show, check and release find and repair a leaked address; a pool in u
   await d.ok('net', 'DeleteEndpoint', { NetworkID: nid, EndpointID: eid });
   const leak = await cli('ipam', 'check', '--grace', '0', '--json');
   assert.equal(leak.code, 1);
-  assert.deepEqual(JSON.parse(leak.stdout).problems.map((p: { kind: string; ip: string }) => [p.kind, p.ip]), [['allocation-without-endpoint', a]]);
+  assert.deepEqual(
+    JSON.parse(leak.stdout).problems.map((p: { kind: string; ip: string }) => [p.kind, p.ip]),
+    [['allocation-without-endpoint', a]],
+  );
   assert.match((await cli('ipam', 'check', '--grace', '0')).stdout, /allocation-without-endpoint: .* no longer exists/);
   // ...and release repairs it.
   assert.equal((await cli('ipam', 'release', a)).code, 0);
@@ -104,20 +117,27 @@ test('ipam show, check and release find and repair a leaked address; a pool in u
 
 test('node ls and status show the registered host, its pools and blocks', async () => {
   const hosts = JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; ipv4: string; asn: number }>;
-  assert.deepEqual(hosts.map((h) => [h.name, h.ipv4, h.asn]), [['cli-host', '172.31.0.9', 64512]]);
+  assert.deepEqual(
+    hosts.map((h) => [h.name, h.ipv4, h.asn]),
+    [['cli-host', '172.31.0.9', 64512]],
+  );
   assert.match((await cli('node', 'ls')).stdout, /cli-host\s+172\.31\.0\.9\s+64512\s+(yes|no)/);
   const status = JSON.parse((await cli('status', '--json')).stdout);
   assert.equal(status.etcd, 'reachable');
   assert.equal(status.node, 'cli-host');
   assert.equal(status.registered.name, 'cli-host');
-  assert.deepEqual(status.pools.map((p: { cidr: string }) => p.cidr), ['10.65.0.0/16', 'fd65::/64']);
+  assert.deepEqual(
+    status.pools.map((p: { cidr: string }) => p.cidr),
+    ['10.65.0.0/16', 'fd65::/64'],
+  );
   const human = await cli('status');
   assert.equal(human.code, 0);
   assert.match(human.stdout, /etcd:\s+reachable/);
 });
 
 test('node ls shows whether each host is alive: gone at once on a clean stop, after the lease TTL on a crash', async () => {
-  const alive = async () => (JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; alive: boolean }>).find((x) => x.name === 'cli-host')?.alive;
+  const alive = async () =>
+    (JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; alive: boolean }>).find((x) => x.name === 'cli-host')?.alive;
   const until = async (want: boolean, ms: number) => {
     const deadline = Date.now() + ms;
     while ((await alive()) !== want) {
@@ -143,7 +163,10 @@ test('bgp config, bgp peer and node set manage BGP settings, peers and route ref
   assert.deepEqual(JSON.parse((await cli('bgp', 'config', '--json')).stdout), { asn: 64512, nodeMesh: true });
   assert.deepEqual(JSON.parse((await cli('bgp', 'config', '--as', '65000', '--mesh', 'off', '--json')).stdout), { asn: 65000, nodeMesh: false });
   // A host without CALICO_AS speaks the global default.
-  const hosts = async () => (JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; asn: number; routeReflector?: string }>).find((x) => x.name === 'cli-host')!;
+  const hosts = async () =>
+    (JSON.parse((await cli('node', 'ls', '--json')).stdout) as Array<{ name: string; asn: number; routeReflector?: string }>).find(
+      (x) => x.name === 'cli-host',
+    )!;
   assert.equal((await hosts()).asn, 65000);
   assert.equal((await cli('bgp', 'peer', 'add', 'tor1', '--ip', '172.31.0.254', '--as', '65100')).code, 0);
   assert.equal((await cli('bgp', 'peer', 'add', 'rack2', '--ip', '172.31.1.254', '--as', '65101', '--host', 'cli-host')).code, 0);
@@ -180,10 +203,12 @@ test('bgp config, bgp peer and node set manage BGP settings, peers and route ref
 });
 
 test('the CLI says clearly when etcd is unreachable', async () => {
-  const r = await node.cli(['pool', 'ls'], { allowFail: true }).then(() => ns.exec('env', ['ETCD_ENDPOINTS=http://127.0.0.1:1', process.execPath, require.resolve('../../cli/main.js'), 'pool', 'ls']).then(
-    () => ({ code: 0, stderr: '' }),
-    (err: Error) => ({ code: 2, stderr: err.message }),
-  ));
+  const r = await node.cli(['pool', 'ls'], { allowFail: true }).then(() =>
+    ns.exec('env', ['ETCD_ENDPOINTS=http://127.0.0.1:1', process.execPath, require.resolve('../../cli/main.js'), 'pool', 'ls']).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: Error) => ({ code: 2, stderr: err.message }),
+    ),
+  );
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /etcd at http:\/\/127\.0\.0\.1:1 did not answer/);
 });

@@ -50,8 +50,14 @@ async function pool<T>(n: number, width: number, fn: (i: number) => Promise<T>):
 test('four hosts allocating 2,000 addresses concurrently get no duplicates, every address owned, blocks affine to their host; releasing all leaves ipam check clean', async () => {
   const results = await Promise.all(
     nodes.map(async (node) => {
-      const poolId = (await node.docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '10.66.0.0/16', SubPool: '', Options: null, V6: false })).PoolID;
-      const addrs = await pool(PER_HOST, IN_FLIGHT, async () => (await node.docker.ok('ipam', 'RequestAddress', { PoolID: poolId, Address: '', Options: null })).Address as string);
+      const poolId = (
+        await node.docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '10.66.0.0/16', SubPool: '', Options: null, V6: false })
+      ).PoolID;
+      const addrs = await pool(
+        PER_HOST,
+        IN_FLIGHT,
+        async () => (await node.docker.ok('ipam', 'RequestAddress', { PoolID: poolId, Address: '', Options: null })).Address as string,
+      );
       return { node, poolId, addrs: addrs.map((a) => a.split('/')[0]) };
     }),
   );
@@ -59,7 +65,11 @@ test('four hosts allocating 2,000 addresses concurrently get no duplicates, ever
   assert.equal(all.length, HOSTS * PER_HOST);
   assert.equal(new Set(all).size, all.length, 'duplicate addresses were handed out');
 
-  const allocations = JSON.parse((await nodes[0].cli(['ipam', 'show', '--allocations', '--json'])).stdout) as Array<{ ip: string; affinity: string; owner: { host: string; kind: string } }>;
+  const allocations = JSON.parse((await nodes[0].cli(['ipam', 'show', '--allocations', '--json'])).stdout) as Array<{
+    ip: string;
+    affinity: string;
+    owner: { host: string; kind: string };
+  }>;
   assert.equal(allocations.length, all.length);
   const byIp = new Map(allocations.map((a) => [a.ip, a]));
   for (const r of results) {
@@ -77,7 +87,9 @@ test('four hosts allocating 2,000 addresses concurrently get no duplicates, ever
     assert.equal(mine.length, Math.ceil(PER_HOST / 64), `${n.name} holds ${mine.length} blocks`);
   }
 
-  await Promise.all(results.map((r) => pool(r.addrs.length, IN_FLIGHT, (i) => r.node.docker.ok('ipam', 'ReleaseAddress', { PoolID: r.poolId, Address: r.addrs[i] }))));
+  await Promise.all(
+    results.map((r) => pool(r.addrs.length, IN_FLIGHT, (i) => r.node.docker.ok('ipam', 'ReleaseAddress', { PoolID: r.poolId, Address: r.addrs[i] }))),
+  );
   const check = await nodes[0].cli(['ipam', 'check', '--grace', '0', '--json'], { allowFail: true });
   const report = JSON.parse(check.stdout);
   assert.deepEqual(report.problems, []);

@@ -84,10 +84,7 @@ function scopeFor(t: TestContext) {
  */
 async function hostWithUplink(scope: ReturnType<typeof netnsScope>, mtu = 1500): Promise<{ host: Netns; router: Netns }> {
   const [host, router] = await Promise.all([scope.create('dp-host'), scope.create('dp-rtr')]);
-  await linkNetns(
-    { ns: host, ifName: 'uplink0', addrs: ['172.31.0.1/24'], mtu },
-    { ns: router, ifName: 'down0', addrs: ['172.31.0.254/24'], mtu },
-  );
+  await linkNetns({ ns: host, ifName: 'uplink0', addrs: ['172.31.0.1/24'], mtu }, { ns: router, ifName: 'down0', addrs: ['172.31.0.254/24'], mtu });
   await host.ip(['route', 'add', 'default', 'via', '172.31.0.254', 'dev', 'uplink0']);
   return { host, router };
 }
@@ -269,7 +266,11 @@ for (const impl of IMPLS) {
     }
     assert.equal(await link(host, w.hostIfName), undefined);
     assert.equal(await link(host, w.tempIfName), undefined);
-    assert.deepEqual((await routesVia(host, 'blocker')).map((x) => x.dst), ['10.65.0.99'], 'the other route is untouched');
+    assert.deepEqual(
+      (await routesVia(host, 'blocker')).map((x) => x.dst),
+      ['10.65.0.99'],
+      'the other route is untouched',
+    );
   });
 
   test(title('two wired containers ping each other over IPv4 and IPv6 through the host namespace'), { skip }, async (t) => {
@@ -283,7 +284,10 @@ for (const impl of IMPLS) {
       { op: 'wire', wiring: w1 },
       { op: 'wire', wiring: w2 },
     ]);
-    assert.ok(results.every((r) => r.ok), JSON.stringify(results));
+    assert.ok(
+      results.every((r) => r.ok),
+      JSON.stringify(results),
+    );
     await plugIntoContainer(host, c1, w1);
     await plugIntoContainer(host, c2, w2);
 
@@ -297,39 +301,42 @@ for (const impl of IMPLS) {
     assert.equal(neigh.find((n) => n.dst === '169.254.1.1')?.lladdr, 'ee:ee:ee:ee:ee:ee');
   });
 
-  test(title('listWorkloadLinks and listWorkloadRoutes report only cali links and their host routes, and ensureRoute restores a lost route'), { skip }, async (t) => {
-    const { host } = await hostWithUplink(scopeFor(t));
-    const w1 = wiring(1, { ipv4: ['10.65.2.1', '10.65.2.11'], ipv6: ['fd65::2:1'] });
-    const w2 = wiring(2, { ipv4: ['10.65.2.2'] });
-    await run(host, [
-      { op: 'wire', wiring: w1 },
-      { op: 'wire', wiring: w2 },
-    ]);
-    await host.ip(['route', 'del', '10.65.2.11/32']);
+  test(
+    title('listWorkloadLinks and listWorkloadRoutes report only cali links and their host routes, and ensureRoute restores a lost route'),
+    { skip },
+    async (t) => {
+      const { host } = await hostWithUplink(scopeFor(t));
+      const w1 = wiring(1, { ipv4: ['10.65.2.1', '10.65.2.11'], ipv6: ['fd65::2:1'] });
+      const w2 = wiring(2, { ipv4: ['10.65.2.2'] });
+      await run(host, [
+        { op: 'wire', wiring: w1 },
+        { op: 'wire', wiring: w2 },
+      ]);
+      await host.ip(['route', 'del', '10.65.2.11/32']);
 
-    const [links, routes, added, again, missing, after] = await run(host, [
-      { op: 'listLinks' },
-      { op: 'listRoutes' },
-      { op: 'ensureRoute', ifName: w1.hostIfName, ip: '10.65.2.11' },
-      { op: 'ensureRoute', ifName: w1.hostIfName, ip: '10.65.2.11' },
-      { op: 'ensureRoute', ifName: 'calinothere', ip: '10.65.2.12' },
-      { op: 'listRoutes' },
-    ]);
+      const [links, routes, added, again, missing, after] = await run(host, [
+        { op: 'listLinks' },
+        { op: 'listRoutes' },
+        { op: 'ensureRoute', ifName: w1.hostIfName, ip: '10.65.2.11' },
+        { op: 'ensureRoute', ifName: w1.hostIfName, ip: '10.65.2.11' },
+        { op: 'ensureRoute', ifName: 'calinothere', ip: '10.65.2.12' },
+        { op: 'listRoutes' },
+      ]);
 
-    assert.deepEqual(links, { ok: true, value: [w1.hostIfName, w2.hostIfName] });
-    const sorted = (r: CommandResult | undefined) =>
-      r?.ok ? (r.value as { dst: string; ifName: string }[]).map((x) => `${x.dst} ${x.ifName}`).sort() : r;
-    assert.deepEqual(sorted(routes), [`10.65.2.1/32 ${w1.hostIfName}`, `10.65.2.2/32 ${w2.hostIfName}`, `fd65::2:1/128 ${w1.hostIfName}`]);
-    assert.equal(added?.ok, true);
-    assert.equal(again?.ok, true);
-    assert.equal(missing?.ok === false && missing.error.kind, 'not-found');
-    assert.deepEqual(sorted(after), [
-      `10.65.2.1/32 ${w1.hostIfName}`,
-      `10.65.2.11/32 ${w1.hostIfName}`,
-      `10.65.2.2/32 ${w2.hostIfName}`,
-      `fd65::2:1/128 ${w1.hostIfName}`,
-    ]);
-  });
+      assert.deepEqual(links, { ok: true, value: [w1.hostIfName, w2.hostIfName] });
+      const sorted = (r: CommandResult | undefined) => (r?.ok ? (r.value as { dst: string; ifName: string }[]).map((x) => `${x.dst} ${x.ifName}`).sort() : r);
+      assert.deepEqual(sorted(routes), [`10.65.2.1/32 ${w1.hostIfName}`, `10.65.2.2/32 ${w2.hostIfName}`, `fd65::2:1/128 ${w1.hostIfName}`]);
+      assert.equal(added?.ok, true);
+      assert.equal(again?.ok, true);
+      assert.equal(missing?.ok === false && missing.error.kind, 'not-found');
+      assert.deepEqual(sorted(after), [
+        `10.65.2.1/32 ${w1.hostIfName}`,
+        `10.65.2.11/32 ${w1.hostIfName}`,
+        `10.65.2.2/32 ${w2.hostIfName}`,
+        `fd65::2:1/128 ${w1.hostIfName}`,
+      ]);
+    },
+  );
 
   test(title('uplinkMtu and uplinkIPv4 describe the interface that holds the default route'), { skip }, async (t) => {
     const scope = scopeFor(t);
@@ -339,14 +346,20 @@ for (const impl of IMPLS) {
     const [mtu, ip] = await run(host, [{ op: 'uplinkMtu' }, { op: 'uplinkIPv4' }]);
     const [noMtu, noIp] = await run(lonely, [{ op: 'uplinkMtu' }, { op: 'uplinkIPv4' }]);
 
-    assert.deepEqual([mtu, ip], [
-      { ok: true, value: 1450 },
-      { ok: true, value: '172.31.0.1' },
-    ]);
-    assert.deepEqual([noMtu, noIp], [
-      { ok: true, value: null },
-      { ok: true, value: null },
-    ]);
+    assert.deepEqual(
+      [mtu, ip],
+      [
+        { ok: true, value: 1450 },
+        { ok: true, value: '172.31.0.1' },
+      ],
+    );
+    assert.deepEqual(
+      [noMtu, noIp],
+      [
+        { ok: true, value: null },
+        { ok: true, value: null },
+      ],
+    );
   });
 
   test(title('enableForwarding turns on IPv4 and IPv6 forwarding in the namespace'), { skip }, async (t) => {
@@ -430,9 +443,19 @@ for (const impl of IMPLS) {
     const root = fakeProcSys(t, w.hostIfName);
     const read = (key: string) => fs.readFileSync(path.join(root, key), 'utf8');
 
-    const results = await dataplane(host, [{ op: 'enableForwarding', ipv6: true }, { op: 'wire', wiring: w }], { impl, procSys: root });
+    const results = await dataplane(
+      host,
+      [
+        { op: 'enableForwarding', ipv6: true },
+        { op: 'wire', wiring: w },
+      ],
+      { impl, procSys: root },
+    );
 
-    assert.ok(results.every((r) => r.ok), JSON.stringify(results));
+    assert.ok(
+      results.every((r) => r.ok),
+      JSON.stringify(results),
+    );
     assert.equal(read('net/ipv4/ip_forward'), '1\n');
     assert.equal(read('net/ipv6/conf/all/forwarding'), '1\n');
     assert.equal(read(`net/ipv4/conf/${w.hostIfName}/proxy_arp`), '1\n');
@@ -451,7 +474,14 @@ for (const impl of IMPLS) {
     const root = '/nonexistent/calico/proc/sys';
     const w = wiring(2);
 
-    const [fwd, wired] = await dataplane(host, [{ op: 'enableForwarding', ipv6: false }, { op: 'wire', wiring: w }], { impl, procSys: root });
+    const [fwd, wired] = await dataplane(
+      host,
+      [
+        { op: 'enableForwarding', ipv6: false },
+        { op: 'wire', wiring: w },
+      ],
+      { impl, procSys: root },
+    );
 
     assert.equal(fwd?.ok === false && fwd.error.class, 'InternalError');
     assert.equal(
@@ -474,7 +504,12 @@ test('while 50 endpoints are unwired through ThreadedDataplane the main event lo
   const scope = scopeFor(t);
   const count = 50;
   const ws = Array.from({ length: count }, (_, i) =>
-    wiring(1, { hostIfName: `cali${i}loop`, tempIfName: `tmp${i}loop`, containerMac: `02:42:ac:1f:01:${i.toString(16).padStart(2, '0')}`, ipv4: [`10.66.0.${i + 1}`] }),
+    wiring(1, {
+      hostIfName: `cali${i}loop`,
+      tempIfName: `tmp${i}loop`,
+      containerMac: `02:42:ac:1f:01:${i.toString(16).padStart(2, '0')}`,
+      ipv4: [`10.66.0.${i + 1}`],
+    }),
   );
   const commands: DataplaneCommand[] = [
     { op: 'parallel', commands: ws.map((w) => ({ op: 'wire', wiring: w })) },
@@ -488,7 +523,10 @@ test('while 50 endpoints are unwired through ThreadedDataplane the main event lo
     assert.deepEqual(left, { ok: true, value: [] });
     assert.ok(unwired?.ok);
     const p = unwired.value as LoopProbeResult;
-    assert.ok(p.results.every((r) => r.ok), JSON.stringify(p.results.filter((r) => !r.ok)));
+    assert.ok(
+      p.results.every((r) => r.ok),
+      JSON.stringify(p.results.filter((r) => !r.ok)),
+    );
     return p;
   };
 
@@ -511,7 +549,13 @@ test('a worker that dies fails its in-flight call as retryable, is restarted, an
     [
       { op: 'wire', wiring: w },
       // The crash is posted first, so the worker dies before it can answer the unwire.
-      { op: 'parallel', commands: [{ op: 'crashWorker', index: 0 }, { op: 'unwire', ifName: w.hostIfName }] },
+      {
+        op: 'parallel',
+        commands: [
+          { op: 'crashWorker', index: 0 },
+          { op: 'unwire', ifName: w.hostIfName },
+        ],
+      },
       // Made while the worker is down: waits for the restarted one.
       { op: 'unwire', ifName: w.hostIfName },
       { op: 'listLinks' },
@@ -539,7 +583,12 @@ test('calls about one interface reach the kernel in the order they were made, wh
   // Enough names to land on both workers; for each, an unwire made just before a wire must not
   // overtake it and delete the new pair. (Routed round-robin instead, 4 runs in 6 failed.)
   const ws = Array.from({ length: 24 }, (_, i) =>
-    wiring(1, { hostIfName: `cali${i}ord`, tempIfName: `tmp${i}ord`, containerMac: `02:42:ac:1f:02:${i.toString(16).padStart(2, '0')}`, ipv4: [`10.67.0.${i + 1}`] }),
+    wiring(1, {
+      hostIfName: `cali${i}ord`,
+      tempIfName: `tmp${i}ord`,
+      containerMac: `02:42:ac:1f:02:${i.toString(16).padStart(2, '0')}`,
+      ipv4: [`10.67.0.${i + 1}`],
+    }),
   );
   const commands: DataplaneCommand[] = ws.flatMap((w): DataplaneCommand[] => [
     { op: 'unwire', ifName: w.hostIfName },
@@ -551,7 +600,10 @@ test('calls about one interface reach the kernel in the order they were made, wh
   assert.ok(r?.ok && (r.value as CommandResult[]).every((x) => x.ok), JSON.stringify(r));
   const links = await host.ipJson<IpLink[]>(['link', 'show']);
   assert.deepEqual(
-    links.map((l) => l.ifname).filter((n) => n.startsWith('cali')).sort(),
+    links
+      .map((l) => l.ifname)
+      .filter((n) => n.startsWith('cali'))
+      .sort(),
     ws.map((w) => w.hostIfName).sort(),
   );
 });

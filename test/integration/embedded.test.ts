@@ -42,7 +42,10 @@ test('without ETCD_ENDPOINTS calico node runs a private etcd, the CLI uses it, a
   const env = { ...node.env };
   delete env.ETCD_ENDPOINTS;
   const pools = JSON.parse((await node.cli(['pool', 'ls', '--json'])).stdout) as Array<{ cidr: string }>;
-  assert.deepEqual(pools.map((p) => p.cidr), ['10.65.0.0/16', 'fd65::/64']);
+  assert.deepEqual(
+    pools.map((p) => p.cidr),
+    ['10.65.0.0/16', 'fd65::/64'],
+  );
   for (const s of ['calico.sock', 'calico-ipam.sock']) {
     const st: fs.Stats = fs.statSync(path.join(node.pluginDir, s));
     assert.ok(st.isSocket());

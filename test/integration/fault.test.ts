@@ -50,7 +50,10 @@ test('a node started while etcd is down answers Activate and GetCapabilities at 
   assert.match(early.body.Err, /not ready/);
   await etcd.start();
   await node.ready(30_000);
-  assert.equal((await node.docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false })).PoolID, 'CalicoPoolIPv4');
+  assert.equal(
+    (await node.docker.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false })).PoolID,
+    'CalicoPoolIPv4',
+  );
 });
 
 test('with etcd stopped mid-run requests fail fast and clearly, write nothing, and succeed again when etcd is back', async () => {
@@ -83,10 +86,14 @@ test('with etcd stopped mid-run requests fail fast and clearly, write nothing, a
   assert.deepEqual(await d.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false });
 
   await etcd.start();
-  const b = await until(async () => {
-    const r = await d.ipam('RequestAddress', { PoolID: 'CalicoPoolIPv4', Address: '', Options: null });
-    return r.status === 200 ? (r.body.Address as string) : undefined;
-  }, 30_000, 'RequestAddress did not succeed after etcd returned');
+  const b = await until(
+    async () => {
+      const r = await d.ipam('RequestAddress', { PoolID: 'CalicoPoolIPv4', Address: '', Options: null });
+      return r.status === 200 ? (r.body.Address as string) : undefined;
+    },
+    30_000,
+    'RequestAddress did not succeed after etcd returned',
+  );
   assert.notEqual(b, a);
   // Nothing from the failed requests was written: exactly one more allocation than before.
   const afterList = JSON.parse((await node.cli(['ipam', 'show', '--allocations', '--json'])).stdout) as unknown[];

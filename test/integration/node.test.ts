@@ -60,13 +60,25 @@ test('two containers on one network ping each other through the host, over IPv4 
   for (const c of containers) {
     assert.equal(await host.sysctl(`net/ipv4/conf/${c.hostIf}/proxy_arp`), '1');
     const r4 = await host.ipJson<Array<{ dst: string; dev: string; protocol: string }>>(['route', 'show', `${c.ip4}/32`]);
-    assert.deepEqual(r4.map((r) => [r.dst, r.dev, r.protocol]), [[c.ip4, c.hostIf, 'static']]);
+    assert.deepEqual(
+      r4.map((r) => [r.dst, r.dev, r.protocol]),
+      [[c.ip4, c.hostIf, 'static']],
+    );
     const r6 = await host.ipJson<Array<{ dst: string; dev: string; protocol: string }>>(['-6', 'route', 'show', `${c.ip6}/128`]);
-    assert.deepEqual(r6.map((r) => [r.dst, r.dev, r.protocol]), [[c.ip6, c.hostIf, 'static']]);
+    assert.deepEqual(
+      r6.map((r) => [r.dst, r.dev, r.protocol]),
+      [[c.ip6, c.hostIf, 'static']],
+    );
   }
   // Inside the container: only the default via 169.254.1.1 and its connected route.
   const routes = await c1.sandbox.ipJson<Array<{ dst: string; gateway?: string }>>(['route', 'show']);
-  assert.deepEqual(routes.map((r) => [r.dst, r.gateway ?? null]), [['default', '169.254.1.1'], ['169.254.1.1', null]]);
+  assert.deepEqual(
+    routes.map((r) => [r.dst, r.gateway ?? null]),
+    [
+      ['default', '169.254.1.1'],
+      ['169.254.1.1', null],
+    ],
+  );
 
   await c1.sandbox.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', c2.ip4]);
   await c2.sandbox.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', c1.ip4]);
@@ -81,7 +93,10 @@ test('two containers on one network ping each other through the host, over IPv4 
     await d.ok('ipam', 'ReleaseAddress', { PoolID: v4.PoolID, Address: c.ip4 });
     await d.ok('ipam', 'ReleaseAddress', { PoolID: v6.PoolID, Address: c.ip6 });
   }
-  assert.deepEqual(await host.ipJson(['link', 'show', 'type', 'veth']).then((l) => (l as Array<{ ifname: string }>).filter((x) => x.ifname.startsWith('cali'))), []);
+  assert.deepEqual(
+    await host.ipJson(['link', 'show', 'type', 'veth']).then((l) => (l as Array<{ ifname: string }>).filter((x) => x.ifname.startsWith('cali'))),
+    [],
+  );
   assert.deepEqual(await host.ipJson(['route', 'show', 'proto', 'static']), []);
   assert.deepEqual(await c1.sandbox.ipJson(['link', 'show', 'eth0']).catch(() => []), []);
   const check = await node.cli(['ipam', 'check', '--grace', '0', '--json']);

@@ -19,7 +19,8 @@ import { canCreateNetns, createNetns, type Netns } from '../harness/netns';
 
 const hasTools = (() => {
   try {
-    for (const t of ['ipset', 'iptables-restore', 'ip6tables-restore', 'iptables-save']) execFileSync('sh', ['-c', 'command -v "$1"', 'sh', t], { stdio: 'ignore' });
+    for (const t of ['ipset', 'iptables-restore', 'ip6tables-restore', 'iptables-save'])
+      execFileSync('sh', ['-c', 'command -v "$1"', 'sh', t], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
@@ -36,10 +37,37 @@ require(mod)[fn](arg).then(() => process.exit(0), (e) => { console.error(e.messa
 const run = randomBytes(4).toString('hex');
 const T = '2024-01-01T00:00:00.000Z';
 const ep = (id: string, host: string, network: string, v4: string[], v6: string[], labels: Record<string, string>, sandbox?: string): EndpointRecord => ({
-  id, host, network, ifName: `cali${id}`, mac: '02:42:ac:1f:00:01', ipv4: v4.map((a) => `${a}/32`), ipv6: v6.map((a) => `${a}/128`), labels, createdAt: T, ...(sandbox ? { sandbox } : {}),
+  id,
+  host,
+  network,
+  ifName: `cali${id}`,
+  mac: '02:42:ac:1f:00:01',
+  ipv4: v4.map((a) => `${a}/32`),
+  ipv6: v6.map((a) => `${a}/128`),
+  labels,
+  createdAt: T,
+  ...(sandbox ? { sandbox } : {}),
 });
-const net = (host: string, id: string, name: string, internal = false): NetworkRecord => ({ id, host, name, ipv4Pools: [], ipv6Pools: [], ipv6: true, options: {}, internal, createdAt: T });
-const pol = (name: string, order: number, selector: string, p: Partial<PolicyRecord>): PolicyRecord => ({ name: `${name}-${run}`, order, selector, types: ['ingress'], ingress: [], egress: [], ...p });
+const net = (host: string, id: string, name: string, internal = false): NetworkRecord => ({
+  id,
+  host,
+  name,
+  ipv4Pools: [],
+  ipv6Pools: [],
+  ipv6: true,
+  options: {},
+  internal,
+  createdAt: T,
+});
+const pol = (name: string, order: number, selector: string, p: Partial<PolicyRecord>): PolicyRecord => ({
+  name: `${name}-${run}`,
+  order,
+  selector,
+  types: ['ingress'],
+  ingress: [],
+  egress: [],
+  ...p,
+});
 
 /** Every rule feature: all actions, protocols, both sides, selectors, networks, nets, ports. */
 const policies: PolicyRecord[] = [
@@ -93,8 +121,18 @@ const call = async (fn: 'applyFirewall' | 'removeFirewall', r?: Rendered) => {
   await ns.exec(process.execPath, ['-e', CALL, ...args]);
 };
 const save = async (f: 4 | 6) => (await ns.exec(f === 4 ? 'iptables-save' : 'ip6tables-save', ['-t', 'filter'])).stdout;
-const chainsIn = (text: string) => text.split('\n').filter((l) => l.startsWith(':cal-')).map((l) => l.slice(1).split(' ')[0]).sort();
-const setsIn = (text: string) => text.split('\n').map((s) => s.trim()).filter((s) => /^cal[46][sn]-/.test(s)).sort();
+const chainsIn = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith(':cal-'))
+    .map((l) => l.slice(1).split(' ')[0])
+    .sort();
+const setsIn = (text: string) =>
+  text
+    .split('\n')
+    .map((s) => s.trim())
+    .filter((s) => /^cal[46][sn]-/.test(s))
+    .sort();
 const rootSets = () => execFileSync('ipset', ['list', '-n'], { encoding: 'utf8' });
 const rootSave = () => ['iptables-save', 'ip6tables-save'].map((t) => execFileSync(t, ['-t', 'filter'], { encoding: 'utf8' })).join('\n');
 
@@ -114,7 +152,9 @@ describe('rendered firewall against the kernel', { skip }, () => {
   test('the view covers what it should: local and remote endpoints, every set type, both families', () => {
     const r = renderPolicy(view);
     assert.ok(r.ipsets.some((s) => s.type === 'hash:net' && s.family === 6) && r.ipsets.some((s) => s.type === 'hash:ip' && s.family === 4));
-    for (const f of [4, 6] as const) for (const w of ['--dports 5432,6000:6010', '! --sports 53', '-j LOG', '0x20000/0x20000', '-g cal-fw-calieeeeeeeeeee']) assert.ok(r.tables[f].includes(w), `${w} in IPv${f}`);
+    for (const f of [4, 6] as const)
+      for (const w of ['--dports 5432,6000:6010', '! --sports 53', '-j LOG', '0x20000/0x20000', '-g cal-fw-calieeeeeeeeeee'])
+        assert.ok(r.tables[f].includes(w), `${w} in IPv${f}`);
     assert.match(r.tables[4], /-p icmp /);
     assert.match(r.tables[6], /-p ipv6-icmp /);
     assert.doesNotMatch(r.tables[4], /calffff/);
@@ -122,9 +162,13 @@ describe('rendered firewall against the kernel', { skip }, () => {
 
   /** Creates the sets (iptables needs them to resolve names), tests both tables, removes the sets. */
   const kernelAccepts = async (r: Rendered, tag: string) => {
-    const sets = r.ipsets.flatMap((s) => [`create ${s.name} ${s.type} family ${s.family === 4 ? 'inet' : 'inet6'}`, ...s.members.map((m) => `add ${s.name} ${m}`)]);
+    const sets = r.ipsets.flatMap((s) => [
+      `create ${s.name} ${s.type} family ${s.family === 4 ? 'inet' : 'inet6'}`,
+      ...s.members.map((m) => `add ${s.name} ${m}`),
+    ]);
     await ns.exec('ipset', ['-file', file(`${tag}.sets`, sets.join('\n') + '\n'), 'restore']);
-    for (const f of [4, 6] as const) await ns.exec(f === 4 ? 'iptables-restore' : 'ip6tables-restore', ['--test', '--noflush', file(`${tag}.v${f}`, r.tables[f])]);
+    for (const f of [4, 6] as const)
+      await ns.exec(f === 4 ? 'iptables-restore' : 'ip6tables-restore', ['--test', '--noflush', file(`${tag}.v${f}`, r.tables[f])]);
     // --test commits nothing.
     for (const f of [4, 6] as const) assert.deepEqual(chainsIn(await save(f)), []);
     await ns.exec('ipset', ['destroy']);
@@ -188,7 +232,10 @@ describe('rendered firewall against the kernel', { skip }, () => {
     const steps = [
       renderPolicy(view),
       renderPolicy({ ...view, policies: policies.filter((p) => !p.name.startsWith('db-')) }),
-      renderPolicy({ ...view, endpoints: [...view.endpoints, { ...dbEp, id: 'dddddddddd1', ifName: 'calidddddddddd1', ipv4: ['10.65.0.99/32'], ipv6: [], sandbox: undefined }] }),
+      renderPolicy({
+        ...view,
+        endpoints: [...view.endpoints, { ...dbEp, id: 'dddddddddd1', ifName: 'calidddddddddd1', ipv4: ['10.65.0.99/32'], ipv6: [], sandbox: undefined }],
+      }),
       renderPolicy({ ...view, policies: policies.map((p, i) => ({ ...p, order: 1000 - i })) }),
     ];
     const seq = `const [mod, file] = process.argv.slice(1);
@@ -206,7 +253,7 @@ const fw = new (require(mod).Firewall)();
     assert.deepEqual(incremental, await state());
   });
 
-  test('nothing leaks into the machine\'s own namespace', () => {
+  test("nothing leaks into the machine's own namespace", () => {
     const r = renderPolicy(view);
     const root = rootSave();
     for (const p of policies) assert.ok(!root.includes(`${p.name}`), `${p.name} in the root namespace`);

@@ -139,10 +139,13 @@ describe('compare-and-swap retry', () => {
     const cidr = formatCidr(wanted);
     const theirs = blk.allocate(newBlock(wanted, 'host-b'), wanted, intruder('theirs'))!;
     const hook = beforeNextTxn(kv, () => {
-      void kv.txn([], [
-        { put: keys.block(cidr), value: JSON.stringify(theirs.rec) },
-        { put: keys.affinity('host-b', cidr), value: '{"state":"confirmed"}' },
-      ]);
+      void kv.txn(
+        [],
+        [
+          { put: keys.block(cidr), value: JSON.stringify(theirs.rec) },
+          { put: keys.affinity('host-b', cidr), value: '{"state":"confirmed"}' },
+        ],
+      );
     });
     const a = alloc('host-a');
     const mine = await a.autoAssign(4, a.newOwner('p'));
@@ -190,7 +193,17 @@ describe('compare-and-swap retry', () => {
     const snapshot = JSON.parse((await kv.get(keys.block(cidr)))!.value) as BlockRecord;
     const stolen = blk.allocate(snapshot, parseCidr(cidr), intruder('theirs'))!;
     beforeNextTxn(kv, () => competingPut(kv, keys.block(cidr), stolen.rec));
-    const ep = { id: 'ep-1', host: 'host-a', network: 'n', ifName: 'caliep-1', mac: 'ee:ee:ee:ee:ee:ee', ipv4: [`${formatIP(ip)}/32`], ipv6: [], labels: {}, createdAt: '' };
+    const ep = {
+      id: 'ep-1',
+      host: 'host-a',
+      network: 'n',
+      ifName: 'caliep-1',
+      mac: 'ee:ee:ee:ee:ee:ee',
+      ipv4: [`${formatIP(ip)}/32`],
+      ipv6: [],
+      labels: {},
+      createdAt: '',
+    };
     await a.attachEndpoint([ip], ep, keys.endpoint('host-a', 'ep-1'));
     const rec = await recorded(kv);
     assert.equal(rec.get(formatIP(ip))?.endpoint, 'ep-1');

@@ -91,7 +91,11 @@ describe('Allocator.release', () => {
   test('releases an address whose pool no longer exists', async () => {
     const { kv, a } = await setup();
     const net = parseCidr('172.16.0.0/26');
-    const rec: BlockRecord = { ...newBlock(net, 'host-a'), allocations: { 1: a.newOwner('p') }, unallocated: [0, ...Array.from({ length: 62 }, (_, i) => i + 2)] };
+    const rec: BlockRecord = {
+      ...newBlock(net, 'host-a'),
+      allocations: { 1: a.newOwner('p') },
+      unallocated: [0, ...Array.from({ length: 62 }, (_, i) => i + 2)],
+    };
     await kv.put(keys.block('172.16.0.0/26'), JSON.stringify(rec));
     assert.equal(await a.release(parseIP('172.16.0.1')), 'released');
     assert.equal(await a.release(parseIP('172.16.0.1')), 'not-allocated');
@@ -171,7 +175,10 @@ describe('Allocator.attachEndpoint', () => {
   test('throws ConflictError when another endpoint owns the address', async () => {
     const { kv, a } = await setup();
     const ip = await attached(a, 'ep-1');
-    await assert.rejects(a.attachEndpoint([ip], endpoint('ep-2', [ip]), keys.endpoint('host-a', 'ep-2')), (e: unknown) => e instanceof ConflictError && /already in use by endpoint ep-1/.test(e.message));
+    await assert.rejects(
+      a.attachEndpoint([ip], endpoint('ep-2', [ip]), keys.endpoint('host-a', 'ep-2')),
+      (e: unknown) => e instanceof ConflictError && /already in use by endpoint ep-1/.test(e.message),
+    );
     assert.equal(await kv.get(keys.endpoint('host-a', 'ep-2')), undefined, 'nothing written');
     assert.equal((await ownerIn(kv, ip))?.endpoint, 'ep-1');
   });
@@ -180,9 +187,15 @@ describe('Allocator.attachEndpoint', () => {
     const { kv, a } = await setup();
     const x = await a.autoAssign(4, a.newOwner('p'));
     const never = { family: 4 as const, value: x.value + 9n };
-    await assert.rejects(a.attachEndpoint([never], endpoint('ep-1', [never]), keys.endpoint('host-a', 'ep-1')), (e: unknown) => e instanceof BadRequestError && /was not allocated by calico-ipam/.test(e.message));
+    await assert.rejects(
+      a.attachEndpoint([never], endpoint('ep-1', [never]), keys.endpoint('host-a', 'ep-1')),
+      (e: unknown) => e instanceof BadRequestError && /was not allocated by calico-ipam/.test(e.message),
+    );
     await assert.rejects(a.attachEndpoint([parseIP('10.0.77.1')], endpoint('ep-1', []), keys.endpoint('host-a', 'ep-1')), BadRequestError);
-    await assert.rejects(a.attachEndpoint([parseIP('172.16.0.1')], endpoint('ep-1', []), keys.endpoint('host-a', 'ep-1')), (e: unknown) => e instanceof BadRequestError && /not inside any Calico IP pool/.test(e.message));
+    await assert.rejects(
+      a.attachEndpoint([parseIP('172.16.0.1')], endpoint('ep-1', []), keys.endpoint('host-a', 'ep-1')),
+      (e: unknown) => e instanceof BadRequestError && /not inside any Calico IP pool/.test(e.message),
+    );
     assert.equal(await kv.get(keys.endpoint('host-a', 'ep-1')), undefined);
   });
 

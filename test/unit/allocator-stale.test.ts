@@ -27,7 +27,6 @@ async function fill(al: Allocator, n: number): Promise<IP[]> {
   return out;
 }
 
-
 describe('allocator with a stale block cache', () => {
   test('a host whose block was freed by another host allocates from it again', async () => {
     const { a, b } = await setup('10.6.0.0/28');
@@ -88,10 +87,13 @@ describe('allocator losing a claim race', () => {
     kv.beforeTxn = () => {
       if (fired) return;
       fired = true; // host-a claims the block just before host-b's claim reaches the store
-      void kv.txn([], [
-        { put: keys.block('10.6.0.0/26'), value: JSON.stringify(winner.rec) },
-        { put: keys.affinity('host-a', '10.6.0.0/26'), value: '{"state":"confirmed"}' },
-      ]);
+      void kv.txn(
+        [],
+        [
+          { put: keys.block('10.6.0.0/26'), value: JSON.stringify(winner.rec) },
+          { put: keys.affinity('host-a', '10.6.0.0/26'), value: '{"state":"confirmed"}' },
+        ],
+      );
     };
     const ip = await b.autoAssign(4, b.newOwner('p'));
     assert.ok(fired);
@@ -120,10 +122,13 @@ describe('allocator release racing an attach', () => {
     kv.beforeTxn = () => {
       if (fired) return;
       fired = true; // CreateEndpoint's transaction lands just before the release's write
-      void kv.txn([], [
-        { put: key, value: JSON.stringify(attached) },
-        { put: keys.endpoint('host-a', 'ep-1'), value: '{"id":"ep-1"}' },
-      ]);
+      void kv.txn(
+        [],
+        [
+          { put: key, value: JSON.stringify(attached) },
+          { put: keys.endpoint('host-a', 'ep-1'), value: '{"id":"ep-1"}' },
+        ],
+      );
     };
     const result = await a.release(ip);
     assert.ok(fired);

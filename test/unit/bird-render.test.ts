@@ -28,14 +28,20 @@ function birdAccepts(conf: string): void {
   }
 }
 
-const sessions = (conf: string) => [...conf.matchAll(/protocol bgp (\S+) from calico \{\n  neighbor (\S+) as (\d+);\n((?:  [^\n]*\n)*?)\}/g)].map((m) => ({ name: m[1], ip: m[2], asn: Number(m[3]), extra: m[4].trim() }));
+const sessions = (conf: string) =>
+  [...conf.matchAll(/protocol bgp (\S+) from calico \{\n {2}neighbor (\S+) as (\d+);\n((?: {2}[^\n]*\n)*?)\}/g)].map((m) => ({
+    name: m[1],
+    ip: m[2],
+    asn: Number(m[3]),
+    extra: m[4].trim(),
+  }));
 
 describe('renderBird', () => {
   test('renders a configuration BIRD 2 accepts, with blackholes and aggregate filters for our blocks', () => {
     const conf = renderBird(base);
     birdAccepts(conf);
     assert.match(conf, /route 10\.65\.3\.0\/26 blackhole;/);
-    assert.match(conf, /if net = 10\.65\.3\.0\/26 then accept;\n  if net ~ 10\.65\.3\.0\/26 then reject;\n  if net ~ POOLS4 then accept;\n  reject;/);
+    assert.match(conf, /if net = 10\.65\.3\.0\/26 then accept;\n {2}if net ~ 10\.65\.3\.0\/26 then reject;\n {2}if net ~ POOLS4 then accept;\n {2}reject;/);
     assert.match(conf, /route fd65::40\/122 blackhole;/);
     assert.match(conf, /define POOLS4 = \[ 10\.65\.0\.0\/16\+ \];/);
   });
@@ -47,39 +53,77 @@ describe('renderBird', () => {
 
   test('meshes with every other host that has an address; only the lower address of a pair dials', () => {
     const s = sessions(renderBird(base));
-    assert.deepEqual(s.map((x) => [x.name, x.ip, x.asn, x.extra]), [
-      ['mesh_172_31_0_1', '172.31.0.1', 64512, 'passive on;'],
-      ['mesh_172_31_0_3', '172.31.0.3', 64512, ''],
-    ]);
+    assert.deepEqual(
+      s.map((x) => [x.name, x.ip, x.asn, x.extra]),
+      [
+        ['mesh_172_31_0_1', '172.31.0.1', 64512, 'passive on;'],
+        ['mesh_172_31_0_3', '172.31.0.3', 64512, ''],
+      ],
+    );
   });
 
-  test('uses each host\'s own AS and the global default for hosts without one', () => {
-    const conf = renderBird({ ...base, self: { ...base.self, asn: 65001 }, hosts: [...base.hosts.slice(0, 2).map((h) => (h.name === 'h2' ? { ...h, asn: 65002 } : h))] });
+  test("uses each host's own AS and the global default for hosts without one", () => {
+    const conf = renderBird({
+      ...base,
+      self: { ...base.self, asn: 65001 },
+      hosts: [...base.hosts.slice(0, 2).map((h) => (h.name === 'h2' ? { ...h, asn: 65002 } : h))],
+    });
     assert.match(conf, /local 172\.31\.0\.2 as 65001;/);
-    assert.deepEqual(sessions(conf).map((x) => x.asn), [65002]);
+    assert.deepEqual(
+      sessions(conf).map((x) => x.asn),
+      [65002],
+    );
     birdAccepts(conf);
   });
 
   test('with the mesh off, hosts peer only with route reflectors and extra peers', () => {
-    const conf = renderBird({ ...base, settings: { asn: 64512, nodeMesh: false }, peers: [{ name: 'tor', ip: '172.31.0.254', asn: 65000 }, { name: 'other', ip: '172.31.0.253', asn: 65000, host: 'h2' }] });
-    assert.deepEqual(sessions(conf).map((x) => [x.name, x.ip, x.asn]), [['global_172_31_0_254', '172.31.0.254', 65000]]);
+    const conf = renderBird({
+      ...base,
+      settings: { asn: 64512, nodeMesh: false },
+      peers: [
+        { name: 'tor', ip: '172.31.0.254', asn: 65000 },
+        { name: 'other', ip: '172.31.0.253', asn: 65000, host: 'h2' },
+      ],
+    });
+    assert.deepEqual(
+      sessions(conf).map((x) => [x.name, x.ip, x.asn]),
+      [['global_172_31_0_254', '172.31.0.254', 65000]],
+    );
     birdAccepts(conf);
   });
 
   test('a route reflector treats same-AS hosts as clients', () => {
     const conf = renderBird({ ...base, self: { ...base.self, routeReflector: '1.0.0.1' }, settings: { asn: 64512, nodeMesh: false } });
     const s = sessions(conf);
-    assert.deepEqual(s.map((x) => x.extra), ['rr client;\n  rr cluster id 1.0.0.1;', 'rr client;\n  rr cluster id 1.0.0.1;']);
+    assert.deepEqual(
+      s.map((x) => x.extra),
+      ['rr client;\n  rr cluster id 1.0.0.1;', 'rr client;\n  rr cluster id 1.0.0.1;'],
+    );
     birdAccepts(conf);
-    const client = renderBird({ ...base, hosts: [...base.hosts, { name: 'rr', ipv4: '172.31.0.100', routeReflector: '1.0.0.1' }], settings: { asn: 64512, nodeMesh: false } });
-    assert.deepEqual(sessions(client).map((x) => x.ip), ['172.31.0.100']);
+    const client = renderBird({
+      ...base,
+      hosts: [...base.hosts, { name: 'rr', ipv4: '172.31.0.100', routeReflector: '1.0.0.1' }],
+      settings: { asn: 64512, nodeMesh: false },
+    });
+    assert.deepEqual(
+      sessions(client).map((x) => x.ip),
+      ['172.31.0.100'],
+    );
   });
 
   test('a host-specific peer appears only on that host', () => {
     const peers = [{ name: 'rack', ip: '172.31.0.250', asn: 65100, host: 'h2' }];
-    assert.equal(sessions(renderBird({ ...base, peers })).some((x) => x.ip === '172.31.0.250'), false);
+    assert.equal(
+      sessions(renderBird({ ...base, peers })).some((x) => x.ip === '172.31.0.250'),
+      false,
+    );
     const h2 = renderBird({ ...base, self: { name: 'h2', ipv4: '172.31.0.3' }, peers });
-    assert.deepEqual(sessions(h2).filter((x) => x.name.startsWith('node_')).map((x) => [x.ip, x.asn]), [['172.31.0.250', 65100]]);
+    assert.deepEqual(
+      sessions(h2)
+        .filter((x) => x.name.startsWith('node_'))
+        .map((x) => [x.ip, x.asn]),
+      [['172.31.0.250', 65100]],
+    );
     birdAccepts(h2);
   });
 
@@ -94,7 +138,11 @@ describe('renderBird', () => {
   });
 
   test('carries IPv6 routes on the IPv4 session only between hosts that both have an IPv6 address, with it as next hop', () => {
-    const hosts = [{ name: 'h1', ipv4: '172.31.0.2', ipv6: 'fd31::2' }, { name: 'h2', ipv4: '172.31.0.3', ipv6: 'fd31::3' }, { name: 'h0', ipv4: '172.31.0.1' }];
+    const hosts = [
+      { name: 'h1', ipv4: '172.31.0.2', ipv6: 'fd31::2' },
+      { name: 'h2', ipv4: '172.31.0.3', ipv6: 'fd31::3' },
+      { name: 'h0', ipv4: '172.31.0.1' },
+    ];
     const conf = renderBird({ ...base, self: hosts[0], hosts });
     birdAccepts(conf);
     const s = sessions(conf);

@@ -95,7 +95,10 @@ describe('BlockWriter', () => {
       }),
       w.change(CIDR, allocate('b')),
     ]);
-    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
     assert.equal(Object.keys((await stored(kv))!.allocations).length, 2);
   });
 
@@ -108,7 +111,9 @@ describe('BlockWriter', () => {
     await new BlockWriter(kv).change(CIDR, () => ({ write: theirs.rec, result: undefined }));
     const mine = await w.change(CIDR, allocate('mine'));
     assert.notEqual(mine, formatIP(theirs.ip));
-    const handles = Object.values((await stored(kv))!.allocations).map((o) => o.handle).sort();
+    const handles = Object.values((await stored(kv))!.allocations)
+      .map((o) => o.handle)
+      .sort();
     assert.deepEqual(handles, ['first', 'mine', 'theirs']);
   });
 

@@ -6,7 +6,14 @@ import type { BlockRecord, Owner } from '../../lib/datastore/records';
 import { formatIP, parseCidr, parseIP } from '../../lib/ip';
 
 const NET = parseCidr('10.0.0.0/28');
-const owner = (handle: string, extra: Partial<Owner> = {}): Owner => ({ host: 'h1', pool: 'CalicoPoolIPv4', kind: 'pending', handle, since: '2024-01-01T00:00:00.000Z', ...extra });
+const owner = (handle: string, extra: Partial<Owner> = {}): Owner => ({
+  host: 'h1',
+  pool: 'CalicoPoolIPv4',
+  kind: 'pending',
+  handle,
+  since: '2024-01-01T00:00:00.000Z',
+  ...extra,
+});
 const ip = (s: string) => parseIP(s);
 
 /** Allocates `n` addresses in turn, returning the final record and the addresses. */
@@ -96,7 +103,10 @@ describe('allocate', () => {
     rec = blk.release(rec, NET, ip('10.0.0.1'))!;
     rec = blk.release(rec, NET, ip('10.0.0.0'))!;
     const { ips } = take(rec, 14);
-    assert.deepEqual(ips.slice(0, 12), [...Array(12).keys()].map((i) => `10.0.0.${i + 4}`));
+    assert.deepEqual(
+      ips.slice(0, 12),
+      [...Array(12).keys()].map((i) => `10.0.0.${i + 4}`),
+    );
     assert.deepEqual(ips.slice(12), ['10.0.0.1', '10.0.0.0'], 'released ordinals come back in release order, after all others');
   });
 });
@@ -172,8 +182,14 @@ describe('setOwner and allocations', () => {
       rec = r.rec;
     }
     const list = blk.allocations(rec, NET);
-    assert.deepEqual(list.map((x) => formatIP(x.ip)), ['10.0.0.2', '10.0.0.9', '10.0.0.10', '10.0.0.15']);
-    assert.deepEqual(list.map((x) => x.owner.handle), ['10.0.0.2', '10.0.0.9', '10.0.0.10', '10.0.0.15']);
+    assert.deepEqual(
+      list.map((x) => formatIP(x.ip)),
+      ['10.0.0.2', '10.0.0.9', '10.0.0.10', '10.0.0.15'],
+    );
+    assert.deepEqual(
+      list.map((x) => x.owner.handle),
+      ['10.0.0.2', '10.0.0.9', '10.0.0.10', '10.0.0.15'],
+    );
   });
 
   test('allocations is empty for a new block', () => {

@@ -62,7 +62,10 @@ describe('checkIpam', () => {
 
   test('looks up the owning endpoint on the owner host', () => {
     const r = checkIpam([block({ 7: epOwner(EP, 'h1') })], [endpoint(EP, [], [], 'h2')], [], NOW, GRACE);
-    assert.deepEqual(r.problems.map((p) => p.kind), ['allocation-without-endpoint']);
+    assert.deepEqual(
+      r.problems.map((p) => p.kind),
+      ['allocation-without-endpoint'],
+    );
   });
 
   test('reports a pending allocation as never attached only after the grace period', () => {
@@ -88,7 +91,10 @@ describe('checkIpam', () => {
 
   test('an aux address of a network on another host is not covered by a same-ID network here', () => {
     const r = checkIpam([block({ 9: owner({ kind: 'aux', network: NET, host: 'h2' }) })], [], [network(NET, 'h1')], NOW, GRACE);
-    assert.deepEqual(r.problems.map((p) => p.kind), ['aux-without-network']);
+    assert.deepEqual(
+      r.problems.map((p) => p.kind),
+      ['aux-without-network'],
+    );
   });
 
   test('reports an endpoint whose address is not allocated', () => {
@@ -111,7 +117,10 @@ describe('checkIpam', () => {
 
   test('an endpoint whose address is still only pending is reported', () => {
     const r = checkIpam([block({ 3: owner({}) })], [endpoint(EP, ['10.0.0.3/32'])], [], NOW, GRACE);
-    assert.deepEqual(r.problems.map((p) => p.kind), ['endpoint-without-allocation']);
+    assert.deepEqual(
+      r.problems.map((p) => p.kind),
+      ['endpoint-without-allocation'],
+    );
   });
 
   test('matches IPv6 endpoint addresses in canonical form', () => {

@@ -105,7 +105,17 @@ beforeEach(async () => {
   await pools.add('10.0.0.0/16');
   dp = new FakeDataplane();
   const records = new Records(kv, HOST);
-  ctx = { host: HOST, kv, pools, allocator: new Allocator(kv, pools, HOST, silentLogger()), records, dataplane: dp, log: silentLogger(), defaultMtu: async () => 1500, ready: async () => undefined };
+  ctx = {
+    host: HOST,
+    kv,
+    pools,
+    allocator: new Allocator(kv, pools, HOST, silentLogger()),
+    records,
+    dataplane: dp,
+    log: silentLogger(),
+    defaultMtu: async () => 1500,
+    ready: async () => undefined,
+  };
   await records.putNetwork({ id: NID, host: HOST, ipv4Pools: ['0.0.0.0/0'], ipv6Pools: [], ipv6: false, options: {}, createdAt: new Date().toISOString() });
   sandboxes = new Sandboxes();
   eps = new EndpointHandlers(ctx, sandboxes);
@@ -117,7 +127,8 @@ async function requestAddress(): Promise<string> {
   return `${formatIP(ip)}/32`;
 }
 
-const create = (eid: string, address: string) => eps.createEndpoint({ NetworkID: NID, EndpointID: eid, Interface: { Address: address, AddressIPv6: '', MacAddress: '' }, Options: {} });
+const create = (eid: string, address: string) =>
+  eps.createEndpoint({ NetworkID: NID, EndpointID: eid, Interface: { Address: address, AddressIPv6: '', MacAddress: '' }, Options: {} });
 const join = (eid: string) => jl.join({ NetworkID: NID, EndpointID: eid, SandboxKey: '', Options: {} });
 const stored = async (eid: string) => kv.inner.get(keys.endpoint(HOST, eid));
 
@@ -152,7 +163,10 @@ describe('CreateEndpoint before its record is durable', () => {
     await new Promise((r) => setTimeout(r, 10));
     kv.fail = true;
     kv.release();
-    await assert.rejects(j, (err: unknown) => err instanceof UnavailableError && /could not be recorded in etcd.*did not answer.*start the container again/.test(err.message));
+    await assert.rejects(
+      j,
+      (err: unknown) => err instanceof UnavailableError && /could not be recorded in etcd.*did not answer.*start the container again/.test(err.message),
+    );
     assert.deepEqual([...dp.links], [], 'the veth made meanwhile was removed');
     kv.fail = false;
     // Docker's rollback: DeleteEndpoint, then ReleaseAddress.

@@ -41,7 +41,7 @@ describe('toPluginReply', () => {
     for (const v of ['a string', 42, null, undefined, { weird: true }]) {
       const r = toPluginReply(v);
       assert.equal(r.status, 500);
-      assert.equal(r.body.Err, `internal error: ${String(v)}`);
+      assert.equal(r.body.Err, `internal error: ${String(v as string)}`);
     }
   });
 });
@@ -85,7 +85,17 @@ describe('isRetryable', () => {
   });
 
   test('is false for the other classes and for non-objects', () => {
-    for (const e of [new BadRequestError('x'), new NotFoundError('x'), new ConflictError('x'), new InternalError('x'), new Error('x'), 'x', null, undefined, 3]) {
+    for (const e of [
+      new BadRequestError('x'),
+      new NotFoundError('x'),
+      new ConflictError('x'),
+      new InternalError('x'),
+      new Error('x'),
+      'x',
+      null,
+      undefined,
+      3,
+    ]) {
       assert.equal(isRetryable(e), false);
     }
   });

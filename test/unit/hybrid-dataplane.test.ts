@@ -33,7 +33,14 @@ test('creates, repairs and deletes links on the threads and reads on the main th
   await dp.wireEndpoint(wiring('cali1'));
   await dp.ensureRoute('cali1', '10.0.0.1');
   await dp.unwireEndpoint('cali1');
-  assert.deepEqual(log, ['threads:wire cali1:start', 'threads:wire cali1:end', 'threads:route cali1:start', 'threads:route cali1:end', 'threads:unwire cali1:start', 'threads:unwire cali1:end']);
+  assert.deepEqual(log, [
+    'threads:wire cali1:start',
+    'threads:wire cali1:end',
+    'threads:route cali1:start',
+    'threads:route cali1:end',
+    'threads:unwire cali1:start',
+    'threads:unwire cali1:end',
+  ]);
   assert.deepEqual(await dp.listWorkloadLinks(), ['local']);
 });
 

@@ -115,7 +115,10 @@ describe('parseCidr and formatCidr', () => {
   }
 
   test('refuses a prefix longer than the family allows', () => {
-    assert.throws(() => parseCidr('10.0.0.0/33', 'subnet'), (e: unknown) => e instanceof BadRequestError && /prefix length 33, more than 32 bits/.test(e.message));
+    assert.throws(
+      () => parseCidr('10.0.0.0/33', 'subnet'),
+      (e: unknown) => e instanceof BadRequestError && /prefix length 33, more than 32 bits/.test(e.message),
+    );
     assert.throws(() => parseCidr('fd00::/129', 'subnet'), /more than 128 bits/);
     assert.doesNotThrow(() => parseCidr('fd00::/128'));
   });
@@ -132,7 +135,10 @@ describe('parseCidr and formatCidr', () => {
     const r = parseAddressWithPrefix('10.0.0.5/24');
     assert.equal(formatIP(r.ip), '10.0.0.5');
     assert.equal(r.prefix, 24);
-    assert.throws(() => parseAddressWithPrefix('10.0.0.5', 'Address'), (e: unknown) => e instanceof BadRequestError && /Address "10\.0\.0\.5"/.test(e.message));
+    assert.throws(
+      () => parseAddressWithPrefix('10.0.0.5', 'Address'),
+      (e: unknown) => e instanceof BadRequestError && /Address "10\.0\.0\.5"/.test(e.message),
+    );
     assert.throws(() => parseAddressWithPrefix('10.0.0.5/40'), BadRequestError);
   });
 });

@@ -10,7 +10,15 @@ function capture(level: 'warn' | 'info') {
   log.clear();
   const stream = new PassThrough();
   const lines: Array<Record<string, unknown>> = [];
-  stream.on('data', (b: Buffer) => lines.push(...b.toString().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)));
+  stream.on('data', (b: Buffer) =>
+    lines.push(
+      ...b
+        .toString()
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    ),
+  );
   log.add(new winston.transports.Stream({ stream }));
   return { log, lines };
 }
@@ -22,7 +30,13 @@ test('entries below the level are dropped before formatting, entries at or above
   log.warn('shown', { b: 2 });
   log.error('also shown');
   await new Promise((r) => setImmediate(r));
-  assert.deepEqual(lines.map((l) => [l.level, l.message, l.b]), [['warn', 'shown', 2], ['error', 'also shown', undefined]]);
+  assert.deepEqual(
+    lines.map((l) => [l.level, l.message, l.b]),
+    [
+      ['warn', 'shown', 2],
+      ['error', 'also shown', undefined],
+    ],
+  );
   assert.ok(lines.every((l) => typeof l.timestamp === 'string'));
 });
 
@@ -33,5 +47,8 @@ test('a child logger keeps its metadata and follows a level changed at run time'
   log.level = 'info';
   child.info('shown', { c: 3 });
   await new Promise((r) => setImmediate(r));
-  assert.deepEqual(lines.map((l) => [l.message, l.component, l.c]), [['shown', 'test', 3]]);
+  assert.deepEqual(
+    lines.map((l) => [l.message, l.component, l.c]),
+    [['shown', 'test', 3]],
+  );
 });

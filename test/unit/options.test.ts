@@ -34,11 +34,17 @@ describe('parseNetworkOptions', () => {
   });
 
   test('refuses one unknown option by name and lists the known ones', () => {
-    assert.throws(() => parseNetworkOptions({ [GENERIC]: { 'com.docker.network.driver.mut': '1400' } }), bad(new RegExp(`the option com\\.docker\\.network\\.driver\\.mut; known options: ${MTU_OPTION.replace(/\./g, '\\.')}$`)));
+    assert.throws(
+      () => parseNetworkOptions({ [GENERIC]: { 'com.docker.network.driver.mut': '1400' } }),
+      bad(new RegExp(`the option com\\.docker\\.network\\.driver\\.mut; known options: ${MTU_OPTION.replace(/\./g, '\\.')}$`)),
+    );
   });
 
   test('refuses several unknown options, naming them sorted', () => {
-    assert.throws(() => parseNetworkOptions({ [GENERIC]: { zeta: '1', alpha: '2', [MTU_OPTION]: '1400', mid: 'x' } }), bad(/the options alpha, mid, zeta; known options: /));
+    assert.throws(
+      () => parseNetworkOptions({ [GENERIC]: { zeta: '1', alpha: '2', [MTU_OPTION]: '1400', mid: 'x' } }),
+      bad(/the options alpha, mid, zeta; known options: /),
+    );
   });
 
   test('KNOWN_OPTIONS holds the MTU option', () => {
@@ -60,7 +66,8 @@ describe('parseNetworkOptions', () => {
   });
 
   test('refuses a generic field that is not an object', () => {
-    for (const g of ['mtu=1400', ['a'], 5]) assert.throws(() => parseNetworkOptions({ [GENERIC]: g }), bad(/field "Options\.com\.docker\.network\.generic" must be an object/));
+    for (const g of ['mtu=1400', ['a'], 5])
+      assert.throws(() => parseNetworkOptions({ [GENERIC]: g }), bad(/field "Options\.com\.docker\.network\.generic" must be an object/));
   });
 
   test('ignores Docker top-level options other than the ones it reads', () => {
@@ -85,7 +92,8 @@ describe('parseMtu', () => {
   });
 
   test('refuses non-integers and non-numbers', () => {
-    for (const v of ['1500.5', '-1500', '1e3', '', 'abc', 1500.5, NaN, null, undefined, true]) assert.throws(() => parseMtu(v, false), BadRequestError, String(v));
+    for (const v of ['1500.5', '-1500', '1e3', '', 'abc', 1500.5, NaN, null, undefined, true])
+      assert.throws(() => parseMtu(v, false), BadRequestError, String(v));
   });
 
   test('names the field in the message', () => {

@@ -3,7 +3,17 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryKV } from '../../lib/datastore/memory';
 import { BadRequestError, NotFoundError } from '../../lib/errors';
-import { PolicySchema, type PolicyRecord, applyPolicies, getPolicy, listPolicies, normalise, parsePolicyFile, policyKeys, removePolicy } from '../../policy/model';
+import {
+  PolicySchema,
+  type PolicyRecord,
+  applyPolicies,
+  getPolicy,
+  listPolicies,
+  normalise,
+  parsePolicyFile,
+  policyKeys,
+  removePolicy,
+} from '../../policy/model';
 
 const bad = (re: RegExp) => (e: unknown) => e instanceof BadRequestError && re.test(e.message);
 const json = (o: unknown) => JSON.stringify(o);
@@ -12,27 +22,63 @@ const withRule = (rule: unknown) => json({ kind: 'Policy', name: 'p', ingress: [
 
 describe('parsePolicyFile formats', () => {
   test('reads one YAML document and fills the defaults', () => {
-    assert.deepEqual(parsePolicyFile('kind: Policy\nname: web\n'), [{ name: 'web', order: 1000, selector: 'all()', types: ['ingress'], ingress: [], egress: [] }]);
+    assert.deepEqual(parsePolicyFile('kind: Policy\nname: web\n'), [
+      { name: 'web', order: 1000, selector: 'all()', types: ['ingress'], ingress: [], egress: [] },
+    ]);
   });
 
   test('reads several YAML documents in order, skipping empty ones', () => {
     const text = '---\nkind: Policy\nname: a\n---\n# nothing here\n---\nkind: Policy\nname: b\norder: 5\n';
-    assert.deepEqual(parsePolicyFile(text).map((p) => [p.name, p.order]), [['a', 1000], ['b', 5]]);
+    assert.deepEqual(
+      parsePolicyFile(text).map((p) => [p.name, p.order]),
+      [
+        ['a', 1000],
+        ['b', 5],
+      ],
+    );
   });
 
   test('reads a YAML list', () => {
-    assert.deepEqual(parsePolicyFile('- kind: Policy\n  name: a\n- kind: Policy\n  name: b\n').map((p) => p.name), ['a', 'b']);
+    assert.deepEqual(
+      parsePolicyFile('- kind: Policy\n  name: a\n- kind: Policy\n  name: b\n').map((p) => p.name),
+      ['a', 'b'],
+    );
   });
 
   test('reads a JSON object and a JSON list, with blanks around them', () => {
-    assert.deepEqual(parsePolicyFile(`\n  ${json({ kind: 'Policy', name: 'a' })}\n`).map((p) => p.name), ['a']);
-    assert.deepEqual(parsePolicyFile(json([{ kind: 'Policy', name: 'a' }, { kind: 'Policy', name: 'b' }])).map((p) => p.name), ['a', 'b']);
+    assert.deepEqual(
+      parsePolicyFile(`\n  ${json({ kind: 'Policy', name: 'a' })}\n`).map((p) => p.name),
+      ['a'],
+    );
+    assert.deepEqual(
+      parsePolicyFile(
+        json([
+          { kind: 'Policy', name: 'a' },
+          { kind: 'Policy', name: 'b' },
+        ]),
+      ).map((p) => p.name),
+      ['a', 'b'],
+    );
   });
 
   test('keeps rules as written, with numeric and string ports', () => {
-    const rule = { action: 'allow', protocol: 'tcp', source: { selector: "role == 'web'", nets: ['10.0.0.0/8', 'fd00::/8'] }, destination: { ports: [80, '8000:8080'], notPorts: ['9000'] } };
-    const [p] = parsePolicyFile(json({ kind: 'Policy', name: 'p', order: 10.5, selector: 'has(db)', ingress: [rule], egress: [{ action: 'deny', protocol: 17 }] }));
-    assert.deepEqual(p, { name: 'p', order: 10.5, selector: 'has(db)', types: ['ingress', 'egress'], ingress: [rule], egress: [{ action: 'deny', protocol: 17 }] });
+    const rule = {
+      action: 'allow',
+      protocol: 'tcp',
+      source: { selector: "role == 'web'", nets: ['10.0.0.0/8', 'fd00::/8'] },
+      destination: { ports: [80, '8000:8080'], notPorts: ['9000'] },
+    };
+    const [p] = parsePolicyFile(
+      json({ kind: 'Policy', name: 'p', order: 10.5, selector: 'has(db)', ingress: [rule], egress: [{ action: 'deny', protocol: 17 }] }),
+    );
+    assert.deepEqual(p, {
+      name: 'p',
+      order: 10.5,
+      selector: 'has(db)',
+      types: ['ingress', 'egress'],
+      ingress: [rule],
+      egress: [{ action: 'deny', protocol: 17 }],
+    });
   });
 });
 
@@ -60,46 +106,84 @@ describe('normalise', () => {
 
 describe('parsePolicyFile errors name the field', () => {
   test('names a bad action by its path', () => {
-    assert.throws(() => parsePolicyFile(withRule({ action: 'permit' })), bad(/^policy file: the policy \(p\), field ingress\.0\.action: .*"allow"\|"deny"\|"log"\|"pass"/));
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'permit' })),
+      bad(/^policy file: the policy \(p\), field ingress\.0\.action: .*"allow"\|"deny"\|"log"\|"pass"/),
+    );
   });
 
   test('names the item and its name when the file holds several', () => {
-    const text = json([{ kind: 'Policy', name: 'a' }, { kind: 'Policy', name: 'b', egress: [{ action: 'allow' }, { action: 'nope' }] }]);
+    const text = json([
+      { kind: 'Policy', name: 'a' },
+      { kind: 'Policy', name: 'b', egress: [{ action: 'allow' }, { action: 'nope' }] },
+    ]);
     assert.throws(() => parsePolicyFile(text, 'web.yaml'), bad(/^web\.yaml: item 2 \(b\), field egress\.1\.action: /));
   });
 
   test('names a bad selector, top-level or in a rule, with the position of the fault', () => {
-    assert.throws(() => parsePolicyFile(json({ kind: 'Policy', name: 'p', selector: "role == 'db" })), bad(/field selector: is not a valid selector: .*unterminated string at position 8/));
-    assert.throws(() => parsePolicyFile(withRule({ action: 'allow', source: { notSelector: 'has(' } })), bad(/field ingress\.0\.source\.notSelector: is not a valid selector: .*at position 4/));
+    assert.throws(
+      () => parsePolicyFile(json({ kind: 'Policy', name: 'p', selector: "role == 'db" })),
+      bad(/field selector: is not a valid selector: .*unterminated string at position 8/),
+    );
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'allow', source: { notSelector: 'has(' } })),
+      bad(/field ingress\.0\.source\.notSelector: is not a valid selector: .*at position 4/),
+    );
   });
 
   test('names a bad CIDR in nets or notNets', () => {
-    assert.throws(() => parsePolicyFile(withRule({ action: 'allow', source: { nets: ['10.0.0.0/8', '10.0.0.0/33'] } })), bad(/field ingress\.0\.source\.nets\.1: must be a CIDR like 10\.0\.0\.0\/8/));
-    assert.throws(() => parsePolicyFile(withRule({ action: 'allow', destination: { notNets: ['10.0.0.1'] } })), bad(/field ingress\.0\.destination\.notNets\.0: must be a CIDR/));
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'allow', source: { nets: ['10.0.0.0/8', '10.0.0.0/33'] } })),
+      bad(/field ingress\.0\.source\.nets\.1: must be a CIDR like 10\.0\.0\.0\/8/),
+    );
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'allow', destination: { notNets: ['10.0.0.1'] } })),
+      bad(/field ingress\.0\.destination\.notNets\.0: must be a CIDR/),
+    );
   });
 
   test('refuses a port above 65535 naming the field', () => {
-    for (const p of [65536, '65536', '80:65536']) assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [p] } })), bad(/field ingress\.0\.destination\.ports\.0: .*65535/));
+    for (const p of [65536, '65536', '80:65536'])
+      assert.throws(
+        () => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [p] } })),
+        bad(/field ingress\.0\.destination\.ports\.0: .*65535/),
+      );
     assert.ok(parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [0, 65535, '1:65535'] } })));
   });
 
   test('refuses a malformed port or a range that does not go up', () => {
-    assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: ['80-90'] } })), bad(/ports\.0: must be a port number or a range like "8000:8080"/));
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: ['80-90'] } })),
+      bad(/ports\.0: must be a port number or a range like "8000:8080"/),
+    );
     assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [80.5] } })), bad(/ports\.0: /));
-    for (const r of ['8080:8000', '8000:8000']) assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol: 'udp', source: { notPorts: [r] } })), bad(/source\.notPorts\.0: a range goes from a lower port to a higher one/));
+    for (const r of ['8080:8000', '8000:8000'])
+      assert.throws(
+        () => parsePolicyFile(withRule({ action: 'allow', protocol: 'udp', source: { notPorts: [r] } })),
+        bad(/source\.notPorts\.0: a range goes from a lower port to a higher one/),
+      );
   });
 
   test('refuses more than 15 ports, a range counting as two', () => {
     const fifteen = Array.from({ length: 15 }, (_, i) => 1000 + i);
     assert.ok(parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: fifteen } })));
     assert.ok(parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [...fifteen.slice(0, 13), '1:2'] } })));
-    assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [...fifteen, 1] } })), bad(/destination\.ports: at most 15 ports/));
-    assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [...fifteen.slice(0, 14), '1:2'] } })), bad(/destination\.ports: at most 15 ports, a range counting as two/));
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [...fifteen, 1] } })),
+      bad(/destination\.ports: at most 15 ports/),
+    );
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'allow', protocol: 'tcp', destination: { ports: [...fifteen.slice(0, 14), '1:2'] } })),
+      bad(/destination\.ports: at most 15 ports, a range counting as two/),
+    );
   });
 
   test('refuses ports without protocol tcp, udp or sctp', () => {
     for (const protocol of [undefined, 'icmp', 'icmpv6', 6]) {
-      assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol, destination: { ports: [80] } })), bad(/field ingress\.0\.protocol: ports need protocol tcp, udp or sctp/));
+      assert.throws(
+        () => parsePolicyFile(withRule({ action: 'allow', protocol, destination: { ports: [80] } })),
+        bad(/field ingress\.0\.protocol: ports need protocol tcp, udp or sctp/),
+      );
       assert.throws(() => parsePolicyFile(withRule({ action: 'allow', protocol, source: { notPorts: [80] } })), bad(/field ingress\.0\.protocol: ports need/));
     }
     for (const protocol of ['tcp', 'udp', 'sctp']) assert.ok(parsePolicyFile(withRule({ action: 'allow', protocol, destination: { ports: [80] } })));
@@ -130,7 +214,10 @@ describe('parsePolicyFile errors name the field', () => {
   });
 
   test('refuses a network name that no selector could quote', () => {
-    assert.throws(() => parsePolicyFile(withRule({ action: 'allow', source: { network: `a'b"c` } })), bad(/field ingress\.0\.source\.network: cannot hold both/));
+    assert.throws(
+      () => parsePolicyFile(withRule({ action: 'allow', source: { network: `a'b"c` } })),
+      bad(/field ingress\.0\.source\.network: cannot hold both/),
+    );
     assert.throws(() => parsePolicyFile(withRule({ action: 'allow', source: { network: '' } })), bad(/field ingress\.0\.source\.network: /));
     assert.ok(parsePolicyFile(withRule({ action: 'allow', source: { network: "it's" } })));
   });
@@ -141,11 +228,15 @@ describe('parsePolicyFile errors name the field', () => {
   });
 
   test('refuses duplicate names across the file', () => {
-    assert.throws(() => parsePolicyFile('kind: Policy\nname: a\n---\nkind: Policy\nname: b\n---\nkind: Policy\nname: a\n', 'f.yaml'), bad(/^f\.yaml: policy a appears twice$/));
+    assert.throws(
+      () => parsePolicyFile('kind: Policy\nname: a\n---\nkind: Policy\nname: b\n---\nkind: Policy\nname: a\n', 'f.yaml'),
+      bad(/^f\.yaml: policy a appears twice$/),
+    );
   });
 
   test('refuses a file that holds no policy', () => {
-    for (const text of ['', '  \n', '# just a comment\n', '---\n---\n', '[]', 'null\n']) assert.throws(() => parsePolicyFile(text, 'f.yaml'), bad(/^f\.yaml holds no policy$/), JSON.stringify(text));
+    for (const text of ['', '  \n', '# just a comment\n', '---\n---\n', '[]', 'null\n'])
+      assert.throws(() => parsePolicyFile(text, 'f.yaml'), bad(/^f\.yaml holds no policy$/), JSON.stringify(text));
   });
 
   test('refuses more than 128 policies in one file and accepts 128', () => {
@@ -160,7 +251,10 @@ describe('parsePolicyFile errors name the field', () => {
   });
 
   test('PolicySchema alone accepts a full policy and refuses a bad one', () => {
-    assert.equal(PolicySchema.safeParse({ kind: 'Policy', name: 'p', types: ['ingress', 'egress'], ingress: [{ action: 'log' }], egress: [{ action: 'pass' }] }).success, true);
+    assert.equal(
+      PolicySchema.safeParse({ kind: 'Policy', name: 'p', types: ['ingress', 'egress'], ingress: [{ action: 'log' }], egress: [{ action: 'pass' }] }).success,
+      true,
+    );
     const r = PolicySchema.safeParse({ kind: 'Policy', name: 'p', egress: [{ action: 'allow', destination: { nets: ['x'] } }] });
     assert.equal(r.success, false);
     assert.deepEqual(r.error?.issues[0].path, ['egress', 0, 'destination', 'nets', 0]);
@@ -168,7 +262,14 @@ describe('parsePolicyFile errors name the field', () => {
 });
 
 describe('policy storage', () => {
-  const pol = (name: string, order = 1000): PolicyRecord => ({ name, order, selector: 'all()', types: ['ingress'], ingress: [{ action: 'allow' }], egress: [] });
+  const pol = (name: string, order = 1000): PolicyRecord => ({
+    name,
+    order,
+    selector: 'all()',
+    types: ['ingress'],
+    ingress: [{ action: 'allow' }],
+    egress: [],
+  });
 
   test('applies a file in one write and lists by order, then name', async () => {
     const kv = new MemoryKV();
@@ -176,7 +277,10 @@ describe('policy storage', () => {
     kv.beforeTxn = () => txns++;
     await applyPolicies(kv, [pol('b', 10), pol('a', 10), pol('c', 5), pol('z', 1000)]);
     assert.equal(txns, 1);
-    assert.deepEqual((await listPolicies(kv)).map((p) => p.name), ['c', 'a', 'b', 'z']);
+    assert.deepEqual(
+      (await listPolicies(kv)).map((p) => p.name),
+      ['c', 'a', 'b', 'z'],
+    );
     assert.deepEqual(await getPolicy(kv, 'c'), pol('c', 5));
     assert.ok(await kv.get(policyKeys.policy('c')));
   });
@@ -185,7 +289,10 @@ describe('policy storage', () => {
     const kv = new MemoryKV();
     await applyPolicies(kv, [pol('a', 1)]);
     await applyPolicies(kv, [pol('a', 2)]);
-    assert.deepEqual((await listPolicies(kv)).map((p) => [p.name, p.order]), [['a', 2]]);
+    assert.deepEqual(
+      (await listPolicies(kv)).map((p) => [p.name, p.order]),
+      [['a', 2]],
+    );
   });
 
   test('lists nothing from an empty store', async () => {
@@ -196,7 +303,10 @@ describe('policy storage', () => {
     const kv = new MemoryKV();
     await applyPolicies(kv, [pol('a'), pol('b')]);
     await removePolicy(kv, 'a');
-    assert.deepEqual((await listPolicies(kv)).map((p) => p.name), ['b']);
+    assert.deepEqual(
+      (await listPolicies(kv)).map((p) => p.name),
+      ['b'],
+    );
     await assert.rejects(getPolicy(kv, 'a'), (e: unknown) => e instanceof NotFoundError && /no policy a; see "calico policy ls"/.test(e.message));
   });
 
@@ -205,7 +315,10 @@ describe('policy storage', () => {
     await applyPolicies(kv, [pol('a')]);
     await assert.rejects(getPolicy(kv, 'nope'), NotFoundError);
     await assert.rejects(removePolicy(kv, 'nope'), (e: unknown) => e instanceof NotFoundError && /no policy nope/.test(e.message));
-    assert.deepEqual((await listPolicies(kv)).map((p) => p.name), ['a']);
+    assert.deepEqual(
+      (await listPolicies(kv)).map((p) => p.name),
+      ['a'],
+    );
   });
 
   test('reports a failed write as a BadRequestError asking to try again', async () => {

@@ -17,7 +17,11 @@ const ep = (id: string, host: string, v4: string, v6: string, labels: Record<str
   labels,
   createdAt: '2024-01-01T00:00:00.000Z',
 });
-const endpoints = [ep('aaa', 'h1', '10.65.0.1', 'fd65::1', { role: 'db' }), ep('bbb', 'h1', '10.65.0.2', 'fd65::2', { role: 'web' }), ep('ccc', 'h2', '10.65.1.1', 'fd65::11', { role: 'web', env: 'prod' })];
+const endpoints = [
+  ep('aaa', 'h1', '10.65.0.1', 'fd65::1', { role: 'db' }),
+  ep('bbb', 'h1', '10.65.0.2', 'fd65::2', { role: 'web' }),
+  ep('ccc', 'h2', '10.65.1.1', 'fd65::11', { role: 'web', env: 'prod' }),
+];
 const chainOf = (dir: 'i' | 'o') => `cal-p${dir}-${createHash('sha256').update('p').digest('hex').slice(0, 16)}`;
 
 /** Renders one policy holding `rule` (ingress unless told) and returns its chain's rules per family. */
@@ -31,7 +35,11 @@ function render(rule: Rule, dir: 'ingress' | 'egress' = 'ingress'): { r: Rendere
     endpointToHost: 'drop',
   });
   const c = chainOf(dir === 'ingress' ? 'i' : 'o');
-  const get = (f: 4 | 6) => r.tables[f].split('\n').filter((l) => l.startsWith(`-A ${c} `)).map((l) => l.slice(c.length + 4));
+  const get = (f: 4 | 6) =>
+    r.tables[f]
+      .split('\n')
+      .filter((l) => l.startsWith(`-A ${c} `))
+      .map((l) => l.slice(c.length + 4));
   return { r, 4: get(4), 6: get(6) };
 }
 const members = (r: Rendered, name: string) => r.ipsets.find((s) => s.name === name)?.members;
@@ -47,7 +55,8 @@ describe('renderPolicy rules', () => {
   });
 
   test('renders protocols by name, icmpv6 as ipv6-icmp, and numbers as they are', () => {
-    for (const p of ['tcp', 'udp', 'sctp'] as const) for (const f of [4, 6] as const) assert.deepEqual(render({ action: 'deny', protocol: p })[f], [`-p ${p} -j DROP`]);
+    for (const p of ['tcp', 'udp', 'sctp'] as const)
+      for (const f of [4, 6] as const) assert.deepEqual(render({ action: 'deny', protocol: p })[f], [`-p ${p} -j DROP`]);
     assert.deepEqual(render({ action: 'deny', protocol: 47 })[4], ['-p 47 -j DROP']);
     assert.deepEqual(render({ action: 'deny', protocol: 47 })[6], ['-p 47 -j DROP']);
   });
@@ -62,10 +71,17 @@ describe('renderPolicy rules', () => {
   });
 
   test('renders ports and notPorts as multiport on the right side', () => {
-    const { 4: v4, 6: v6 } = render({ action: 'deny', protocol: 'tcp', source: { notPorts: [1024, '2000:3000'] }, destination: { ports: [80, 443, '8000:8080'] } });
+    const { 4: v4, 6: v6 } = render({
+      action: 'deny',
+      protocol: 'tcp',
+      source: { notPorts: [1024, '2000:3000'] },
+      destination: { ports: [80, 443, '8000:8080'] },
+    });
     assert.deepEqual(v4, ['-p tcp -m multiport ! --sports 1024,2000:3000 -m multiport --dports 80,443,8000:8080 -j DROP']);
     assert.deepEqual(v6, v4);
-    assert.deepEqual(render({ action: 'deny', protocol: 'udp', source: { ports: [53] }, destination: { notPorts: [5353] } })[4], ['-p udp -m multiport --sports 53 -m multiport ! --dports 5353 -j DROP']);
+    assert.deepEqual(render({ action: 'deny', protocol: 'udp', source: { ports: [53] }, destination: { notPorts: [5353] } })[4], [
+      '-p udp -m multiport --sports 53 -m multiport ! --dports 5353 -j DROP',
+    ]);
   });
 
   test('matches selectors through ipsets of the addresses of every host', () => {
@@ -124,8 +140,16 @@ describe('renderPolicy rules', () => {
   });
 
   test('puts the matches in one order: protocol, source, destination', () => {
-    const { 4: v4 } = render({ action: 'deny', protocol: 'tcp', source: { selector: 'has(role)', nets: ['10.0.0.0/8'], ports: [1] }, destination: { notSelector: 'has(env)', notNets: ['10.9.0.0/16'], notPorts: [2] } });
-    assert.match(v4[0], /^-p tcp -m set --match-set \S+ src -m set --match-set \S+ src -m multiport --sports 1 -m set ! --match-set \S+ dst -m set ! --match-set \S+ dst -m multiport ! --dports 2 -j DROP$/);
+    const { 4: v4 } = render({
+      action: 'deny',
+      protocol: 'tcp',
+      source: { selector: 'has(role)', nets: ['10.0.0.0/8'], ports: [1] },
+      destination: { notSelector: 'has(env)', notNets: ['10.9.0.0/16'], notPorts: [2] },
+    });
+    assert.match(
+      v4[0],
+      /^-p tcp -m set --match-set \S+ src -m set --match-set \S+ src -m multiport --sports 1 -m set ! --match-set \S+ dst -m set ! --match-set \S+ dst -m multiport ! --dports 2 -j DROP$/,
+    );
   });
 
   test('applies an egress rule in the from-workload chain', () => {

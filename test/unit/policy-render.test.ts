@@ -7,7 +7,15 @@ import type { PolicyRecord } from '../../policy/model';
 import { defaultProfile } from '../../policy/profiles';
 import { type PolicyView, type Rendered, renderPolicy } from '../../policy/render';
 
-const ep = (id: string, host: string, network: string, v4: string[], v6: string[] = [], labels: Record<string, string> = {}, sandbox?: string): EndpointRecord => ({
+const ep = (
+  id: string,
+  host: string,
+  network: string,
+  v4: string[],
+  v6: string[] = [],
+  labels: Record<string, string> = {},
+  sandbox?: string,
+): EndpointRecord => ({
   id,
   host,
   network,
@@ -19,14 +27,36 @@ const ep = (id: string, host: string, network: string, v4: string[], v6: string[
   createdAt: '2024-01-01T00:00:00.000Z',
   ...(sandbox ? { sandbox } : {}),
 });
-const net = (host: string, id: string, name?: string, internal = false): NetworkRecord => ({ id, host, ...(name ? { name } : {}), ipv4Pools: [], ipv6Pools: [], ipv6: true, options: {}, internal, createdAt: '2024-01-01T00:00:00.000Z' });
-const pol = (name: string, order: number, selector: string, extra: Partial<PolicyRecord> = {}): PolicyRecord => ({ name, order, selector, types: ['ingress'], ingress: [{ action: 'allow' }], egress: [], ...extra });
+const net = (host: string, id: string, name?: string, internal = false): NetworkRecord => ({
+  id,
+  host,
+  ...(name ? { name } : {}),
+  ipv4Pools: [],
+  ipv6Pools: [],
+  ipv6: true,
+  options: {},
+  internal,
+  createdAt: '2024-01-01T00:00:00.000Z',
+});
+const pol = (name: string, order: number, selector: string, extra: Partial<PolicyRecord> = {}): PolicyRecord => ({
+  name,
+  order,
+  selector,
+  types: ['ingress'],
+  ingress: [{ action: 'allow' }],
+  egress: [],
+  ...extra,
+});
 const hash = (s: string, n: number) => createHash('sha256').update(s).digest('hex').slice(0, n);
 const pchain = (name: string, dir: 'i' | 'o') => `cal-p${dir}-${hash(name, 16)}`;
 const prchain = (name: string, dir: 'i' | 'o') => `cal-pr${dir}-${hash(name, 15)}`;
 
 /** The rules of one chain, without the `-A <chain> ` head. */
-const rules = (r: Rendered, f: 4 | 6, chain: string) => r.tables[f].split('\n').filter((l) => l.startsWith(`-A ${chain} `)).map((l) => l.slice(`-A ${chain} `.length));
+const rules = (r: Rendered, f: 4 | 6, chain: string) =>
+  r.tables[f]
+    .split('\n')
+    .filter((l) => l.startsWith(`-A ${chain} `))
+    .map((l) => l.slice(`-A ${chain} `.length));
 /** The members of the set a rule of `chain` matches (the first rule naming a set). */
 const setOf = (r: Rendered, f: 4 | 6, chain: string, n = 0) => {
   const name = rules(r, f, chain).flatMap((l) => [...l.matchAll(/--match-set (\S+)/g)].map((m) => m[1]))[n];
@@ -64,7 +94,10 @@ describe('renderPolicy layout', () => {
       const declared = lines.filter((l) => l.startsWith(':')).map((l) => l.slice(1).split(' ')[0]);
       assert.deepEqual(declared, r.chains[f]);
       for (const c of declared) assert.match(c, /^cal-/);
-      assert.ok(declared.every((c) => c.length <= 28), 'chain names fit iptables');
+      assert.ok(
+        declared.every((c) => c.length <= 28),
+        'chain names fit iptables',
+      );
       const filled = new Set(lines.filter((l) => l.startsWith('-A ')).map((l) => l.split(' ')[1]));
       for (const c of filled) assert.ok(declared.includes(c), `${c} is filled but not declared`);
       assert.ok(r.chains[f].includes(pchain('p', 'i')) && r.chains[f].includes(prchain('front', 'i')) && r.chains[f].includes(prchain('back', 'o')));
@@ -74,7 +107,12 @@ describe('renderPolicy layout', () => {
   test('cal-FORWARD clears the marks, dispatches workload traffic and accepts what was allowed', () => {
     const r = renderPolicy(view());
     for (const f of [4, 6] as const)
-      assert.deepEqual(rules(r, f, 'cal-FORWARD'), ['-j MARK --set-xmark 0x0/0x30000', '-i cali+ -j cal-from-wl', '-o cali+ -j cal-to-wl', '-m mark --mark 0x10000/0x10000 -j ACCEPT']);
+      assert.deepEqual(rules(r, f, 'cal-FORWARD'), [
+        '-j MARK --set-xmark 0x0/0x30000',
+        '-i cali+ -j cal-from-wl',
+        '-o cali+ -j cal-to-wl',
+        '-m mark --mark 0x10000/0x10000 -j ACCEPT',
+      ]);
   });
 
   test('gives per-endpoint chains only to the endpoints of this host, in interface order', () => {
@@ -91,7 +129,8 @@ describe('renderPolicy layout', () => {
 
   test('accepts established and drops invalid first, then checks the source address', () => {
     const r = renderPolicy(view());
-    for (const c of ['cal-fw-caliaaa', 'cal-tw-caliaaa']) assert.deepEqual(rules(r, 4, c).slice(0, 2), ['-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-m conntrack --ctstate INVALID -j DROP']);
+    for (const c of ['cal-fw-caliaaa', 'cal-tw-caliaaa'])
+      assert.deepEqual(rules(r, 4, c).slice(0, 2), ['-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-m conntrack --ctstate INVALID -j DROP']);
     assert.equal(rules(r, 4, 'cal-fw-caliaaa')[2], '! -s 10.65.0.1 -j DROP');
     assert.equal(rules(r, 6, 'cal-fw-caliaaa')[2], '! -s fd65::1 -j DROP');
     assert.ok(!rules(r, 4, 'cal-tw-caliaaa').some((l) => l.includes(' -s ')), 'no anti-spoof rule on the way in');
@@ -109,11 +148,26 @@ describe('renderPolicy layout', () => {
   });
 
   test('jumps to the policies selecting an endpoint in order, then name, before its profile', () => {
-    const policies = [pol('zeta', 5, 'all()'), pol('beta', 10, "role == 'db'"), pol('alpha', 10, 'all()'), pol('first', -1, "role == 'db'"), pol('web', 1, "role == 'web'")];
+    const policies = [
+      pol('zeta', 5, 'all()'),
+      pol('beta', 10, "role == 'db'"),
+      pol('alpha', 10, 'all()'),
+      pol('first', -1, "role == 'db'"),
+      pol('web', 1, "role == 'web'"),
+    ];
     const r = renderPolicy(view({ policies }));
-    const jumps = (c: string) => rules(r, 4, c).filter((l) => / -j cal-p[io]-/.test(l)).map((l) => l.split(' -j ')[1]);
-    assert.deepEqual(jumps('cal-tw-caliaaa'), ['first', 'zeta', 'alpha', 'beta'].map((n) => pchain(n, 'i')));
-    assert.deepEqual(jumps('cal-tw-calibbb'), ['web', 'zeta', 'alpha'].map((n) => pchain(n, 'i')));
+    const jumps = (c: string) =>
+      rules(r, 4, c)
+        .filter((l) => / -j cal-p[io]-/.test(l))
+        .map((l) => l.split(' -j ')[1]);
+    assert.deepEqual(
+      jumps('cal-tw-caliaaa'),
+      ['first', 'zeta', 'alpha', 'beta'].map((n) => pchain(n, 'i')),
+    );
+    assert.deepEqual(
+      jumps('cal-tw-calibbb'),
+      ['web', 'zeta', 'alpha'].map((n) => pchain(n, 'i')),
+    );
     const tw = rules(r, 4, 'cal-tw-caliaaa');
     assert.deepEqual(tw.slice(2), [
       '-j MARK --set-xmark 0x0/0x30000',
@@ -186,13 +240,20 @@ describe('renderPolicy profiles', () => {
 
   test('renders a network whose name holds a quote', () => {
     const v = view();
-    const r = renderPolicy({ ...v, networks: v.networks.map((n) => (n.name === 'front' ? { ...n, name: "bob's" } : n)), policies: [pol('p', 1, 'all()', { ingress: [{ action: 'allow', source: { network: "bob's" } }] })] });
+    const r = renderPolicy({
+      ...v,
+      networks: v.networks.map((n) => (n.name === 'front' ? { ...n, name: "bob's" } : n)),
+      policies: [pol('p', 1, 'all()', { ingress: [{ action: 'allow', source: { network: "bob's" } }] })],
+    });
     assert.deepEqual(setOf(r, 4, prchain("bob's", 'i')), ['10.65.0.1', '10.65.0.2', '10.65.1.1']);
     assert.deepEqual(setOf(r, 4, pchain('p', 'i')), ['10.65.0.1', '10.65.0.2', '10.65.1.1']);
   });
 
   test('cal-INPUT drops or accepts what containers send to the host beyond replies', () => {
-    for (const [mode, verdict] of [['drop', 'DROP'], ['accept', 'ACCEPT']] as const) {
+    for (const [mode, verdict] of [
+      ['drop', 'DROP'],
+      ['accept', 'ACCEPT'],
+    ] as const) {
       const r = renderPolicy(view({ endpointToHost: mode }));
       assert.deepEqual(rules(r, 4, 'cal-INPUT'), ['-i cali+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', `-i cali+ -j ${verdict}`]);
       assert.deepEqual(rules(r, 6, 'cal-INPUT'), [
@@ -209,7 +270,10 @@ describe('renderPolicy profiles', () => {
     const r = renderPolicy(v);
     assert.deepEqual(renderPolicy(v), r);
     assert.deepEqual(renderPolicy({ ...v, endpoints: [...v.endpoints].reverse(), networks: [...v.networks].reverse(), policies: [...policies].reverse() }), r);
-    assert.deepEqual(r.ipsets.map((s) => s.name), [...r.ipsets.map((s) => s.name)].sort());
+    assert.deepEqual(
+      r.ipsets.map((s) => s.name),
+      [...r.ipsets.map((s) => s.name)].sort(),
+    );
   });
 
   test('renders no endpoint chains for a host without endpoints', () => {

@@ -10,9 +10,17 @@ describe('encodePoolId and decodePoolId', () => {
     ['any IPv4 pool', { family: 4 }, 'CalicoPoolIPv4'],
     ['any IPv6 pool', { family: 6 }, 'CalicoPoolIPv6'],
     ['an IPv4 subnet', { family: 4, subnet: parseCidr('10.10.0.0/16') }, 'CalicoPoolIPv4|10.10.0.0/16'],
-    ['a subnet with an ip-range', { family: 4, subnet: parseCidr('10.10.0.0/16'), range: parseCidr('10.10.5.0/24') }, 'CalicoPoolIPv4|10.10.0.0/16|10.10.5.0/24'],
+    [
+      'a subnet with an ip-range',
+      { family: 4, subnet: parseCidr('10.10.0.0/16'), range: parseCidr('10.10.5.0/24') },
+      'CalicoPoolIPv4|10.10.0.0/16|10.10.5.0/24',
+    ],
     ['an IPv6 subnet', { family: 6, subnet: parseCidr('fd00:1::/64') }, 'CalicoPoolIPv6|fd00:1::/64'],
-    ['an IPv6 subnet with an ip-range', { family: 6, subnet: parseCidr('fd00:1::/64'), range: parseCidr('fd00:1::100/120') }, 'CalicoPoolIPv6|fd00:1::/64|fd00:1::100/120'],
+    [
+      'an IPv6 subnet with an ip-range',
+      { family: 6, subnet: parseCidr('fd00:1::/64'), range: parseCidr('fd00:1::100/120') },
+      'CalicoPoolIPv6|fd00:1::/64|fd00:1::100/120',
+    ],
   ];
   for (const [what, ref, id] of cases) {
     test(`round-trips ${what}`, () => {
@@ -26,18 +34,34 @@ describe('encodePoolId and decodePoolId', () => {
     assert.equal(encodePoolId({ family: 6, subnet: parseCidr('FD00:0001:0::/64') }), 'CalicoPoolIPv6|fd00:1::/64');
   });
 
-  for (const foreign of ['', 'default', 'LocalDefault/172.17.0.0/16', 'CalicoPoolIPv5|10.0.0.0/8', 'calicopoolipv4', 'CalicoPoolIPv4|10.0.0.0/8|10.0.0.0/24|extra']) {
+  for (const foreign of [
+    '',
+    'default',
+    'LocalDefault/172.17.0.0/16',
+    'CalicoPoolIPv5|10.0.0.0/8',
+    'calicopoolipv4',
+    'CalicoPoolIPv4|10.0.0.0/8|10.0.0.0/24|extra',
+  ]) {
     test(`refuses the foreign PoolID ${JSON.stringify(foreign)} with a BadRequestError`, () => {
       assert.throws(
         () => decodePoolId(foreign),
-        (e: unknown) => e instanceof BadRequestError && e.message.includes(`PoolID "${foreign}" was not issued by calico-ipam`) && /--ipam-driver calico-ipam/.test(e.message),
+        (e: unknown) =>
+          e instanceof BadRequestError &&
+          e.message.includes(`PoolID "${foreign}" was not issued by calico-ipam`) &&
+          /--ipam-driver calico-ipam/.test(e.message),
       );
     });
   }
 
   test('refuses a PoolID whose subnet is not a CIDR, naming the part', () => {
-    assert.throws(() => decodePoolId('CalicoPoolIPv4|nonsense'), (e: unknown) => e instanceof BadRequestError && /PoolID subnet "nonsense"/.test(e.message));
-    assert.throws(() => decodePoolId('CalicoPoolIPv4|10.0.0.0/8|bad'), (e: unknown) => e instanceof BadRequestError && /PoolID ip-range "bad"/.test(e.message));
+    assert.throws(
+      () => decodePoolId('CalicoPoolIPv4|nonsense'),
+      (e: unknown) => e instanceof BadRequestError && /PoolID subnet "nonsense"/.test(e.message),
+    );
+    assert.throws(
+      () => decodePoolId('CalicoPoolIPv4|10.0.0.0/8|bad'),
+      (e: unknown) => e instanceof BadRequestError && /PoolID ip-range "bad"/.test(e.message),
+    );
   });
 });
 

@@ -86,7 +86,13 @@ describe('Pools.add', () => {
     assert.equal((await pools.add('fd01::/64', { blockSize: 128 })).blockSize, 128);
   });
 
-  for (const [cidr, size] of [['10.0.0.0/16', 19], ['10.0.0.0/16', 33], ['10.0.0.0/16', 26.5], ['fd00::/64', 115], ['fd00::/64', 129]] as const) {
+  for (const [cidr, size] of [
+    ['10.0.0.0/16', 19],
+    ['10.0.0.0/16', 33],
+    ['10.0.0.0/16', 26.5],
+    ['fd00::/64', 115],
+    ['fd00::/64', 129],
+  ] as const) {
     test(`refuses block size ${size} for ${cidr}`, async () => {
       const { pools } = setup();
       await rejects(pools.add(cidr, { blockSize: size }), BadRequestError, /block size .* is out of range/, /use \d+ to \d+/);
@@ -109,7 +115,10 @@ describe('Pools.list and lookups', () => {
   test('lists IPv4 pools before IPv6, each in address order', async () => {
     const { pools } = setup();
     for (const c of ['fd01::/64', '10.20.0.0/16', 'fd00::/64', '10.10.0.0/16']) await pools.add(c);
-    assert.deepEqual((await pools.list()).map((p) => p.cidr), ['10.10.0.0/16', '10.20.0.0/16', 'fd00::/64', 'fd01::/64']);
+    assert.deepEqual(
+      (await pools.list()).map((p) => p.cidr),
+      ['10.10.0.0/16', '10.20.0.0/16', 'fd00::/64', 'fd01::/64'],
+    );
   });
 
   test('containing finds the pool of an address', async () => {
@@ -180,7 +189,12 @@ describe('Pools.covering', () => {
   test('inside a disabled pool: the message says to enable it', async () => {
     const { pools } = setup();
     await pools.add('10.10.0.0/16', { disabled: true });
-    await rejects(pools.covering(parseCidr('10.10.1.0/24')), BadRequestError, /inside pool 10\.10\.0\.0\/16, which is disabled/, /calico pool enable 10\.10\.0\.0\/16/);
+    await rejects(
+      pools.covering(parseCidr('10.10.1.0/24')),
+      BadRequestError,
+      /inside pool 10\.10\.0\.0\/16, which is disabled/,
+      /calico pool enable 10\.10\.0\.0\/16/,
+    );
   });
 });
 
@@ -244,7 +258,12 @@ describe('Pools.remove racing a claim', () => {
   test('does not leave behind a block claimed while the pool was being removed', async () => {
     const { kv, pools } = setup();
     await pools.add('10.7.0.0/24');
-    const block = { cidr: '10.7.0.64/26', affinity: 'h2', allocations: { 0: new Allocator(kv, pools, 'h2', silentLogger()).newOwner('p') }, unallocated: [...Array(63).keys()].map((i) => i + 1) };
+    const block = {
+      cidr: '10.7.0.64/26',
+      affinity: 'h2',
+      allocations: { 0: new Allocator(kv, pools, 'h2', silentLogger()).newOwner('p') },
+      unallocated: [...Array(63).keys()].map((i) => i + 1),
+    };
     const poolKey = keys.pool('10.7.0.0/24');
     const poolValue = (await kv.get(poolKey))!.value;
     let fired = false;
@@ -252,7 +271,14 @@ describe('Pools.remove racing a claim', () => {
       if (fired) return;
       fired = true; // another host claims a block of the pool just before the removal commits;
       // a claim rewrites the pool's key (Allocator.claim), which is what removal compares
-      void kv.txn([], [{ put: keys.block(block.cidr), value: JSON.stringify(block) }, { put: keys.affinity('h2', block.cidr), value: '{}' }, { put: poolKey, value: poolValue }]);
+      void kv.txn(
+        [],
+        [
+          { put: keys.block(block.cidr), value: JSON.stringify(block) },
+          { put: keys.affinity('h2', block.cidr), value: '{}' },
+          { put: poolKey, value: poolValue },
+        ],
+      );
     };
     await assert.rejects(pools.remove('10.7.0.0/24'), ConflictError);
     assert.ok(await kv.get(keys.pool('10.7.0.0/24')), 'the pool stays while it has an address in use');
@@ -270,7 +296,10 @@ describe('Pools.ensureDefault', () => {
     const { pools } = setup();
     await pools.add('10.0.0.0/16');
     assert.equal(await pools.ensureDefault(4, '192.168.0.0/16'), undefined);
-    assert.deepEqual((await pools.list()).map((p) => p.cidr), ['10.0.0.0/16']);
+    assert.deepEqual(
+      (await pools.list()).map((p) => p.cidr),
+      ['10.0.0.0/16'],
+    );
   });
 
   test('a pool of the other family does not prevent the default', async () => {

@@ -4,7 +4,17 @@ import assert from 'node:assert/strict';
 import { MemoryKV } from '../../lib/datastore/memory';
 import type { EndpointRecord, NetworkRecord } from '../../lib/datastore/records';
 import { NotFoundError } from '../../lib/errors';
-import { NETWORK_LABEL, type ProfileRecord, defaultProfile, getProfile, listProfiles, networkName, profileKeys, syncProfiles, wantedProfiles } from '../../policy/profiles';
+import {
+  NETWORK_LABEL,
+  type ProfileRecord,
+  defaultProfile,
+  getProfile,
+  listProfiles,
+  networkName,
+  profileKeys,
+  syncProfiles,
+  wantedProfiles,
+} from '../../policy/profiles';
 import { matches, parseSelector } from '../../policy/selector';
 
 const net = (host: string, id: string, name?: string, internal?: boolean): NetworkRecord => ({
@@ -86,7 +96,10 @@ describe('syncProfiles', () => {
   test('creates the missing profiles and reports each change', async () => {
     const kv = new MemoryKV();
     assert.equal(await sync(kv, [net('h1', 'n1', 'front'), net('h1', 'n2', 'back', true), net('h2', 'n3', 'front')]), 2);
-    assert.deepEqual(await stored(kv), [['back', true], ['front', false]]);
+    assert.deepEqual(await stored(kv), [
+      ['back', true],
+      ['front', false],
+    ]);
     assert.deepEqual(await getProfile(kv, 'back'), defaultProfile('back', true));
   });
 
@@ -158,6 +171,9 @@ describe('syncProfiles', () => {
 
 describe('getProfile', () => {
   test('is NotFoundError for a network name without a profile', async () => {
-    await assert.rejects(getProfile(new MemoryKV(), 'nope'), (e: unknown) => e instanceof NotFoundError && /no profile nope; profiles are named after Docker networks/.test(e.message));
+    await assert.rejects(
+      getProfile(new MemoryKV(), 'nope'),
+      (e: unknown) => e instanceof NotFoundError && /no profile nope; profiles are named after Docker networks/.test(e.message),
+    );
   });
 });

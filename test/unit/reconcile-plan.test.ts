@@ -20,25 +20,51 @@ function views(v: Partial<HostViews>): HostViews {
 describe('planRepairs', () => {
   test('a consistent host needs nothing', () => {
     const e = ep('aaaaaaaaaaaaaaaa', '10.0.0.1');
-    const plan = planRepairs(views({ dockerEndpoints: new Set([e.id]), endpoints: [e], allocations: [{ ip: '10.0.0.1', owner: owner('endpoint', { endpoint: e.id }) }], links: [e.ifName], routes: [{ dst: '10.0.0.1/32', ifName: e.ifName }] }));
+    const plan = planRepairs(
+      views({
+        dockerEndpoints: new Set([e.id]),
+        endpoints: [e],
+        allocations: [{ ip: '10.0.0.1', owner: owner('endpoint', { endpoint: e.id }) }],
+        links: [e.ifName],
+        routes: [{ dst: '10.0.0.1/32', ifName: e.ifName }],
+      }),
+    );
     assert.deepEqual(plan.repairs, []);
     assert.equal(plan.suspects.size, 0);
   });
 
   test('recreates a missing host route for a live endpoint', () => {
     const e = ep('aaaaaaaaaaaaaaaa', '10.0.0.1');
-    const plan = planRepairs(views({ dockerEndpoints: new Set([e.id]), endpoints: [e], links: [e.ifName], allocations: [{ ip: '10.0.0.1', owner: owner('endpoint', { endpoint: e.id }) }] }));
-    assert.deepEqual(plan.repairs.map((r) => [r.kind, 'ip' in r ? r.ip : '']), [['add-route', '10.0.0.1']]);
+    const plan = planRepairs(
+      views({
+        dockerEndpoints: new Set([e.id]),
+        endpoints: [e],
+        links: [e.ifName],
+        allocations: [{ ip: '10.0.0.1', owner: owner('endpoint', { endpoint: e.id }) }],
+      }),
+    );
+    assert.deepEqual(
+      plan.repairs.map((r) => [r.kind, 'ip' in r ? r.ip : '']),
+      [['add-route', '10.0.0.1']],
+    );
   });
 
   test('removes a veth no endpoint owns', () => {
     const plan = planRepairs(views({ links: ['calideadbeef123'] }));
-    assert.deepEqual(plan.repairs.map((r) => r.kind), ['remove-link']);
+    assert.deepEqual(
+      plan.repairs.map((r) => r.kind),
+      ['remove-link'],
+    );
   });
 
   test('removes an old endpoint no running container uses, with its addresses, but only when Docker answered', () => {
     const e = ep('bbbbbbbbbbbbbbbb', '10.0.0.2');
-    const base = { endpoints: [e], links: [e.ifName], routes: [{ dst: '10.0.0.2/32', ifName: e.ifName }], allocations: [{ ip: '10.0.0.2', owner: owner('endpoint', { endpoint: e.id }) }] };
+    const base = {
+      endpoints: [e],
+      links: [e.ifName],
+      routes: [{ dst: '10.0.0.2/32', ifName: e.ifName }],
+      allocations: [{ ip: '10.0.0.2', owner: owner('endpoint', { endpoint: e.id }) }],
+    };
     const plan = planRepairs(views({ ...base, dockerEndpoints: new Set() }));
     assert.deepEqual(plan.repairs.map((r) => r.kind).sort(), ['release', 'remove-endpoint']); // removing the endpoint unwires its veth
     assert.deepEqual(planRepairs(views({ ...base, dockerEndpoints: undefined })).repairs, []);
@@ -55,7 +81,10 @@ describe('planRepairs', () => {
     assert.deepEqual(first.repairs, []);
     assert.equal(first.suspects.get('10.0.0.4'), alloc.owner.handle);
     const second = planRepairs(views({ allocations: [alloc], suspects: first.suspects }));
-    assert.deepEqual(second.repairs.map((r) => [r.kind, 'handle' in r ? r.handle : '']), [['release', alloc.owner.handle]]);
+    assert.deepEqual(
+      second.repairs.map((r) => [r.kind, 'handle' in r ? r.handle : '']),
+      [['release', alloc.owner.handle]],
+    );
     const reused = planRepairs(views({ allocations: [{ ...alloc, owner: { ...alloc.owner, handle: 'new' } }], suspects: first.suspects }));
     assert.deepEqual(reused.repairs, [], 'an address re-allocated meanwhile is a new suspect, not released');
   });
@@ -66,7 +95,12 @@ describe('planRepairs', () => {
     const aux = { ip: '10.0.0.7', owner: owner('aux', { network: 'n-gone' }) };
     const keep = { ip: '10.0.0.8', owner: owner('aux', { network: 'n1' }) };
     const other = { ip: '10.0.0.9', owner: { ...owner('pending'), host: 'h2' } };
-    const plan = planRepairs(views({ networks: [{ id: 'n1', host: 'h1', ipv4Pools: [], ipv6Pools: [], ipv6: false, options: {}, createdAt: OLD }], allocations: [fresh, stale, aux, keep, other] }));
+    const plan = planRepairs(
+      views({
+        networks: [{ id: 'n1', host: 'h1', ipv4Pools: [], ipv6Pools: [], ipv6: false, options: {}, createdAt: OLD }],
+        allocations: [fresh, stale, aux, keep, other],
+      }),
+    );
     assert.deepEqual([...plan.suspects.keys()].sort(), ['10.0.0.6', '10.0.0.7']);
   });
 });

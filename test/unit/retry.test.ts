@@ -30,10 +30,13 @@ describe('retry', () => {
   test('is bounded: makes exactly `attempts` calls and rethrows the last error', async () => {
     let calls = 0;
     await assert.rejects(
-      retry(async () => {
-        calls++;
-        throw new UnavailableError(`fail ${calls}`);
-      }, { attempts: 4, ...fast }),
+      retry(
+        async () => {
+          calls++;
+          throw new UnavailableError(`fail ${calls}`);
+        },
+        { attempts: 4, ...fast },
+      ),
       /fail 4/,
     );
     assert.equal(calls, 4);
@@ -43,10 +46,13 @@ describe('retry', () => {
     let calls = 0;
     const err = new BadRequestError('bad');
     await assert.rejects(
-      retry(async () => {
-        calls++;
-        throw err;
-      }, { attempts: 10, ...fast, retryOn: isRetryable }),
+      retry(
+        async () => {
+          calls++;
+          throw err;
+        },
+        { attempts: 10, ...fast, retryOn: isRetryable },
+      ),
       (e: unknown) => e === err,
     );
     assert.equal(calls, 1);
@@ -93,7 +99,10 @@ describe('withDeadline', () => {
   });
 
   test('rejects with an UnavailableError naming the operation when too slow', async () => {
-    await assert.rejects(withDeadline(new Promise<never>(() => undefined), 10, 'etcd get'), (e: unknown) => e instanceof UnavailableError && e.message === 'etcd get timed out after 10 ms' && isRetryable(e));
+    await assert.rejects(
+      withDeadline(new Promise<never>(() => undefined), 10, 'etcd get'),
+      (e: unknown) => e instanceof UnavailableError && e.message === 'etcd get timed out after 10 ms' && isRetryable(e),
+    );
   });
 });
 
@@ -132,7 +141,10 @@ describe('KeyedMutex', () => {
 
   test('a failing job does not block the next one on the key', async () => {
     const m = new KeyedMutex();
-    await assert.rejects(m.run('k', async () => Promise.reject(new Error('boom'))), /boom/);
+    await assert.rejects(
+      m.run('k', async () => Promise.reject(new Error('boom'))),
+      /boom/,
+    );
     assert.equal(await m.run('k', async () => 'after'), 'after');
   });
 
