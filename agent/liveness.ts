@@ -1,57 +1,52 @@
 /**
  * This host's liveness: a key on an etcd lease, kept apart from IPAM and endpoint data so a
  * network blip can expire "alive" but never an address or an endpoint. A lost lease (etcd down
- * longer than the TTL) is replaced and the key put again, with bounded, jittered retries.
+ * longer than the TTL) is replaced and the key put again, supervised (bounded, jittered).
  */
-import type { Lease, Namespace } from 'etcd3';
+import { codecs } from '../lib/datastore/codec';
+import type { KV, Lease } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';
 import { errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
-import { jitteredDelay, sleep } from '../lib/retry';
+import { Supervisor } from '../lib/supervise';
 
 export class Liveness {
   private lease?: Lease;
-  private stopped = false;
-  private started = false;
+  private supervisor: Supervisor;
+  private held = false;
 
   constructor(
-    private ns: Namespace,
+    private kv: KV,
     private host: string,
     private ttlSeconds: number,
     private log: Logger,
-  ) {}
-
-  start(): void {
-    void this.keepAlive(0);
+  ) {
+    this.supervisor = new Supervisor('holding the liveness key', log, { baseMs: 500, maxMs: 10_000 });
   }
 
-  private async keepAlive(failures: number): Promise<void> {
-    if (this.stopped) return;
-    try {
-      const lease = this.ns.lease(this.ttlSeconds, { autoKeepAlive: true });
-      lease.on('lost', (err) => {
-        if (this.stopped || this.lease !== lease) return;
+  start(): void {
+    void this.supervisor.run(async () => {
+      const lease = await this.kv.lease(this.ttlSeconds);
+      if (this.supervisor.stopping) {
+        await lease.revoke();
+        return 'done';
+      }
+      lease.onLost((err) => {
+        if (this.supervisor.stopping || this.lease !== lease) return;
         this.log.warn('liveness lease lost; renewing', { error: errorMessage(err) });
-        void this.keepAlive(0);
+        this.start();
       });
       this.lease = lease;
-      await lease
-        .put(keys.alive(this.host))
-        .value(JSON.stringify({ since: new Date().toISOString() }))
-        .exec();
-      if (failures > 0 || !this.started) this.log.info('liveness key held', { ttlSeconds: this.ttlSeconds });
-      this.started = true;
-    } catch (err) {
-      if (this.stopped) return;
-      this.log.debug('could not hold the liveness key; retrying', { error: errorMessage(err) });
-      await sleep(500 + jitteredDelay(failures, 500, 10_000));
-      return this.keepAlive(failures + 1);
-    }
+      await lease.put(keys.alive(this.host), codecs.alive.encode({ since: new Date().toISOString() }));
+      if (!this.held) this.log.info('liveness key held', { ttlSeconds: this.ttlSeconds });
+      this.held = true;
+      return 'done';
+    });
   }
 
   /** On a clean stop the key goes at once, so peers see the host gone without waiting for the TTL. */
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.supervisor.stop();
     const lease = this.lease;
     this.lease = undefined;
     await lease?.revoke().catch(() => undefined);

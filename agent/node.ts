@@ -16,6 +16,7 @@ import { type Config, embeddedEndpointFile } from '../lib/config';
 import type { NodeContext } from '../lib/context';
 import { createHybridDataplane } from '../lib/dataplane/hybrid';
 import type { Dataplane } from '../lib/dataplane/types';
+import { codecs } from '../lib/datastore/codec';
 import { EtcdKV } from '../lib/datastore/etcd';
 import { keys } from '../lib/datastore/keys';
 import type { HostRecord } from '../lib/datastore/records';
@@ -23,7 +24,8 @@ import { Records } from '../lib/datastore/records-store';
 import { UnavailableError, errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { type Routes, closeUnix, createPluginApp, listenUnix } from '../lib/server';
-import { jitteredDelay, sleep, withDeadline } from '../lib/retry';
+import { withDeadline } from '../lib/retry';
+import { Supervisor } from '../lib/supervise';
 import { DockerWatcher } from './docker-watcher';
 import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
@@ -65,6 +67,8 @@ export class CalicoNode {
   private routes?: RouteAgent;
   private policy?: PolicyAgent;
   private bird?: Bird;
+  private startup?: Supervisor;
+  private supervisors: Supervisor[] = [];
   readonly ctx: NodeContext;
 
   constructor(private opts: NodeOptions) {
@@ -132,9 +136,10 @@ export class CalicoNode {
 
   private async initialise(): Promise<void> {
     const { config, log } = this.opts;
-    for (let attempt = 0; !this.stopping; attempt++) {
+    this.startup = new Supervisor('start-up', log, { baseMs: 250, maxMs: 5000 });
+    await this.startup.run(async () => {
+      let endpoints = config.etcdEndpoints;
       try {
-        let endpoints = config.etcdEndpoints;
         if (!endpoints) {
           if (!this.etcd) {
             this.etcd = new EmbeddedEtcd(config.dataDir, config.etcdBinary, log);
@@ -150,6 +155,7 @@ export class CalicoNode {
           keyFile: config.etcdKeyFile,
           username: config.etcdUsername,
           password: config.etcdPassword,
+          log,
         });
         for (const [family, cidr] of [
           [4, config.ipv4Pool],
@@ -160,42 +166,50 @@ export class CalicoNode {
         }
         await this.register();
         if (!this.liveness) {
-          this.liveness = new Liveness(this.kv.namespace, config.nodeName, config.livenessTtl, log);
+          this.liveness = new Liveness(this.kv, config.nodeName, config.livenessTtl, log);
           this.liveness.start();
         }
         // Which endpoints share a container survives a restart through the endpoint records.
         for (const ep of await this.ctx.records.listEndpoints(config.nodeName)) if (ep.sandbox) this.sandboxes.joined(ep.sandbox, ep.id);
         await this.ctx.dataplane.enableForwarding(true);
-        void this.startRouting();
-        // Ready only with the firewall in place: no container is wired before its rules can
-        // exist, and after a restart nothing denied passes once start-up is complete.
-        await this.firewallFirst(FIREWALL_START_MS);
-        this.isReady = true;
-        this.markReady();
-        log.info('calico node ready', { node: config.nodeName, etcd: endpoints });
-        return;
       } catch (err) {
         this.lastError = errorMessage(err);
-        log.warn('start-up step failed; retrying', { attempt, error: this.lastError });
-        await sleep(250 + jitteredDelay(attempt, 250, 5000));
+        throw err;
       }
-    }
+      void this.startBackground('the route agent', () => this.startRouting());
+      // Ready only with the firewall in place: no container is wired before its rules can
+      // exist, and after a restart nothing denied passes once start-up is complete.
+      await this.firewallFirst(FIREWALL_START_MS);
+      this.isReady = true;
+      this.markReady();
+      log.info('calico node ready', { node: config.nodeName, etcd: endpoints });
+      return 'done';
+    });
   }
 
-  /** BGP: BIRD configured from etcd (unless CALICO_BIRD=off). Its failures never stop the node. */
-  private async startRouting(attempt = 0): Promise<void> {
+  /** Runs a start-up step in the background until it succeeds; its failures never stop the node. */
+  private startBackground(what: string, step: () => Promise<void>): Promise<void> {
+    const s = new Supervisor(`starting ${what}`, this.opts.log, { baseMs: 500, maxMs: 10_000 });
+    this.supervisors.push(s);
+    return s.run(async () => {
+      await step();
+      return 'done';
+    });
+  }
+
+  /** BGP: BIRD configured from etcd (unless CALICO_BIRD=off). */
+  private async startRouting(): Promise<void> {
     const { config, log } = this.opts;
     if (config.bird === 'off' || this.routes || this.stopping) return;
     const dir = path.join(config.dataDir, 'bird');
     this.bird ??= new Bird({ dir, socket: path.join(dir, 'bird.ctl'), external: config.bird === 'external', log });
-    const agent = new RouteAgent(this.ctx, this.kv!.namespace, this.bird);
+    const agent = new RouteAgent(this.ctx, this.bird);
     try {
       await agent.start();
       this.routes = agent;
     } catch (err) {
       await agent.stop();
-      log.warn('could not start the route agent; retrying', { error: errorMessage(err) });
-      setTimeout(() => void this.startRouting(attempt + 1), 500 + jitteredDelay(attempt, 500, 10_000)).unref();
+      throw err;
     }
   }
 
@@ -203,7 +217,7 @@ export class CalicoNode {
   private async firewallFirst(ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
-    const done = this.startPolicy().then(async () => {
+    const done = this.startBackground('the policy agent', () => this.startPolicy()).then(async () => {
       await (this.policy ?? (this.ctx.firewall as PolicyAgent | undefined))?.firstApplied;
       return true;
     });
@@ -213,7 +227,7 @@ export class CalicoNode {
   }
 
   /** The firewall for this host's containers, from etcd (unless CALICO_POLICY=off). */
-  private async startPolicy(attempt = 0): Promise<void> {
+  private async startPolicy(): Promise<void> {
     const { config, log } = this.opts;
     if (!config.policy) {
       // Turned off: rules left by an earlier run must not keep filtering with no one updating them.
@@ -224,7 +238,7 @@ export class CalicoNode {
       return;
     }
     if (this.policy || this.stopping) return;
-    const agent = new PolicyAgent(this.ctx, this.kv!.namespace, { endpointToHost: config.endpointToHost });
+    const agent = new PolicyAgent(this.ctx, { endpointToHost: config.endpointToHost });
     try {
       this.ctx.firewall = agent;
       await agent.start();
@@ -232,8 +246,7 @@ export class CalicoNode {
     } catch (err) {
       this.ctx.firewall = undefined;
       await agent.stop();
-      log.warn('could not start the policy agent; retrying', { error: errorMessage(err) });
-      setTimeout(() => void this.startPolicy(attempt + 1), 500 + jitteredDelay(attempt, 500, 10_000)).unref();
+      throw err;
     }
   }
 
@@ -242,7 +255,9 @@ export class CalicoNode {
     const ipv4 = config.ip ?? (await this.ctx.dataplane.uplinkIPv4());
     // What operators set on the host (its route reflector role) survives restarts.
     const prev = await this.ctx.kv.get(keys.host(config.nodeName));
-    const kept = prev ? (JSON.parse(prev.value) as HostRecord) : undefined;
+    const kept = prev
+      ? codecs.host.decodeAll([prev], (key, err) => this.opts.log.warn('replacing an unreadable host record', { key, error: err.message }))[0]
+      : undefined;
     const rec: HostRecord = {
       name: config.nodeName,
       ...(config.asn !== undefined ? { asn: config.asn } : {}),
@@ -252,12 +267,14 @@ export class CalicoNode {
       ...(config.ip6 ? { ipv6: config.ip6 } : {}),
       ...(kept?.routeReflector ? { routeReflector: kept.routeReflector } : {}),
     };
-    await this.ctx.kv.put(keys.host(config.nodeName), JSON.stringify(rec));
+    await this.ctx.kv.put(keys.host(config.nodeName), codecs.host.encode(rec));
     this.opts.log.info('host registered', { ...rec });
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.startup?.stop();
+    for (const s of this.supervisors) s.stop();
     this.watcher?.stop();
     this.reconciler?.stop();
     await this.liveness?.stop();

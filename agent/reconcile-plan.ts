@@ -74,7 +74,7 @@ export function planRepairs(v: HostViews): Plan {
     if (!why) continue;
     // An endpoint being removed right now leaves its address for an instant before Docker's
     // ReleaseAddress: only an orphan seen on two passes in a row is released.
-    if (v.suspects.get(ip) === owner.handle || (owner.kind === 'endpoint' && gone.has(owner.endpoint!)))
+    if (v.suspects.get(ip) === owner.handle || (owner.kind === 'endpoint' && gone.has(owner.endpoint)))
       repairs.push({ kind: 'release', ip, handle: owner.handle, why });
     else suspects.set(ip, owner.handle);
   }

@@ -7,10 +7,9 @@
 import type { Sandboxes } from '../driver/sandboxes';
 import * as blk from '../ipam/block';
 import type { NodeContext } from '../lib/context';
-import { keys } from '../lib/datastore/keys';
-import type { BlockRecord, Owner } from '../lib/datastore/records';
+import type { Owner } from '../lib/datastore/records';
 import { errorMessage } from '../lib/errors';
-import { formatIP, parseCidr, parseIP } from '../lib/ip';
+import { formatIP, parseIP } from '../lib/ip';
 import { jitteredDelay, sleep } from '../lib/retry';
 import type { DockerWatcher } from './docker-watcher';
 import { type Repair, planRepairs } from './reconcile-plan';
@@ -70,12 +69,15 @@ export class Reconciler {
     const routes = await ctx.dataplane.listWorkloadRoutes();
     const dockerEndpoints = await this.docker.liveEndpointIds();
     const writing = ctx.records.writingEndpoints();
-    const [listed, networks, blocks] = await Promise.all([ctx.records.listEndpoints(ctx.host), ctx.records.listNetworks(ctx.host), ctx.kv.list(keys.blocks())]);
+    const [listed, networks, blocks] = await Promise.all([
+      ctx.records.listEndpoints(ctx.host),
+      ctx.records.listNetworks(ctx.host),
+      ctx.allocator.blocks.list(),
+    ]);
     const endpoints = [...listed, ...writing.filter((w) => !listed.some((e) => e.id === w.id))];
     const allocations: Array<{ ip: string; owner: Owner }> = [];
-    for (const e of blocks) {
-      const rec = JSON.parse(e.value) as BlockRecord;
-      for (const a of blk.allocations(rec, parseCidr(rec.cidr))) if (a.owner.host === ctx.host) allocations.push({ ip: formatIP(a.ip), owner: a.owner });
+    for (const b of blocks) {
+      for (const a of blk.allocations(b.rec, b.net)) if (a.owner.host === ctx.host) allocations.push({ ip: formatIP(a.ip), owner: a.owner });
     }
     const plan = planRepairs({
       host: ctx.host,

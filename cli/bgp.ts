@@ -1,11 +1,11 @@
 /** `calico bgp config`, `calico bgp peer add|ls|rm` and `calico node set --route-reflector`. */
 import type { Command } from 'commander';
+import { codecs } from '../lib/datastore/codec';
 import { keys } from '../lib/datastore/keys';
-import type { HostRecord } from '../lib/datastore/records';
 import { BadRequestError, NotFoundError } from '../lib/errors';
 import { addPeer, getSettings, listPeers, removePeer, setSettings } from '../routing/model';
-import { removeHost } from '../ipam/remove-host';
-import { connect } from './connect';
+import { removeHost } from '../agent/remove-host';
+import { withKv } from './connect';
 import { print, table } from './output';
 import { run } from './run';
 
@@ -25,14 +25,11 @@ export function bgpCommands(program: Command, node: Command): void {
     .action((o: { as?: string; mesh?: string; json?: boolean }) =>
       run(async () => {
         if (o.mesh !== undefined && o.mesh !== 'on' && o.mesh !== 'off') throw new BadRequestError(`--mesh "${o.mesh}": use on or off`);
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           const patch = { ...(o.as !== undefined ? { asn: asn(o.as, '--as') } : {}), ...(o.mesh !== undefined ? { nodeMesh: o.mesh === 'on' } : {}) };
           const s = Object.keys(patch).length ? await setSettings(kv, patch) : await getSettings(kv);
           print(!!o.json, s, () => `as: ${s.asn}\nnode-to-node mesh: ${s.nodeMesh ? 'on' : 'off'}`);
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   const peer = bgp.command('peer').description('extra BGP peers');
@@ -44,13 +41,10 @@ export function bgpCommands(program: Command, node: Command): void {
     .option('--host <name>', 'only this host peers with it')
     .action((name: string, o: { ip: string; as: string; host?: string }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           const p = await addPeer(kv, { name, ip: o.ip, asn: asn(o.as, '--as'), ...(o.host ? { host: o.host } : {}) });
           process.stdout.write(`peer ${p.name} ${p.ip} AS ${p.asn}${p.host ? ` (host ${p.host})` : ' (every host)'}\n`);
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   peer
@@ -59,8 +53,7 @@ export function bgpCommands(program: Command, node: Command): void {
     .option('--json', 'print JSON')
     .action((o: { json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           const peers = await listPeers(kv);
           print(!!o.json, peers, () =>
             table(
@@ -68,9 +61,7 @@ export function bgpCommands(program: Command, node: Command): void {
               peers.map((p) => [p.name, p.ip, p.asn, p.host ?? '(all)']),
             ),
           );
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   peer
@@ -78,13 +69,10 @@ export function bgpCommands(program: Command, node: Command): void {
     .description('remove an extra peer')
     .action((name: string) =>
       run(async () => {
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           await removePeer(kv, name);
           process.stdout.write(`removed peer ${name}\n`);
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   node
@@ -93,15 +81,12 @@ export function bgpCommands(program: Command, node: Command): void {
     .option('--force', 'even if its calico node still holds its liveness key')
     .action((name: string, o: { force?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           const r = await removeHost(kv, name, { force: o.force });
           process.stdout.write(
             `removed host ${name}: ${r.endpoints} endpoint(s), ${r.networks} network(s), ${r.released} address(es) released, ${r.blocksDeleted} block(s) deleted${r.blocksOrphaned ? `, ${r.blocksOrphaned} left without affinity (other hosts hold addresses in them)` : ''}\n`,
           );
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   node
@@ -113,19 +98,16 @@ export function bgpCommands(program: Command, node: Command): void {
         if (o.routeReflector !== 'off' && !/^(\d{1,3}\.){3}\d{1,3}$/.test(o.routeReflector)) {
           throw new BadRequestError(`--route-reflector "${o.routeReflector}": give a cluster ID like 1.0.0.1, or off`);
         }
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           const e = await kv.get(keys.host(name));
           if (!e) throw new NotFoundError(`no host ${name}; see "calico node ls"`);
-          const rec = JSON.parse(e.value) as HostRecord;
+          const rec = codecs.host.decode(e);
           if (o.routeReflector === 'off') delete rec.routeReflector;
           else rec.routeReflector = o.routeReflector;
-          if (!(await kv.txn([{ key: e.key, mod: e.mod }], [{ put: e.key, value: JSON.stringify(rec) }])))
+          if (!(await kv.txn([{ key: e.key, mod: e.mod }], [{ put: e.key, value: codecs.host.encode(rec) }])))
             throw new BadRequestError(`host ${name} changed meanwhile; try again`);
           process.stdout.write(`host ${name}: ${rec.routeReflector ? `route reflector, cluster ${rec.routeReflector}` : 'not a route reflector'}\n`);
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
 }

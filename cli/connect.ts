@@ -27,8 +27,8 @@ export function connect(cfg: Config = loadConfig()): EtcdKV {
 }
 
 /** Runs fn with a connection to etcd, closed afterwards whatever happens. */
-export async function withKv<T>(fn: (kv: EtcdKV) => Promise<T>): Promise<T> {
-  const kv = connect();
+export async function withKv<T>(fn: (kv: EtcdKV) => Promise<T>, cfg?: Config): Promise<T> {
+  const kv = connect(cfg);
   try {
     return await fn(kv);
   } finally {

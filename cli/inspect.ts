@@ -2,14 +2,16 @@
 import type { Command } from 'commander';
 import { Pools } from '../ipam/pools';
 import { loadConfig } from '../lib/config';
-import { keys } from '../lib/datastore/keys';
-import type { BlockRecord, EndpointRecord, HostRecord, NetworkRecord } from '../lib/datastore/records';
+import { Blocks } from '../ipam/blocks';
+import { codecs } from '../lib/datastore/codec';
+import { keyName, keys } from '../lib/datastore/keys';
+import { cidrFromKey } from '../lib/ip';
 import { errorMessage } from '../lib/errors';
 import { getSettings } from '../routing/model';
 import path from 'node:path';
 import { silentLogger } from '../lib/log';
 import { Bird } from '../routing/bird';
-import { connect } from './connect';
+import { withKv } from './connect';
 import { print, table } from './output';
 import { run } from './run';
 
@@ -23,10 +25,9 @@ export function endpointCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action((o: { host?: string; json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
-          const eps = (await kv.list(keys.endpoints(o.host))).map((e) => JSON.parse(e.value) as EndpointRecord);
-          const nets = new Map((await kv.list(keys.networks())).map((e) => JSON.parse(e.value) as NetworkRecord).map((n) => [`${n.host}/${n.id}`, n]));
+        return withKv(async (kv) => {
+          const eps = codecs.endpoint.decodeAll(await kv.list(keys.endpoints(o.host)));
+          const nets = new Map(codecs.network.decodeAll(await kv.list(keys.networks())).map((n) => [`${n.host}/${n.id}`, n]));
           print(!!o.json, eps, () =>
             table(
               ['HOST', 'ENDPOINT', 'CONTAINER', 'NETWORK', 'INTERFACE', 'ADDRESSES'],
@@ -40,9 +41,7 @@ export function endpointCommands(program: Command): void {
               ]),
             ),
           );
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
 }
@@ -54,23 +53,18 @@ export function nodeListCommand(node: Command): void {
     .option('--json', 'print JSON')
     .action((o: { json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
-          const alive = new Set((await kv.list(keys.alives())).map((e) => e.key.slice(keys.alives().length)));
+        return withKv(async (kv) => {
+          const alive = new Set((await kv.list(keys.alives(), { keysOnly: true })).map((e) => keyName(e.key, keys.alives())));
           const defaultAsn = (await getSettings(kv)).asn;
           // A host without its own AS uses the global default: show the AS it really speaks.
-          const hosts = (await kv.list(keys.hosts()))
-            .map((e) => JSON.parse(e.value) as HostRecord)
-            .map((h) => ({ ...h, asn: h.asn ?? defaultAsn, alive: alive.has(h.name) }));
+          const hosts = codecs.host.decodeAll(await kv.list(keys.hosts())).map((h) => ({ ...h, asn: h.asn ?? defaultAsn, alive: alive.has(h.name) }));
           print(!!o.json, hosts, () =>
             table(
               ['NAME', 'ADDRESS', 'AS', 'ALIVE', 'VERSION', 'STARTED'],
               hosts.map((h) => [h.name, h.ipv4, h.asn, h.alive ? 'yes' : 'no', h.version, h.startedAt]),
             ),
           );
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
 }
@@ -83,36 +77,23 @@ export function statusCommand(program: Command): void {
     .action((o: { json?: boolean }) =>
       run(async () => {
         const cfg = loadConfig();
-        const kv = connect(cfg);
-        try {
+        return withKv(async (kv) => {
           let etcd = 'reachable';
           let report: Record<string, unknown> = {};
           try {
             const [host, pools, aff, eps] = await Promise.all([
               kv.get(keys.host(cfg.nodeName)),
               new Pools(kv, 0).list(),
-              kv.list(keys.affinities(cfg.nodeName)),
+              kv.list(keys.affinities(cfg.nodeName), { keysOnly: true }),
               kv.list(keys.endpoints(cfg.nodeName)),
             ]);
-            const blocks = (
-              await Promise.all(
-                aff.map((a) =>
-                  kv.get(
-                    keys.block(
-                      a.key
-                        .split('/')
-                        .pop()!
-                        .replace(/-(\d+)$/, '/$1'),
-                    ),
-                  ),
-                ),
-              )
-            )
-              .filter((e) => e !== undefined)
-              .map((e) => JSON.parse(e.value) as BlockRecord);
+            const found = new Blocks(kv);
+            const blocks = (await Promise.all(aff.map((a) => found.get(cidrFromKey(keyName(a.key, keys.affinities(cfg.nodeName))))))).flatMap((b) =>
+              b ? [b.rec] : [],
+            );
             report = {
               node: cfg.nodeName,
-              registered: host ? (JSON.parse(host.value) as HostRecord) : null,
+              registered: host ? codecs.host.decode(host) : null,
               pools: pools.map((p) => ({ cidr: p.cidr, disabled: p.disabled })),
               blocks: blocks.map((b) => ({ cidr: b.cidr, used: Object.keys(b.allocations).length })),
               endpoints: eps.length,
@@ -161,9 +142,7 @@ export function statusCommand(program: Command): void {
             ].join('\n'),
           );
           return etcd === 'reachable' ? 0 : 2;
-        } finally {
-          await kv.close();
-        }
+        }, cfg);
       }),
     );
 }

@@ -2,17 +2,22 @@
 import type { Command } from 'commander';
 import { Allocator, describeOwner } from '../ipam/allocator';
 import * as blk from '../ipam/block';
+import { Blocks } from '../ipam/blocks';
 import { checkIpam } from '../ipam/check';
 import { Pools } from '../ipam/pools';
 import { loadConfig } from '../lib/config';
+import { codecs } from '../lib/datastore/codec';
 import { keys } from '../lib/datastore/keys';
-import type { BlockRecord, EndpointRecord, NetworkRecord } from '../lib/datastore/records';
+import type { Owner } from '../lib/datastore/records';
 import { BadRequestError } from '../lib/errors';
-import { cidrSize, containsIP, formatIP, parseCidr, parseIP } from '../lib/ip';
+import { cidrSize, formatIP, parseIP } from '../lib/ip';
 import { silentLogger } from '../lib/log';
-import { connect } from './connect';
+import { withKv } from './connect';
 import { print, table } from './output';
 import { run } from './run';
+
+const network = (o: Owner) => (o.kind === 'pending' ? undefined : o.network);
+const endpoint = (o: Owner) => (o.kind === 'endpoint' ? o.endpoint : undefined);
 
 export function ipamCommands(program: Command): void {
   const ipam = program.command('ipam').description('inspect and repair address allocations');
@@ -23,36 +28,36 @@ export function ipamCommands(program: Command): void {
     .option('--allocations', 'list every allocated address with its owner')
     .option('--json', 'print JSON')
     .action((o: { ip?: string; allocations?: boolean; json?: boolean }) =>
-      run(async () => {
-        const kv = connect();
-        try {
-          const blocks = (await kv.list(keys.blocks())).map((e) => JSON.parse(e.value) as BlockRecord);
+      run(() =>
+        withKv(async (kv) => {
+          const blocks = new Blocks(kv);
           if (o.ip) {
             const ip = parseIP(o.ip, '--ip');
-            const b = blocks.find((x) => containsIP(parseCidr(x.cidr), ip));
-            const owner = b && blk.ownerOf(b, parseCidr(b.cidr), ip);
-            print(!!o.json, { ip: formatIP(ip), block: b?.cidr ?? null, owner: owner ?? null }, () =>
-              owner ? `${formatIP(ip)} is held by ${describeOwner(owner)} (block ${b.cidr})` : `${formatIP(ip)} is free`,
+            const b = await blocks.find(ip);
+            const owner = b && blk.ownerOf(b.rec, b.net, ip);
+            print(!!o.json, { ip: formatIP(ip), block: b?.rec.cidr ?? null, owner: owner ?? null }, () =>
+              owner ? `${formatIP(ip)} is held by ${describeOwner(owner)} (block ${b.rec.cidr})` : `${formatIP(ip)} is free`,
             );
             return;
           }
+          const all = await blocks.list();
           if (o.allocations) {
-            const list = blocks.flatMap((b) =>
-              blk.allocations(b, parseCidr(b.cidr)).map(({ ip, owner }) => ({ ip: formatIP(ip), block: b.cidr, affinity: b.affinity, owner })),
+            const list = all.flatMap((b) =>
+              blk.allocations(b.rec, b.net).map(({ ip, owner }) => ({ ip: formatIP(ip), block: b.rec.cidr, affinity: b.rec.affinity, owner })),
             );
             print(!!o.json, list, () =>
               table(
                 ['ADDRESS', 'BLOCK', 'KIND', 'HOST', 'NETWORK', 'ENDPOINT', 'SINCE'],
-                list.map((a) => [a.ip, a.block, a.owner.kind, a.owner.host, a.owner.network?.slice(0, 12), a.owner.endpoint?.slice(0, 12), a.owner.since]),
+                list.map((a) => [a.ip, a.block, a.owner.kind, a.owner.host, network(a.owner)?.slice(0, 12), endpoint(a.owner)?.slice(0, 12), a.owner.since]),
               ),
             );
             return;
           }
-          const rows = blocks.map((b) => ({
-            cidr: b.cidr,
-            affinity: b.affinity,
-            used: Object.keys(b.allocations).length,
-            size: Number(cidrSize(parseCidr(b.cidr))),
+          const rows = all.map((b) => ({
+            cidr: b.rec.cidr,
+            affinity: b.rec.affinity,
+            used: Object.keys(b.rec.allocations).length,
+            size: Number(cidrSize(b.net)),
           }));
           print(!!o.json, rows, () =>
             table(
@@ -60,10 +65,8 @@ export function ipamCommands(program: Command): void {
               rows.map((r) => [r.cidr, r.affinity ?? '(none)', r.used, r.size]),
             ),
           );
-        } finally {
-          await kv.close();
-        }
-      }),
+        }),
+      ),
     );
   ipam
     .command('check')
@@ -73,13 +76,12 @@ export function ipamCommands(program: Command): void {
     .action((o: { grace: string; json?: boolean }) =>
       run(async () => {
         if (!/^\d+$/.test(o.grace)) throw new BadRequestError(`--grace "${o.grace}" is not a number of seconds`);
-        const kv = connect();
-        try {
-          const [b, e, n] = await Promise.all([kv.list(keys.blocks()), kv.list(keys.endpoints()), kv.list(keys.networks())]);
+        return withKv(async (kv) => {
+          const [b, e, n] = await Promise.all([new Blocks(kv).list(), kv.list(keys.endpoints()), kv.list(keys.networks())]);
           const report = checkIpam(
-            b.map((x) => JSON.parse(x.value) as BlockRecord),
-            e.map((x) => JSON.parse(x.value) as EndpointRecord),
-            n.map((x) => JSON.parse(x.value) as NetworkRecord),
+            b.map((x) => x.rec),
+            codecs.endpoint.decodeAll(e),
+            codecs.network.decodeAll(n),
             new Date(),
             Number(o.grace) * 1000,
           );
@@ -93,9 +95,7 @@ export function ipamCommands(program: Command): void {
                 ].join('\n'),
           );
           return report.ok ? 0 : 1;
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   ipam
@@ -105,20 +105,17 @@ export function ipamCommands(program: Command): void {
     .action((ips: string[], o: { force?: boolean }) =>
       run(async () => {
         const cfg = loadConfig();
-        const kv = connect(cfg);
-        try {
+        const addrs = ips.map((s) => parseIP(s, 'address'));
+        return withKv(async (kv) => {
           const allocator = new Allocator(kv, new Pools(kv), cfg.nodeName, silentLogger());
           let refused = 0;
-          for (const s of ips) {
-            const ip = parseIP(s, 'address');
+          for (const ip of addrs) {
             const r = await allocator.release(ip, { force: o.force });
             if (r === 'in-use') refused++;
             process.stdout.write(`${formatIP(ip)}: ${r === 'in-use' ? 'kept: its endpoint still exists (use --force)' : r}\n`);
           }
           return refused ? 1 : 0;
-        } finally {
-          await kv.close();
-        }
+        }, cfg);
       }),
     );
 }

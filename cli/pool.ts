@@ -1,11 +1,10 @@
 /** `calico pool add|ls|rm|disable|enable`. */
 import type { Command } from 'commander';
 import { Pools } from '../ipam/pools';
-import { keys } from '../lib/datastore/keys';
-import type { BlockRecord } from '../lib/datastore/records';
+import { Blocks } from '../ipam/blocks';
 import { BadRequestError } from '../lib/errors';
-import { cidrSize, containsCidr, parseCidr } from '../lib/ip';
-import { connect } from './connect';
+import { cidrSize, containsCidr } from '../lib/ip';
+import { withKv } from './connect';
 import { print, table } from './output';
 import { run } from './run';
 
@@ -23,13 +22,10 @@ export function poolCommands(program: Command): void {
           if (!/^\d+$/.test(o.blockSize)) throw new BadRequestError(`--block-size "${o.blockSize}" is not a prefix length like 26`);
           blockSize = Number(o.blockSize);
         }
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           const rec = await new Pools(kv).add(cidr, { blockSize, disabled: o.disabled });
           process.stdout.write(`pool ${rec.cidr} (blocks /${rec.blockSize})${rec.disabled ? ' disabled' : ''}\n`);
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   pool
@@ -38,13 +34,12 @@ export function poolCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action((o: { json?: boolean }) =>
       run(async () => {
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           const pools = await new Pools(kv, 0).list();
-          const blocks = (await kv.list(keys.blocks())).map((e) => JSON.parse(e.value) as BlockRecord);
+          const blocks = await new Blocks(kv).list();
           const rows = pools.map((p) => {
-            const inPool = blocks.filter((b) => containsCidr(p.net, parseCidr(b.cidr)));
-            const used = inPool.reduce((n, b) => n + Object.keys(b.allocations).length, 0);
+            const inPool = blocks.filter((b) => containsCidr(p.net, b.net));
+            const used = inPool.reduce((n, b) => n + Object.keys(b.rec.allocations).length, 0);
             return {
               cidr: p.cidr,
               family: p.family,
@@ -61,9 +56,7 @@ export function poolCommands(program: Command): void {
               rows.map((r) => [r.cidr, `/${r.blockSize}`, r.disabled ? 'disabled' : 'enabled', r.blocks, r.used, r.size]),
             ),
           );
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   pool
@@ -71,13 +64,10 @@ export function poolCommands(program: Command): void {
     .description('remove a pool that has no addresses in use')
     .action((cidr: string) =>
       run(async () => {
-        const kv = connect();
-        try {
+        return withKv(async (kv) => {
           await new Pools(kv).remove(cidr);
           process.stdout.write(`removed pool ${cidr}\n`);
-        } finally {
-          await kv.close();
-        }
+        });
       }),
     );
   for (const [name, disabled] of [
@@ -89,13 +79,10 @@ export function poolCommands(program: Command): void {
       .description(disabled ? 'stop new allocations from a pool (addresses in use keep working)' : 'allow allocations from a pool again')
       .action((cidr: string) =>
         run(async () => {
-          const kv = connect();
-          try {
+          return withKv(async (kv) => {
             const rec = await new Pools(kv).setDisabled(cidr, disabled);
             process.stdout.write(`pool ${rec.cidr} ${disabled ? 'disabled' : 'enabled'}\n`);
-          } finally {
-            await kv.close();
-          }
+          });
         }),
       );
   }

@@ -5,31 +5,33 @@
  * Block writes go through BlockWriter: compare-and-swap, grouped per block, retried bounded
  * and jittered when another host wins.
  */
-import { randomUUID } from 'node:crypto';
-import type { Compare, KV, Op } from '../lib/datastore/kv';
-import { keys } from '../lib/datastore/keys';
-import type { AffinityRecord, BlockRecord, EndpointRecord, Owner } from '../lib/datastore/records';
+import { randomBytes } from 'node:crypto';
+import { codecs } from '../lib/datastore/codec';
+import type { KV, Op } from '../lib/datastore/kv';
+import { keyName, keys } from '../lib/datastore/keys';
+import type { BlockRecord, EndpointRecord, Owner, PendingOwner } from '../lib/datastore/records';
+import { CAS_ATTEMPTS, transact } from '../lib/datastore/transact';
 import { BadRequestError, ConflictError, UnavailableError } from '../lib/errors';
 import { type Cidr, type Family, type IP, cidrFromKey, containsCidr, containsIP, enclosing, formatCidr, formatIP, overlaps, parseCidr } from '../lib/ip';
 import type { Logger } from '../lib/log';
 import { KeyedMutex, jitteredDelay, sleep } from '../lib/retry';
 import * as blk from './block';
 import { BlockWriter } from './block-writer';
+import { Blocks } from './blocks';
 import { pickUnclaimedBlock } from './placement';
 import { type Pool, type Pools, poolRecord } from './pools';
-
-const MAX_ATTEMPTS = 20;
 /** How long this host's list of affine blocks is trusted before it is read again. */
 const AFFINITY_TTL_MS = 5000;
 
 export function describeOwner(o: Owner): string {
-  if (o.kind === 'endpoint') return `endpoint ${o.endpoint?.slice(0, 12)} on network ${o.network?.slice(0, 12)} (host ${o.host})`;
-  if (o.kind === 'aux') return `an aux address of network ${o.network?.slice(0, 12) ?? '?'} (host ${o.host})`;
+  if (o.kind === 'endpoint') return `endpoint ${o.endpoint.slice(0, 12)} on network ${o.network.slice(0, 12)} (host ${o.host})`;
+  if (o.kind === 'aux') return `an aux address of network ${o.network.slice(0, 12)} (host ${o.host})`;
   return `a request on host ${o.host} that is not yet attached to an endpoint (since ${o.since})`;
 }
 
 export class Allocator {
   private writer: BlockWriter;
+  readonly blocks: Blocks;
   private mutex = new KeyedMutex();
   /** Parsed once: every RequestAddress walks this list. */
   private affinity?: { at: number; blocks: Array<{ cidr: string; net: Cidr }> };
@@ -41,10 +43,12 @@ export class Allocator {
     private log: Logger,
   ) {
     this.writer = new BlockWriter(kv);
+    this.blocks = new Blocks(kv);
   }
 
-  newOwner(pool: string, extra: Partial<Owner> = {}): Owner {
-    return { host: this.host, pool, kind: 'pending', handle: randomUUID(), since: new Date().toISOString(), ...extra };
+  /** A fresh owner for one request; its handle recognises the request's own writes on a replay. */
+  newOwner(pool: string): PendingOwner {
+    return { kind: 'pending', host: this.host, pool, handle: randomBytes(12).toString('base64url'), since: new Date().toISOString() };
   }
 
   /** Blocks affine to this host, cached briefly: only this host claims them. */
@@ -55,8 +59,8 @@ export class Allocator {
   private async affineBlockNets(family: Family, fresh: boolean): Promise<Array<{ cidr: string; net: Cidr }>> {
     if (fresh || !this.affinity || Date.now() - this.affinity.at > AFFINITY_TTL_MS) {
       const prefix = keys.affinities(this.host);
-      const entries = await this.kv.list(prefix);
-      this.affinity = { at: Date.now(), blocks: entries.map((e) => cidrFromKey(e.key.slice(prefix.length))).map((cidr) => ({ cidr, net: parseCidr(cidr) })) };
+      const entries = await this.kv.list(prefix, { keysOnly: true });
+      this.affinity = { at: Date.now(), blocks: entries.map((e) => cidrFromKey(keyName(e.key, prefix))).map((cidr) => ({ cidr, net: parseCidr(cidr) })) };
     }
     return this.affinity.blocks.filter((b) => b.net.family === family);
   }
@@ -100,14 +104,15 @@ export class Allocator {
       const again = await this.fromAffineBlocks(family, pools, owner, within, true);
       if (again) return again;
       let current = pools;
-      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
         if (attempt > 0) {
           this.pools.invalidate();
           current = (await this.pools.enabled(family)).filter((p) => !within || within.some((w) => overlaps(p.net, w)));
           await sleep(jitteredDelay(attempt, 2, 50));
         }
-        const all = await this.kv.list(keys.blocks());
-        const taken = new Set(all.map((e) => parseCidr((JSON.parse(e.value) as BlockRecord).cidr).base));
+        // Block keys alone: a claim must not read every block document (at thousands of blocks
+        // that listing is megabytes, and it ran on every new block of every host).
+        const taken = new Set((await this.blocks.cidrs()).map((c) => c.base));
         let lostRace = false;
         for (const pool of current) {
           const candidate = pickUnclaimedBlock(pool.net, pool.blockSize, taken, this.host, within);
@@ -119,13 +124,12 @@ export class Allocator {
         }
         // Someone claimed first (or the pool changed): look at the blocks again, theirs included.
         if (lostRace) continue;
-        for (const e of all) {
-          const rec = JSON.parse(e.value) as BlockRecord;
-          const net = parseCidr(rec.cidr);
-          if (net.family !== family || rec.unallocated.length === 0 || !this.usable(net, current, within)) continue;
-          const ip = await this.tryAllocate(rec.cidr, owner, within, false);
+        // The pools have no unclaimed block left: borrow from another host's block.
+        for (const b of await this.blocks.list()) {
+          if (b.net.family !== family || b.rec.unallocated.length === 0 || !this.usable(b.net, current, within)) continue;
+          const ip = await this.tryAllocate(b.rec.cidr, owner, within, false);
           if (ip) {
-            this.log.info("borrowed an address from another host's block", { ip: formatIP(ip), block: rec.cidr, affinity: rec.affinity });
+            this.log.info("borrowed an address from another host's block", { ip: formatIP(ip), block: b.rec.cidr, affinity: b.rec.affinity });
             return ip;
           }
         }
@@ -140,7 +144,10 @@ export class Allocator {
 
   private tryAllocate(cidr: string, owner: Owner, within: Cidr[] | undefined, mustBeMine: boolean): Promise<IP | undefined> {
     return this.writer.change<IP | undefined>(cidr, (c) => {
-      if (!c || (mustBeMine && c.rec.affinity !== this.host)) return { done: undefined };
+      if (!c) return { done: undefined };
+      const mine = blk.heldBy(c.rec, c.net, owner.handle);
+      if (mine) return { done: mine };
+      if (mustBeMine && c.rec.affinity !== this.host) return { done: undefined };
       const got = blk.allocate(c.rec, c.net, owner, within);
       return got ? { write: got.rec, result: got.ip } : { done: undefined };
     });
@@ -152,7 +159,7 @@ export class Allocator {
    */
   private async claim(pool: Pool, net: Cidr, rec: BlockRecord): Promise<boolean> {
     const cidr = formatCidr(net);
-    const aff: AffinityRecord = { state: 'confirmed', since: new Date().toISOString() };
+    const aff = { state: 'confirmed' as const, since: new Date().toISOString() };
     const rev = await this.kv.txn(
       [
         { key: keys.block(cidr), absent: true },
@@ -160,14 +167,21 @@ export class Allocator {
         { key: keys.pool(pool.cidr), mod: pool.mod },
       ],
       [
-        { put: keys.block(cidr), value: JSON.stringify(rec) },
-        { put: keys.affinity(this.host, cidr), value: JSON.stringify(aff) },
+        { put: keys.block(cidr), value: codecs.block.encode(rec) },
+        { put: keys.affinity(this.host, cidr), value: codecs.affinity.encode(aff) },
         // Rewriting the pool unchanged bumps its revision, which `calico pool rm` compares.
-        { put: keys.pool(pool.cidr), value: JSON.stringify(poolRecord(pool)) },
+        { put: keys.pool(pool.cidr), value: codecs.pool.encode(poolRecord(pool)) },
       ],
     );
     this.pools.invalidate();
-    if (!rev) return false;
+    if (!rev) {
+      // A failed compare may be our own claim, applied although its reply was lost.
+      const now = await this.writer.read(cidr);
+      const handles = Object.values(rec.allocations).map((o) => o.handle);
+      if (!now || now.rec.affinity !== this.host || !handles.every((h) => blk.heldBy(now.rec, now.net, h))) return false;
+      this.rememberAffinity(cidr);
+      return true;
+    }
     this.writer.remember(cidr, rec, rev);
     this.rememberAffinity(cidr);
     this.log.info('claimed block', { block: cidr, host: this.host });
@@ -195,7 +209,7 @@ export class Allocator {
     const b = { ...found };
     if (b.pool.disabled)
       throw new BadRequestError(`address ${formatIP(ip)} is in pool ${b.pool.cidr}, which is disabled; enable it with "calico pool enable ${b.pool.cidr}"`);
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const exists = await this.writer.change<boolean | Owner>(b.cidr, (c) => {
         if (!c) return { done: false };
         const r = blk.assign(c.rec, c.net, ip, owner);
@@ -224,9 +238,9 @@ export class Allocator {
 
   /** The holder as a user knows it: the container's name once the Docker watcher learned it. */
   private async holderName(o: Owner): Promise<string> {
-    if (o.kind === 'endpoint' && o.endpoint) {
+    if (o.kind === 'endpoint') {
       const e = await this.kv.get(keys.endpoint(o.host, o.endpoint)).catch(() => undefined);
-      const rec = e ? (JSON.parse(e.value) as EndpointRecord) : undefined;
+      const rec = e ? codecs.endpoint.decode(e) : undefined;
       if (rec?.containerName) return `container ${rec.containerName} (endpoint ${o.endpoint.slice(0, 12)}, host ${o.host})`;
     }
     return describeOwner(o);
@@ -239,7 +253,7 @@ export class Allocator {
    */
   async release(ip: IP, opts: { force?: boolean; handle?: string } = {}): Promise<'released' | 'not-allocated' | 'in-use'> {
     const b = await this.blockOf(ip);
-    const cidr = b?.cidr ?? (await this.findBlockCidr(ip));
+    const cidr = b?.cidr ?? (await this.blocks.find(ip))?.rec.cidr;
     if (!cidr) return 'not-allocated';
     const current = this.writer.cached(cidr) ?? (await this.writer.read(cidr));
     const owner = current && blk.ownerOf(current.rec, current.net, ip);
@@ -251,24 +265,18 @@ export class Allocator {
     }
     // Reconciliation frees exactly the allocation it judged leaked, not a later one.
     if (opts.handle && owner.handle !== opts.handle) return 'not-allocated';
-    if (owner.kind === 'endpoint' && owner.endpoint && !opts.force && (await this.kv.get(keys.endpoint(owner.host, owner.endpoint)))) return 'in-use';
+    if (owner.kind === 'endpoint' && !opts.force && (await this.kv.get(keys.endpoint(owner.host, owner.endpoint)))) return 'in-use';
     return this.writer.change<'released' | 'not-allocated' | 'in-use'>(cidr, (c) => {
       const now = c && blk.ownerOf(c.rec, c.net, ip);
       // Only the allocation we looked at: if it changed hands meanwhile, it is not ours to free,
       // and if an endpoint took it since we checked, that endpoint is live.
       if (!c || !now || now.handle !== owner.handle) return { done: 'not-allocated' };
-      if (!opts.force && (now.kind !== owner.kind || now.endpoint !== owner.endpoint)) return { done: 'in-use' };
+      if (!opts.force && (now.kind !== owner.kind || (now.kind === 'endpoint' && owner.kind === 'endpoint' && now.endpoint !== owner.endpoint)))
+        return { done: 'in-use' };
       const next = blk.release(c.rec, c.net, ip)!;
       // A block that belongs to nobody and holds nothing is deleted rather than kept.
       return { write: next.affinity === null && blk.isEmpty(next) ? null : next, result: 'released' };
     });
-  }
-
-  /** An address outside every pool (its pool was removed) can still sit in a block. */
-  private async findBlockCidr(ip: IP): Promise<string | undefined> {
-    const all = await this.kv.list(keys.blocks());
-    const e = all.find((x) => containsIP(parseCidr((JSON.parse(x.value) as BlockRecord).cidr), ip));
-    return e ? (JSON.parse(e.value) as BlockRecord).cidr : undefined;
   }
 
   /**
@@ -281,7 +289,10 @@ export class Allocator {
     await this.writer.change<void>(b.cidr, (c) => {
       const owner = c && blk.ownerOf(c.rec, c.net, ip);
       if (!c || !owner || owner.kind === 'endpoint' || (owner.kind === 'aux' && owner.network === network)) return { done: undefined };
-      return { write: blk.setOwner(c.rec, c.net, ip, { ...owner, kind: 'aux', network }), result: undefined };
+      return {
+        write: blk.setOwner(c.rec, c.net, ip, { kind: 'aux', host: owner.host, pool: owner.pool, handle: owner.handle, since: owner.since, network }),
+        result: undefined,
+      };
     });
   }
 
@@ -290,7 +301,15 @@ export class Allocator {
     const owner = blk.ownerOf(rec, net, ip);
     if (!owner) throw new BadRequestError(`address ${formatIP(ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
     if (owner.kind === 'endpoint' && owner.endpoint !== ep.id) throw new ConflictError(`address ${formatIP(ip)} is already in use by ${describeOwner(owner)}`);
-    return blk.setOwner(rec, net, ip, { ...owner, kind: 'endpoint', network: ep.network, endpoint: ep.id });
+    return blk.setOwner(rec, net, ip, {
+      kind: 'endpoint',
+      host: owner.host,
+      pool: owner.pool,
+      handle: owner.handle,
+      since: owner.since,
+      network: ep.network,
+      endpoint: ep.id,
+    });
   }
 
   /**
@@ -323,7 +342,7 @@ export class Allocator {
       }),
     );
     const cidrs = [...new Set(located.map((l) => l.cidr))].sort();
-    const put: Op = { put: endpointKey, value: JSON.stringify(ep) };
+    const put: Op = { put: endpointKey, value: codecs.endpoint.encode(ep) };
     if (cidrs.length === 1) {
       // The common case: one block, so the write joins that block's group commit.
       let stale = true;
@@ -347,26 +366,29 @@ export class Allocator {
       }
       return;
     }
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const current = new Map<string, NonNullable<ReturnType<BlockWriter['cached']>>>();
-      for (const cidr of cidrs) {
-        const c = await this.writer.read(cidr);
-        if (c) current.set(cidr, c);
-      }
-      const next = new Map<string, BlockRecord>();
-      for (const l of located) {
-        const c = current.get(l.cidr);
-        if (!c) throw new BadRequestError(`address ${formatIP(l.ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
-        next.set(l.cidr, this.claimOwner(next.get(l.cidr) ?? c.rec, c.net, l.ip, ep));
-      }
-      const compares: Compare[] = cidrs.map((cidr) => ({ key: keys.block(cidr), mod: current.get(cidr)!.mod }));
-      const rev = await this.kv.txn(compares, [...[...next].map(([cidr, rec]) => ({ put: keys.block(cidr), value: JSON.stringify(rec) })), put]);
-      if (rev) {
-        for (const [cidr, rec] of next) this.writer.remember(cidr, rec, rev);
-        return;
-      }
-      await sleep(jitteredDelay(attempt, 2, 50));
-    }
-    throw new UnavailableError(`could not record endpoint ${ep.id.slice(0, 12)}: its address blocks kept changing; try again`);
+    // Several blocks (dual stack): one transaction over all of them, guarded by each.
+    let next = new Map<string, BlockRecord>();
+    await transact(
+      this.kv,
+      async () => {
+        const current = new Map<string, NonNullable<ReturnType<BlockWriter['cached']>>>();
+        for (const cidr of cidrs) {
+          const c = await this.writer.read(cidr);
+          if (c) current.set(cidr, c);
+        }
+        next = new Map<string, BlockRecord>();
+        for (const l of located) {
+          const c = current.get(l.cidr);
+          if (!c) throw new BadRequestError(`address ${formatIP(l.ip)} was not allocated by calico-ipam: create the network with --ipam-driver calico-ipam`);
+          next.set(l.cidr, this.claimOwner(next.get(l.cidr) ?? c.rec, c.net, l.ip, ep));
+        }
+        return {
+          compares: cidrs.map((cidr) => ({ key: keys.block(cidr), mod: current.get(cidr)!.mod })),
+          ops: [...[...next].map(([cidr, rec]) => ({ put: keys.block(cidr), value: codecs.block.encode(rec) })), put],
+          result: undefined,
+        };
+      },
+      { what: `the address blocks of endpoint ${ep.id.slice(0, 12)}`, onCommit: (rev) => next.forEach((rec, cidr) => this.writer.remember(cidr, rec, rev)) },
+    );
   }
 }

@@ -5,14 +5,12 @@
  * ones. A lost compare-and-swap (another host wrote the block) re-reads and re-applies the
  * whole batch; each change is a pure function of the block, so re-applying is safe.
  */
+import { codecs } from '../lib/datastore/codec';
 import type { KV, KVEntry, Op } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';
 import type { BlockRecord } from '../lib/datastore/records';
-import { UnavailableError } from '../lib/errors';
+import { transact } from '../lib/datastore/transact';
 import { type Cidr, parseCidr } from '../lib/ip';
-import { jitteredDelay, sleep } from '../lib/retry';
-
-const MAX_ATTEMPTS = 20;
 
 export interface CachedBlock {
   rec: BlockRecord;
@@ -66,8 +64,8 @@ export class BlockWriter {
       this.cache.delete(cidr);
       return undefined;
     }
-    const rec = JSON.parse(e.value) as BlockRecord;
-    const c = { rec, mod: e.mod, net: parseCidr(rec.cidr) };
+    const rec = codecs.block.decode(e);
+    const c = { rec, mod: e.mod, net: this.netOf(rec) };
     this.cache.set(cidr, c);
     return c;
   }
@@ -102,67 +100,65 @@ export class BlockWriter {
     }
   }
 
+  /** Applies every change of the batch in one compare-and-swap, re-read and re-applied when another host wins. */
   private async commit(cidr: string, batch: Pending[]): Promise<void> {
     const key = keys.block(cidr);
-    let verified = false;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const cached = attempt === 0 && !verified ? this.cache.get(cidr) : undefined;
-      const start = cached ?? (await this.read(cidr));
-      let cur: CachedBlock | undefined = start;
-      let wrote = false;
-      let refusedOrDone = false;
-      const ops: Op[] = [];
-      const outcomes: Array<{ ok: true; value: unknown } | { ok: false; err: unknown }> = [];
-      for (const p of batch) {
-        try {
-          const step = p.change(cur);
-          if ('done' in step) {
-            refusedOrDone = true;
-            outcomes.push({ ok: true, value: step.done });
-            continue;
+    type Outcome = { ok: true; value: unknown } | { ok: false; err: unknown };
+    let written: CachedBlock | undefined;
+    const outcomes = await transact<Outcome[]>(
+      this.kv,
+      async (attempt) => {
+        const decide = (start: CachedBlock | undefined) => {
+          let cur = start;
+          let wrote = false;
+          let refusedOrDone = false;
+          const ops: Op[] = [];
+          const outs: Outcome[] = [];
+          for (const p of batch) {
+            try {
+              const step = p.change(cur);
+              if ('done' in step) {
+                refusedOrDone = true;
+                outs.push({ ok: true, value: step.done });
+                continue;
+              }
+              wrote = true;
+              cur = step.write
+                ? { rec: step.write, mod: cur?.mod ?? '0', net: cur && cur.rec.cidr === step.write.cidr ? cur.net : parseCidr(step.write.cidr) }
+                : undefined;
+              ops.push(...(step.ops ?? []));
+              outs.push({ ok: true, value: step.result });
+            } catch (err) {
+              refusedOrDone = true;
+              outs.push({ ok: false, err });
+            }
           }
-          wrote = true;
-          cur = step.write
-            ? { rec: step.write, mod: cur?.mod ?? '0', net: cur && cur.rec.cidr === step.write.cidr ? cur.net : parseCidr(step.write.cidr) }
-            : undefined;
-          ops.push(...(step.ops ?? []));
-          outcomes.push({ ok: true, value: step.result });
-        } catch (err) {
-          refusedOrDone = true;
-          outcomes.push({ ok: false, err });
-        }
-      }
-      const settle = () =>
-        batch.forEach((p, i) => {
-          const o = outcomes[i];
-          if (o.ok) p.resolve(o.value);
-          else p.reject(o.err);
-        });
-      // A write is checked by its compare-and-swap; a refusal or "nothing to do" is not, so one
-      // decided on a cached copy (maybe older than another host's write) is decided again fresh.
-      if (cached && (!wrote || refusedOrDone)) {
-        verified = true;
-        attempt--;
-        continue;
-      }
-      if (!wrote) {
-        settle();
-        return;
-      }
-      const rev = await this.kv.txn(
-        [start ? { key, mod: start.mod } : { key, absent: true }],
-        [cur ? { put: key, value: JSON.stringify(cur.rec) } : { del: key }, ...ops],
-      );
-      if (rev) {
+          return { start, cur, wrote, refusedOrDone, ops, outs };
+        };
+        const cached = attempt === 0 ? this.cache.get(cidr) : undefined;
+        let d = decide(cached ?? (await this.read(cidr)));
+        // A write is checked by its compare-and-swap; a refusal or "nothing to do" is not, so one
+        // decided on a cached copy (maybe older than another host's write) is decided again fresh.
+        if (cached && (!d.wrote || d.refusedOrDone)) d = decide(await this.read(cidr));
+        if (!d.wrote) return { done: d.outs };
+        written = d.cur;
+        return {
+          compares: [d.start ? { key, mod: d.start.mod } : { key, absent: true }],
+          ops: [d.cur ? { put: key, value: codecs.block.encode(d.cur.rec) } : { del: key }, ...d.ops],
+          result: d.outs,
+        };
+      },
+      {
+        what: `block ${cidr}`,
         // The write's revision is the block's new mod revision, so the next change needs no read
         // unless another host wrote the block meanwhile (then the compare fails and we read).
-        if (cur) this.remember(cidr, cur.rec, rev);
-        else this.cache.delete(cidr);
-        settle();
-        return;
-      }
-      await sleep(jitteredDelay(attempt, 2, 50));
-    }
-    throw new UnavailableError(`block ${cidr} kept changing under concurrent writers (${MAX_ATTEMPTS} attempts); try again`);
+        onCommit: (rev) => (written ? this.remember(cidr, written.rec, rev) : this.cache.delete(cidr)),
+      },
+    );
+    batch.forEach((p, i) => {
+      const o = outcomes[i];
+      if (o.ok) p.resolve(o.value);
+      else p.reject(o.err);
+    });
   }
 }

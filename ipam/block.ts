@@ -27,11 +27,21 @@ function inside(ip: IP, within: Cidr[] | undefined): boolean {
   return !within || within.some((c) => containsIP(c, ip));
 }
 
+/** The address already held under `handle`, if any: one request never gets two addresses. */
+export function heldBy(rec: BlockRecord, block: Cidr, handle: string): IP | undefined {
+  for (const [o, owner] of Object.entries(rec.allocations)) if (owner.handle === handle) return ipAt(block, Number(o));
+  return undefined;
+}
+
 /**
  * Takes the first free ordinal, in reuse order, whose address lies inside `within` (a
- * network's subnet or ip-range). Returns undefined when the block has none.
+ * network's subnet or ip-range). Returns undefined when the block has none. Idempotent per
+ * owner handle: a request whose earlier write landed although its reply was lost (an etcd
+ * member failing mid-call) gets the address it already holds, unchanged.
  */
 export function allocate(rec: BlockRecord, block: Cidr, owner: Owner, within?: Cidr[]): { rec: BlockRecord; ip: IP } | undefined {
+  const already = heldBy(rec, block, owner.handle);
+  if (already) return { rec, ip: already };
   const idx = rec.unallocated.findIndex((o) => inside(ipAt(block, o), within));
   if (idx < 0) return undefined;
   const ordinal = rec.unallocated[idx];
@@ -49,7 +59,8 @@ export function allocate(rec: BlockRecord, block: Cidr, owner: Owner, within?: C
 export function assign(rec: BlockRecord, block: Cidr, ip: IP, owner: Owner): { rec: BlockRecord } | { heldBy: Owner } {
   const ordinal = ordinalOf(block, ip);
   const held = rec.allocations[ordinal];
-  if (held) return { heldBy: held };
+  // Our own earlier write (a replay after a lost reply) is success, not a clash.
+  if (held) return held.handle === owner.handle ? { rec } : { heldBy: held };
   return {
     rec: {
       ...rec,

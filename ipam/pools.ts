@@ -3,11 +3,14 @@
  * Reads are cached for a short time because every RequestAddress needs them; a pool change
  * reaches every host within that time.
  */
-import type { KV } from '../lib/datastore/kv';
-import { keys } from '../lib/datastore/keys';
-import type { BlockRecord, PoolRecord } from '../lib/datastore/records';
+import { codecs } from '../lib/datastore/codec';
+import type { KV, KVEntry } from '../lib/datastore/kv';
+import { keyName, keys } from '../lib/datastore/keys';
+import type { PoolRecord } from '../lib/datastore/records';
+import { transact } from '../lib/datastore/transact';
 import { BadRequestError, ConflictError, NotFoundError } from '../lib/errors';
 import { type Cidr, type Family, type IP, containsCidr, containsIP, formatCidr, overlaps, parseCidr } from '../lib/ip';
+import { Blocks } from './blocks';
 
 export const DEFAULT_BLOCK_SIZE: Record<Family, number> = { 4: 26, 6: 122 };
 const BLOCK_LIMITS: Record<Family, [number, number]> = { 4: [20, 32], 6: [116, 128] };
@@ -23,8 +26,9 @@ export function poolRecord(p: Pool): PoolRecord {
   return { cidr: p.cidr, family: p.family, blockSize: p.blockSize, disabled: p.disabled, createdAt: p.createdAt };
 }
 
-function toPool(r: PoolRecord, mod: string): Pool {
-  return { ...r, net: parseCidr(r.cidr, 'pool'), mod };
+function toPool(e: KVEntry): Pool {
+  const r = codecs.pool.decode(e);
+  return { ...r, net: parseCidr(r.cidr, 'pool'), mod: e.mod };
 }
 
 export class Pools {
@@ -42,7 +46,7 @@ export class Pools {
   async list(): Promise<Pool[]> {
     if (this.cache && Date.now() - this.cache.at < this.ttlMs) return this.cache.pools;
     const entries = await this.kv.list(keys.pools());
-    const pools = entries.map((e) => toPool(JSON.parse(e.value) as PoolRecord, e.mod));
+    const pools = entries.map(toPool);
     pools.sort((a, b) => a.family - b.family || (a.net.base < b.net.base ? -1 : 1));
     this.cache = { at: Date.now(), pools };
     return pools;
@@ -100,7 +104,7 @@ export class Pools {
     }
     const clash = existing.find((p) => overlaps(p.net, net));
     if (clash) throw new ConflictError(`pool ${record.cidr} overlaps existing pool ${clash.cidr}; pools must not overlap`);
-    const ok = await this.kv.txn([{ key: keys.pool(record.cidr), absent: true }], [{ put: keys.pool(record.cidr), value: JSON.stringify(record) }]);
+    const ok = await this.kv.txn([{ key: keys.pool(record.cidr), absent: true }], [{ put: keys.pool(record.cidr), value: codecs.pool.encode(record) }]);
     this.invalidate();
     if (!ok) return this.get(record.cidr);
     return record;
@@ -110,21 +114,23 @@ export class Pools {
     const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
     const e = await this.kv.get(keys.pool(canon));
     if (!e) throw new NotFoundError(`no pool ${canon}; see "calico pool ls"`);
-    return toPool(JSON.parse(e.value) as PoolRecord, e.mod);
+    return toPool(e);
   }
 
   async setDisabled(cidr: string, disabled: boolean): Promise<PoolRecord> {
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
-      const e = await this.kv.get(keys.pool(canon));
-      if (!e) throw new NotFoundError(`no pool ${canon}; see "calico pool ls"`);
-      const rec = { ...(JSON.parse(e.value) as PoolRecord), disabled };
-      if (await this.kv.txn([{ key: e.key, mod: e.mod }], [{ put: e.key, value: JSON.stringify(rec) }])) {
-        this.invalidate();
-        return rec;
-      }
-    }
-    throw new ConflictError(`pool ${cidr} kept changing while being updated; try again`);
+    const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
+    const rec = await transact(
+      this.kv,
+      async () => {
+        const e = await this.kv.get(keys.pool(canon));
+        if (!e) throw new NotFoundError(`no pool ${canon}; see "calico pool ls"`);
+        const next: PoolRecord = { ...codecs.pool.decode(e), disabled };
+        return { compares: [{ key: e.key, mod: e.mod }], ops: [{ put: e.key, value: codecs.pool.encode(next) }], result: next };
+      },
+      { what: `pool ${canon}` },
+    );
+    this.invalidate();
+    return rec;
   }
 
   /**
@@ -133,21 +139,20 @@ export class Pools {
    */
   async remove(cidr: string): Promise<void> {
     const pool = await this.get(cidr);
-    const blocks = (await this.kv.list(keys.blocks()))
-      .map((e) => ({ e, rec: JSON.parse(e.value) as BlockRecord }))
-      .filter(({ rec }) => containsCidr(pool.net, parseCidr(rec.cidr)));
+    const blocks = (await new Blocks(this.kv).list()).filter((b) => containsCidr(pool.net, b.net));
     const used = blocks.reduce((n, b) => n + Object.keys(b.rec.allocations).length, 0);
     if (used > 0) {
       throw new ConflictError(
         `pool ${pool.cidr} still has ${used} address(es) in use; remove those containers (or release the addresses with "calico ipam release") first, or disable the pool with "calico pool disable ${pool.cidr}"`,
       );
     }
-    const affinities = (await this.kv.list(keys.affinities())).filter((e) => blocks.some((b) => e.key.endsWith(`/${b.e.key.split('/').pop()}`)));
+    const blockKeys = new Set(blocks.map((b) => keyName(keys.block(b.rec.cidr), keys.blocks())));
+    const affinities = (await this.kv.list(keys.affinities(), { keysOnly: true })).filter((e) => blockKeys.has(e.key.slice(e.key.lastIndexOf('/') + 1)));
     // Every block claim rewrites its pool's key, so comparing the pool's revision (read before
     // the blocks) fails this removal if a block was claimed after that read.
     const ok = await this.kv.txn(
-      [...blocks.map((b) => ({ key: b.e.key, mod: b.e.mod })), { key: keys.pool(pool.cidr), mod: pool.mod }],
-      [...blocks.map((b) => ({ del: b.e.key })), ...affinities.map((a) => ({ del: a.key })), { del: keys.pool(pool.cidr) }],
+      [...blocks.map((b) => ({ key: keys.block(b.rec.cidr), mod: b.mod })), { key: keys.pool(pool.cidr), mod: pool.mod }],
+      [...blocks.map((b) => ({ del: keys.block(b.rec.cidr) })), ...affinities.map((a) => ({ del: a.key })), { del: keys.pool(pool.cidr) }],
     );
     this.invalidate();
     if (!ok) throw new ConflictError(`pool ${pool.cidr} changed while being removed (an address may have just been allocated); try again`);

@@ -5,15 +5,14 @@
  * takes effect well within a second. Rules stay in the kernel while the node is down and are
  * rebuilt from etcd at start, so a restart never opens a window.
  */
-import type { Namespace } from 'etcd3';
 import type { FirewallStatus, NodeContext } from '../lib/context';
+import { codecs } from '../lib/datastore/codec';
+import type { Watch } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';
-import type { NetworkRecord } from '../lib/datastore/records';
-import { PrefixWatch } from '../lib/datastore/watch';
 import { ApplyLoop } from '../lib/apply-loop';
 import { Firewall } from './iptables';
-import { listPolicies, policyKeys } from './model';
-import { type ProfileRecord, profileKeys, syncProfiles } from './profiles';
+import { listPolicies } from './model';
+import { syncProfiles } from './profiles';
 import { renderPolicy } from './render';
 
 export interface PolicyAgentOptions {
@@ -23,7 +22,7 @@ export interface PolicyAgentOptions {
 }
 
 export class PolicyAgent implements FirewallStatus {
-  private watch?: PrefixWatch;
+  private watch?: Watch;
   private loop: ApplyLoop;
   private resync?: NodeJS.Timeout;
   private applied?: string;
@@ -39,7 +38,6 @@ export class PolicyAgent implements FirewallStatus {
 
   constructor(
     private ctx: NodeContext,
-    private ns: Namespace,
     private opts: PolicyAgentOptions,
   ) {
     this.firstApplied = new Promise((r) => (this.markApplied = r));
@@ -47,13 +45,9 @@ export class PolicyAgent implements FirewallStatus {
   }
 
   async start(): Promise<void> {
-    this.watch = new PrefixWatch(
-      this.ns,
-      [keys.endpoints(), keys.networks(), policyKeys.policies(), profileKeys.profiles()],
-      () => this.loop.schedule(),
-      this.ctx.log,
-    );
-    await this.watch.start();
+    const schedule = () => this.loop.schedule();
+    this.watch = this.ctx.kv.watch([keys.endpoints(), keys.networks(), keys.policies(), keys.profiles()], { reset: schedule, changes: schedule });
+    await this.watch.ready;
     // Someone may flush or edit our rules by hand; a periodic full apply puts them back.
     this.resync = setInterval(() => {
       this.fullNext = true;
@@ -68,13 +62,13 @@ export class PolicyAgent implements FirewallStatus {
       this.ctx.records.listEndpoints(),
       this.ctx.kv.list(keys.networks()),
       listPolicies(this.ctx.kv),
-      this.ctx.kv.list(profileKeys.profiles()),
+      this.ctx.kv.list(keys.profiles()),
     ]);
-    const networks = networkEntries.map((e) => JSON.parse(e.value) as NetworkRecord);
+    const networks = codecs.network.decodeAll(networkEntries);
     // Changes come back through the watch and trigger another pass with the stored profiles.
     const changed = await syncProfiles(this.ctx.kv, networks, profileEntries);
     if (changed) this.ctx.log.info('profiles updated', { changes: changed });
-    const profiles = profileEntries.map((e) => JSON.parse(e.value) as ProfileRecord);
+    const profiles = codecs.profile.decodeAll(profileEntries);
     const rendered = renderPolicy({ host: this.ctx.host, endpoints, networks, policies, profiles, endpointToHost: this.opts.endpointToHost });
     const text = JSON.stringify(rendered);
     const full = this.fullNext;
@@ -122,6 +116,6 @@ export class PolicyAgent implements FirewallStatus {
     for (const w of this.waiters) w.done(false);
     this.loop.stop();
     clearInterval(this.resync);
-    await this.watch?.stop();
+    await this.watch?.cancel();
   }
 }

@@ -4,7 +4,10 @@
  */
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
+import { codecs } from '../lib/datastore/codec';
 import type { KV } from '../lib/datastore/kv';
+import { keys } from '../lib/datastore/keys';
+import type { PolicyRecord } from '../lib/datastore/records';
 import { BadRequestError, NotFoundError, errorMessage } from '../lib/errors';
 import { parseCidr } from '../lib/ip';
 import { parseSelector } from './selector';
@@ -91,19 +94,7 @@ export type PolicyInput = z.infer<typeof PolicySchema>;
 export type Rule = z.infer<typeof rule>;
 export type Entity = z.infer<typeof entity>;
 
-export interface PolicyRecord {
-  name: string;
-  order: number;
-  selector: string;
-  types: Array<'ingress' | 'egress'>;
-  ingress: Rule[];
-  egress: Rule[];
-}
-
-export const policyKeys = {
-  policy: (name: string) => `policies/${name}`,
-  policies: () => 'policies/',
-};
+export type { PolicyRecord };
 
 /** Fills the defaults: order 1000, selector all(), types = those with rules (ingress if none). */
 export function normalise(p: PolicyInput): PolicyRecord {
@@ -157,24 +148,22 @@ export async function applyPolicies(kv: KV, policies: PolicyRecord[]): Promise<v
   // One transaction: a file is applied whole or not at all.
   const ok = await kv.txn(
     [],
-    policies.map((p) => ({ put: policyKeys.policy(p.name), value: JSON.stringify(p) })),
+    policies.map((p) => ({ put: keys.policy(p.name), value: codecs.policy.encode(p) })),
   );
   if (!ok) throw new BadRequestError('the policies could not be written; try again');
 }
 
 export async function listPolicies(kv: KV): Promise<PolicyRecord[]> {
-  return (await kv.list(policyKeys.policies()))
-    .map((e) => JSON.parse(e.value) as PolicyRecord)
-    .sort((a, b) => a.order - b.order || a.name.localeCompare(b.name));
+  return codecs.policy.decodeAll(await kv.list(keys.policies())).sort((a, b) => a.order - b.order || a.name.localeCompare(b.name));
 }
 
 export async function getPolicy(kv: KV, name: string): Promise<PolicyRecord> {
-  const e = await kv.get(policyKeys.policy(name));
+  const e = await kv.get(keys.policy(name));
   if (!e) throw new NotFoundError(`no policy ${name}; see "calico policy ls"`);
-  return JSON.parse(e.value) as PolicyRecord;
+  return codecs.policy.decode(e);
 }
 
 export async function removePolicy(kv: KV, name: string): Promise<void> {
   await getPolicy(kv, name);
-  await kv.del(policyKeys.policy(name));
+  await kv.del(keys.policy(name));
 }

@@ -5,23 +5,14 @@
  * when it is `--internal`). Policy agents keep them in step with the networks they see: created
  * when a network name is first learned, removed when no host has a network of that name.
  */
+import { codecs } from '../lib/datastore/codec';
 import type { KV, KVEntry } from '../lib/datastore/kv';
-import type { EndpointRecord, NetworkRecord } from '../lib/datastore/records';
+import { keyName, keys } from '../lib/datastore/keys';
+import type { EndpointRecord, NetworkRecord, ProfileRecord } from '../lib/datastore/records';
 import { NotFoundError } from '../lib/errors';
-import type { Rule } from './model';
 import { quote } from './selector';
 
-export interface ProfileRecord {
-  name: string;
-  internal: boolean;
-  ingress: Rule[];
-  egress: Rule[];
-}
-
-export const profileKeys = {
-  profile: (name: string) => `profiles/${name}`,
-  profiles: () => 'profiles/',
-};
+export type { ProfileRecord };
 
 export const NETWORK_LABEL = 'calico/network';
 
@@ -44,13 +35,13 @@ export function wantedProfiles(networks: NetworkRecord[]): Map<string, ProfileRe
 }
 
 export async function listProfiles(kv: KV): Promise<ProfileRecord[]> {
-  return (await kv.list(profileKeys.profiles())).map((e) => JSON.parse(e.value) as ProfileRecord);
+  return codecs.profile.decodeAll(await kv.list(keys.profiles()));
 }
 
 export async function getProfile(kv: KV, name: string): Promise<ProfileRecord> {
-  const e = await kv.get(profileKeys.profile(name));
+  const e = await kv.get(keys.profile(name));
   if (!e) throw new NotFoundError(`no profile ${name}; profiles are named after Docker networks, see "calico profile ls"`);
-  return JSON.parse(e.value) as ProfileRecord;
+  return codecs.profile.decode(e);
 }
 
 /**
@@ -61,13 +52,20 @@ export async function getProfile(kv: KV, name: string): Promise<ProfileRecord> {
  */
 export async function syncProfiles(kv: KV, networks: NetworkRecord[], stored: KVEntry[]): Promise<number> {
   const wanted = wantedProfiles(networks);
-  const have = new Map(stored.map((e) => [(JSON.parse(e.value) as ProfileRecord).name, e]));
+  const have = new Map(stored.map((e) => [keyName(e.key, keys.profiles()), e]));
+  const internal = (e: KVEntry) => {
+    try {
+      return codecs.profile.decode(e).internal;
+    } catch {
+      return undefined; // unreadable: rewritten below
+    }
+  };
   let changes = 0;
   for (const [name, p] of wanted) {
     const e = have.get(name);
-    if (e && (JSON.parse(e.value) as ProfileRecord).internal === p.internal) continue;
-    const guard = e ? { key: e.key, mod: e.mod } : { key: profileKeys.profile(name), absent: true as const };
-    if (await kv.txn([guard], [{ put: profileKeys.profile(name), value: JSON.stringify(p) }])) changes++;
+    if (e && internal(e) === p.internal) continue;
+    const guard = e ? { key: e.key, mod: e.mod } : { key: keys.profile(name), absent: true as const };
+    if (await kv.txn([guard], [{ put: keys.profile(name), value: codecs.profile.encode(p) }])) changes++;
   }
   for (const [name, e] of have) {
     if (wanted.has(name)) continue;

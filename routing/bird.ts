@@ -11,7 +11,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { InternalError, errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
-import { jitteredDelay, sleep } from '../lib/retry';
+import { Supervisor } from '../lib/supervise';
+
+/** A BIRD that ran this long and then died is restarted at once, with a fresh backoff. */
+const STABLE_MS = 60_000;
 
 const run = promisify(execFile);
 
@@ -26,11 +29,12 @@ export interface BirdOptions {
 export class Bird {
   private child?: ChildProcess;
   private stopped = false;
-  private restarts = 0;
+  private supervisor: Supervisor;
   readonly confPath: string;
 
   constructor(private o: BirdOptions) {
     this.confPath = path.join(o.dir, 'bird.conf');
+    this.supervisor = new Supervisor('running BIRD', o.log, { baseMs: 500, maxMs: 30_000 });
   }
 
   /** Checks `text` with `bird -p`, then installs it atomically. Throws (installing nothing) if BIRD refuses it. */
@@ -48,9 +52,14 @@ export class Bird {
     fs.renameSync(tmp, this.confPath);
   }
 
-  /** Starts BIRD if it is ours to run; restarts it when it dies (bounded backoff). */
+  /** Starts BIRD if it is ours to run; restarts it when it dies (supervised: bounded backoff). */
   start(): void {
     if (this.o.external || this.child || this.stopped) return;
+    void this.supervisor.run(() => this.runOnce());
+  }
+
+  /** Runs BIRD until it exits: an exit after a long run restarts at once, an early one backs off. */
+  private runOnce(): Promise<'again'> {
     // SIGKILL, not SIGTERM, when calico node goes: a BIRD that shuts down cleanly tells its peers
     // to withdraw our routes, while one that just vanishes lets them keep the routes for the
     // graceful-restart time, so containers here stay reachable until BIRD is back. -R starts it in
@@ -62,16 +71,25 @@ export class Bird {
       'SIGKILL',
     );
     this.child = child;
+    const started = Date.now();
     let stderr = '';
-    child.stderr?.on('data', (d) => (stderr = (stderr + d).slice(-2000)));
-    child.once('error', (err) => this.o.log.error('cannot run BIRD: is bird2 installed?', { error: err.message }));
-    child.once('exit', (code, signal) => {
-      this.child = undefined;
-      if (this.stopped) return;
-      this.o.log.warn('BIRD exited; restarting it', { code, signal, stderr: stderr.trim() });
-      void sleep(500 + jitteredDelay(Math.min(this.restarts++, 6), 500, 30_000)).then(() => this.start());
-    });
+    child.stderr?.on('data', (d) => (stderr = (stderr + String(d)).slice(-2000)));
     this.o.log.info('BIRD started', { config: this.confPath, socket: this.o.socket });
+    return new Promise((resolve, reject) => {
+      child.once('error', (err) => {
+        this.child = undefined;
+        reject(new InternalError(`cannot run BIRD (is bird2 installed?): ${err.message}`));
+      });
+      child.once('exit', (code, signal) => {
+        this.child = undefined;
+        if (this.stopped) return resolve('again');
+        const why = `BIRD exited (code ${String(code)}, signal ${String(signal)}): ${stderr.trim()}`;
+        if (Date.now() - started > STABLE_MS) {
+          this.o.log.warn(`${why}; restarting it`);
+          resolve('again');
+        } else reject(new InternalError(why));
+      });
+    });
   }
 
   /** Applies the installed configuration to the running BIRD. */
@@ -128,6 +146,7 @@ export class Bird {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.supervisor.stop();
     const c = this.child;
     if (!c) return;
     await new Promise<void>((resolve) => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Runs every test suite with node's test runner on the compiled output. The integration
-// suites need root (network namespaces) and the etcd binary; refuse clearly rather than skip.
+// Runs test suites with node's test runner on the compiled output: `node test/run.js [suite...]`
+// (unit, contract, integration, e2e; all by default). Unit tests need nothing but Node and run as
+// any user; the others check their own needs here and refuse clearly rather than skip.
 'use strict';
 const { spawnSync, execFileSync } = require('node:child_process');
 const path = require('node:path');
@@ -12,18 +13,32 @@ if (!fs.existsSync(dist)) {
   console.error('dist/test is missing: run "npm run build" first');
   process.exit(2);
 }
-if (process.getuid && process.getuid() !== 0) {
-  console.error('the test suites create network namespaces and run etcd: run them as root (sudo scripts/test.sh)');
-  process.exit(2);
-}
-for (const bin of ['etcd', 'ip', 'ping', 'dockerd', 'docker', 'busybox']) {
-  try {
-    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
-  } catch {
-    console.error(`${bin} is not installed: run scripts/install-deps.sh`);
+const base = ['etcd', 'ip', 'ping'];
+const needs = {
+  unit: { root: false, bins: [] },
+  contract: { root: true, bins: base },
+  integration: { root: true, bins: [...base, 'bird', 'iptables', 'ipset', 'nft'] },
+  e2e: { root: true, bins: [...base, 'bird', 'iptables', 'ipset', 'nft', 'dockerd', 'docker', 'busybox'] },
+};
+const asked = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(needs);
+for (const s of asked) {
+  const n = needs[s];
+  if (!n) {
+    console.error(`unknown suite "${s}": use ${Object.keys(needs).join(', ')}`);
     process.exit(2);
   }
+  if (n.root && process.getuid && process.getuid() !== 0) {
+    console.error(`the ${s} suite creates network namespaces and runs etcd: run it as root (sudo scripts/test.sh ${s})`);
+    process.exit(2);
+  }
+  for (const bin of n.bins) {
+    try {
+      execFileSync('sh', ['-c', 'command -v "$1"', 'sh', bin], { stdio: 'ignore' });
+    } catch {
+      console.error(`${bin} is not installed (needed by the ${s} suite): run scripts/install-deps.sh`);
+      process.exit(2);
+    }
+  }
 }
-const suites = (process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'contract', 'integration', 'e2e']).map((s) => path.join(dist, s));
-const r = spawnSync(process.execPath, ['--test', ...suites], { stdio: 'inherit', cwd: root });
+const r = spawnSync(process.execPath, ['--test', ...asked.map((s) => path.join(dist, s))], { stdio: 'inherit', cwd: root });
 process.exit(r.status ?? 1);

@@ -1,4 +1,7 @@
-/** The key layout under KEY_PREFIX. One function per record kind; nothing else builds keys. */
+/**
+ * The key layout under KEY_PREFIX: one function per record kind, and nothing else builds keys.
+ * Each kind's value is decoded by the codec of the same name (codec.ts).
+ */
 import { cidrKey } from '../ip';
 
 export const keys = {
@@ -17,7 +20,21 @@ export const keys = {
   networks: (host?: string) => (host ? `networks/${host}/` : 'networks/'),
   endpoint: (host: string, id: string) => `endpoints/${host}/${id}`,
   endpoints: (host?: string) => (host ? `endpoints/${host}/` : 'endpoints/'),
+  /** Global BGP settings: the default AS and the node-to-node mesh. */
+  bgpSettings: () => 'config/bgp',
+  peer: (name: string) => `bgppeers/${name}`,
+  peers: () => 'bgppeers/',
+  policy: (name: string) => `policies/${name}`,
+  policies: () => 'policies/',
+  /** One per Calico network name, kept by the nodes' policy agents. */
+  profile: (name: string) => `profiles/${name}`,
+  profiles: () => 'profiles/',
 };
+
+/** The last segment of a key under `prefix` (a host, a network ID, a CIDR key). */
+export function keyName(key: string, prefix: string): string {
+  return key.slice(prefix.length);
+}
 
 /** Host names become key segments: keep them to DNS-label-ish characters. */
 export function validHostName(name: string): boolean {

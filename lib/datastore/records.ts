@@ -1,95 +1,176 @@
 /**
- * What the project keeps in etcd, one JSON document per key. The layout (keys.ts) groups
- * records so each consumer needs one prefix read or watch.
+ * What the project keeps in etcd, one JSON document per key, as zod schemas: every record read
+ * back is decoded through these (lib/datastore/codec.ts), so a malformed or foreign value is
+ * refused by name instead of flowing on as a cast. The layout (keys.ts) groups records so each
+ * consumer needs one prefix read or watch. Schemas are structural: what a record means (a
+ * selector that parses, a pool that does not overlap another) is checked where it is written.
  */
-import type { Family } from '../ip';
+import { z } from 'zod';
 
-export interface PoolRecord {
-  cidr: string;
-  family: Family;
+const family = z.union([z.literal(4), z.literal(6)]);
+
+export const PoolRecord = z.object({
+  cidr: z.string(),
+  family,
   /** Prefix length of the host-affine blocks carved from this pool (26 / 122 by default). */
-  blockSize: number;
-  disabled: boolean;
-  createdAt: string;
-}
+  blockSize: z.number().int(),
+  disabled: z.boolean(),
+  createdAt: z.string(),
+});
+export type PoolRecord = z.infer<typeof PoolRecord>;
 
-/** Who holds an address. Every allocation has one, so nothing can leak untraceably. */
-export interface Owner {
+const ownerBase = {
   /** Host whose calico node allocated it. */
-  host: string;
+  host: z.string(),
   /** The Docker IPAM PoolID it was requested through. */
-  pool: string;
-  /**
-   * `pending`: handed out by RequestAddress, not yet claimed by an endpoint or network.
-   * `endpoint`: held by a container endpoint. `aux`: reserved by `--aux-address`.
-   */
-  kind: 'pending' | 'endpoint' | 'aux';
-  network?: string;
-  endpoint?: string;
+  pool: z.string(),
   /** Random per-request ID: lets an ambiguous etcd write be recognised as ours. */
-  handle: string;
-  since: string;
-}
+  handle: z.string(),
+  since: z.string(),
+};
 
-export interface BlockRecord {
-  cidr: string;
+/**
+ * Who holds an address. Every allocation has one, so nothing can leak untraceably.
+ * `pending`: handed out by RequestAddress, not yet claimed by an endpoint or network;
+ * `endpoint`: held by a container endpoint; `aux`: reserved by a network's `--aux-address`.
+ */
+export const Owner = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('pending'), ...ownerBase }),
+  z.object({ kind: z.literal('endpoint'), ...ownerBase, network: z.string(), endpoint: z.string() }),
+  z.object({ kind: z.literal('aux'), ...ownerBase, network: z.string() }),
+]);
+export type Owner = z.infer<typeof Owner>;
+export type PendingOwner = Extract<Owner, { kind: 'pending' }>;
+
+export const BlockRecord = z.object({
+  cidr: z.string(),
   /** Host the block is affine to; null once released (its live addresses are "borrowed"). */
-  affinity: string | null;
+  affinity: z.string().nullable(),
   /** Ordinal (offset in the block) to owner. */
-  allocations: Record<string, Owner>;
+  allocations: z.record(z.string(), Owner),
   /** Free ordinals in reuse order: released ones go to the tail, so reuse is as late as possible. */
-  unallocated: number[];
-}
+  unallocated: z.array(z.number().int()),
+});
+export type BlockRecord = z.infer<typeof BlockRecord>;
 
-export interface AffinityRecord {
-  state: 'confirmed';
-  since: string;
-}
+export const AffinityRecord = z.object({ state: z.literal('confirmed'), since: z.string() });
+export type AffinityRecord = z.infer<typeof AffinityRecord>;
 
-export interface HostRecord {
-  name: string;
-  ipv4?: string;
-  ipv6?: string;
-  asn?: number;
+export const HostRecord = z.object({
+  name: z.string(),
+  ipv4: z.string().optional(),
+  ipv6: z.string().optional(),
+  asn: z.number().int().optional(),
   /** Set by `calico node set --route-reflector`: this host reflects routes for its cluster. */
-  routeReflector?: string;
-  version: string;
-  startedAt: string;
-}
+  routeReflector: z.string().optional(),
+  version: z.string(),
+  startedAt: z.string(),
+});
+export type HostRecord = z.infer<typeof HostRecord>;
 
-export interface NetworkRecord {
-  id: string;
-  host: string;
+export const AliveRecord = z.object({ since: z.string() });
+export type AliveRecord = z.infer<typeof AliveRecord>;
+
+export const NetworkRecord = z.object({
+  id: z.string(),
+  host: z.string(),
   /** Docker's name, learned asynchronously from Docker (never asked for inside a request). */
-  name?: string;
+  name: z.string().optional(),
   /** Subnets Docker's IPAM data carried (0.0.0.0/0 and ::/0 mean "any pool"). */
-  ipv4Pools: string[];
-  ipv6Pools: string[];
-  ipv6: boolean;
+  ipv4Pools: z.array(z.string()),
+  ipv6Pools: z.array(z.string()),
+  ipv6: z.boolean(),
   /** From `-o com.docker.network.driver.mtu`; absent means the host default. */
-  mtu?: number;
+  mtu: z.number().int().optional(),
   /** Every `-o` option as given. */
-  options: Record<string, string>;
+  options: z.record(z.string(), z.string()),
   /** `--internal`: containers reach each other on the network and nothing outside it. */
-  internal?: boolean;
-  createdAt: string;
-}
+  internal: z.boolean().optional(),
+  createdAt: z.string(),
+});
+export type NetworkRecord = z.infer<typeof NetworkRecord>;
 
-export interface EndpointRecord {
-  id: string;
-  host: string;
-  network: string;
+export const EndpointRecord = z.object({
+  id: z.string(),
+  host: z.string(),
+  network: z.string(),
   /** Host-side interface, `cali` + 11 chars of the ID. */
-  ifName: string;
-  mac: string;
+  ifName: z.string(),
+  mac: z.string(),
   /** /32 CIDRs. */
-  ipv4: string[];
+  ipv4: z.array(z.string()),
   /** /128 CIDRs. */
-  ipv6: string[];
-  containerId?: string;
-  containerName?: string;
+  ipv6: z.array(z.string()),
+  containerId: z.string().optional(),
+  containerName: z.string().optional(),
   /** Docker's SandboxKey (the container's netns path), learned at Join. */
-  sandbox?: string;
-  labels: Record<string, string>;
-  createdAt: string;
-}
+  sandbox: z.string().optional(),
+  labels: z.record(z.string(), z.string()),
+  createdAt: z.string(),
+});
+export type EndpointRecord = z.infer<typeof EndpointRecord>;
+
+export const BgpSettings = z.object({
+  /** AS of hosts that set none (CALICO_AS unset). */
+  asn: z.number().int(),
+  /** Every host peers with every other; off when route reflectors or top-of-rack routers peer instead. */
+  nodeMesh: z.boolean(),
+});
+export type BgpSettings = z.infer<typeof BgpSettings>;
+
+export const PeerRecord = z.object({
+  name: z.string(),
+  ip: z.string(),
+  asn: z.number().int(),
+  /** Only this host peers with it; absent: every host does. */
+  host: z.string().optional(),
+});
+export type PeerRecord = z.infer<typeof PeerRecord>;
+
+const port = z.union([z.number().int(), z.string()]);
+/**
+ * One side of a rule. Strict: a field this version does not know would narrow what a rule
+ * matches, so a record carrying one is refused (and skipped) rather than read as broader.
+ */
+export const RuleEntity = z
+  .object({
+    selector: z.string().optional(),
+    notSelector: z.string().optional(),
+    network: z.string().optional(),
+    nets: z.array(z.string()).optional(),
+    notNets: z.array(z.string()).optional(),
+    ports: z.array(port).optional(),
+    notPorts: z.array(port).optional(),
+  })
+  .strict();
+export type RuleEntity = z.infer<typeof RuleEntity>;
+
+export const RuleRecord = z
+  .object({
+    action: z.enum(['allow', 'deny', 'log', 'pass']),
+    protocol: z.union([z.enum(['tcp', 'udp', 'icmp', 'icmpv6', 'sctp']), z.number().int()]).optional(),
+    source: RuleEntity.optional(),
+    destination: RuleEntity.optional(),
+  })
+  .strict();
+export type RuleRecord = z.infer<typeof RuleRecord>;
+
+/** A policy as applied (`calico policy apply`), defaults filled in. */
+export const PolicyRecord = z.object({
+  name: z.string(),
+  order: z.number(),
+  selector: z.string(),
+  types: z.array(z.enum(['ingress', 'egress'])),
+  ingress: z.array(RuleRecord),
+  egress: z.array(RuleRecord),
+});
+export type PolicyRecord = z.infer<typeof PolicyRecord>;
+
+/** A network name's profile, kept by the nodes: its rules and whether it is internal. */
+export const ProfileRecord = z.object({
+  name: z.string(),
+  internal: z.boolean(),
+  ingress: z.array(RuleRecord),
+  egress: z.array(RuleRecord),
+});
+export type ProfileRecord = z.infer<typeof ProfileRecord>;

@@ -11,10 +11,12 @@ import { pickUnclaimedBlock } from '../../ipam/placement';
 import { Pools } from '../../ipam/pools';
 import { keys } from '../../lib/datastore/keys';
 import { MemoryKV } from '../../lib/datastore/memory';
-import type { BlockRecord, Owner } from '../../lib/datastore/records';
+import type { Owner } from '../../lib/datastore/records';
 import { ConflictError, UnavailableError } from '../../lib/errors';
 import { type IP, enclosing, formatCidr, formatIP, parseCidr, parseIP } from '../../lib/ip';
 import { silentLogger } from '../../lib/log';
+import { codecs } from '../../lib/datastore/codec';
+import { endpointOf } from '../harness/owners';
 
 async function setup(pool = '10.0.0.0/16') {
   const kv = new MemoryKV();
@@ -28,7 +30,7 @@ async function setup(pool = '10.0.0.0/16') {
 async function recorded(kv: MemoryKV): Promise<Map<string, Owner>> {
   const out = new Map<string, Owner>();
   for (const e of await kv.list(keys.blocks())) {
-    const rec = JSON.parse(e.value) as BlockRecord;
+    const rec = codecs.block.decode(e);
     const net = parseCidr(rec.cidr);
     for (const { ip, owner } of blk.allocations(rec, net)) out.set(formatIP(ip), owner);
     // The free list and the allocations must partition the block.
@@ -119,7 +121,7 @@ describe('compare-and-swap retry', () => {
     await a.autoAssign(4, a.newOwner('p')); // the block is now cached with its revision
     const cidr = formatCidr(enclosing(x, 26));
     const net = parseCidr(cidr);
-    const snapshot = JSON.parse((await kv.get(keys.block(cidr)))!.value) as BlockRecord;
+    const snapshot = codecs.block.decode((await kv.get(keys.block(cidr)))!);
     const stolen = blk.allocate(snapshot, net, intruder('theirs'))!; // takes the very next free address
     const hook = beforeNextTxn(kv, () => competingPut(kv, keys.block(cidr), stolen.rec));
     const owner = a.newOwner('p');
@@ -151,7 +153,7 @@ describe('compare-and-swap retry', () => {
     const mine = await a.autoAssign(4, a.newOwner('p'));
     assert.ok(hook.fired());
     assert.notEqual(formatCidr(enclosing(mine, 26)), cidr, 'claimed a different block');
-    assert.equal((JSON.parse((await kv.get(keys.block(cidr)))!.value) as BlockRecord).affinity, 'host-b');
+    assert.equal(codecs.block.decode((await kv.get(keys.block(cidr)))!).affinity, 'host-b');
     assert.equal(await kv.get(keys.affinity('host-a', cidr)), undefined);
     assert.deepEqual(await a.affineBlocks(4), [formatCidr(enclosing(mine, 26))]);
   });
@@ -161,7 +163,7 @@ describe('compare-and-swap retry', () => {
     const a = alloc('host-a');
     const x = await a.autoAssign(4, a.newOwner('p'));
     const cidr = formatCidr(enclosing(x, 26));
-    const snapshot = JSON.parse((await kv.get(keys.block(cidr)))!.value) as BlockRecord;
+    const snapshot = codecs.block.decode((await kv.get(keys.block(cidr)))!);
     const stolen = blk.allocate(snapshot, parseCidr(cidr), intruder('theirs'))!;
     beforeNextTxn(kv, () => competingPut(kv, keys.block(cidr), stolen.rec));
     const target = { family: 4 as const, value: x.value + 30n };
@@ -178,7 +180,7 @@ describe('compare-and-swap retry', () => {
     const x = await a.autoAssign(4, a.newOwner('p'));
     const cidr = formatCidr(enclosing(x, 26));
     const target = { family: 4 as const, value: x.value + 30n };
-    const snapshot = JSON.parse((await kv.get(keys.block(cidr)))!.value) as BlockRecord;
+    const snapshot = codecs.block.decode((await kv.get(keys.block(cidr)))!);
     const taken = blk.assign(snapshot, parseCidr(cidr), target, intruder('theirs'));
     assert.ok('rec' in taken);
     beforeNextTxn(kv, () => competingPut(kv, keys.block(cidr), taken.rec));
@@ -190,7 +192,7 @@ describe('compare-and-swap retry', () => {
     const a = alloc('host-a');
     const ip = await a.autoAssign(4, a.newOwner('p'));
     const cidr = formatCidr(enclosing(ip, 26));
-    const snapshot = JSON.parse((await kv.get(keys.block(cidr)))!.value) as BlockRecord;
+    const snapshot = codecs.block.decode((await kv.get(keys.block(cidr)))!);
     const stolen = blk.allocate(snapshot, parseCidr(cidr), intruder('theirs'))!;
     beforeNextTxn(kv, () => competingPut(kv, keys.block(cidr), stolen.rec));
     const ep = {
@@ -206,7 +208,7 @@ describe('compare-and-swap retry', () => {
     };
     await a.attachEndpoint([ip], ep, keys.endpoint('host-a', 'ep-1'));
     const rec = await recorded(kv);
-    assert.equal(rec.get(formatIP(ip))?.endpoint, 'ep-1');
+    assert.equal(endpointOf(rec.get(formatIP(ip))), 'ep-1');
     assert.equal(rec.get(formatIP(stolen.ip))?.handle, 'theirs');
     assert.ok(await kv.get(keys.endpoint('host-a', 'ep-1')));
   });
@@ -218,7 +220,7 @@ describe('compare-and-swap retry', () => {
     const ip = parseIP('10.0.3.1');
     await a.assign(ip, a.newOwner('p'));
     const key = keys.block('10.0.3.0/26');
-    const unchanged = JSON.parse((await kv.get(key))!.value) as BlockRecord;
+    const unchanged = codecs.block.decode((await kv.get(key))!);
     let inside = false;
     let writes = 0;
     kv.beforeTxn = () => {

@@ -10,6 +10,8 @@ import type { BlockRecord, EndpointRecord, Owner } from '../../lib/datastore/rec
 import { BadRequestError, ConflictError } from '../../lib/errors';
 import { type IP, enclosing, formatCidr, formatIP, parseCidr, parseIP } from '../../lib/ip';
 import { silentLogger } from '../../lib/log';
+import { codecs } from '../../lib/datastore/codec';
+import { endpointOf } from '../harness/owners';
 
 async function setup(poolCidrs = ['10.0.0.0/16']) {
   const kv = new MemoryKV();
@@ -23,7 +25,7 @@ const blockOf = (ip: IP, prefix = 26) => formatCidr(enclosing(ip, prefix));
 async function ownerIn(kv: MemoryKV, ip: IP, prefix = 26): Promise<Owner | undefined> {
   const e = await kv.get(keys.block(blockOf(ip, prefix)));
   if (!e) return undefined;
-  const rec = JSON.parse(e.value) as BlockRecord;
+  const rec = codecs.block.decode(e);
   return rec.allocations[String(ip.value - parseCidr(rec.cidr).base)];
 }
 
@@ -106,7 +108,7 @@ describe('Allocator.release', () => {
     const ip = await attached(a, 'ep-1');
     assert.ok(await kv.get(keys.endpoint('host-a', 'ep-1')));
     assert.equal(await a.release(ip), 'in-use');
-    assert.equal((await ownerIn(kv, ip))?.endpoint, 'ep-1');
+    assert.equal(endpointOf(await ownerIn(kv, ip)), 'ep-1');
   });
 
   test('releases an endpoint address once the endpoint record is gone', async () => {
@@ -160,8 +162,8 @@ describe('Allocator.attachEndpoint', () => {
     const v4 = await a.autoAssign(4, a.newOwner('p4'));
     const v6 = await a.autoAssign(6, a.newOwner('p6'));
     await a.attachEndpoint([v4, v6], endpoint('ep-2', [v4, v6]), keys.endpoint('host-a', 'ep-2'));
-    assert.equal((await ownerIn(kv, v4))?.endpoint, 'ep-2');
-    assert.equal((await ownerIn(kv, v6, 122))?.endpoint, 'ep-2');
+    assert.equal(endpointOf(await ownerIn(kv, v4)), 'ep-2');
+    assert.equal(endpointOf(await ownerIn(kv, v6, 122)), 'ep-2');
   });
 
   test('is idempotent for the same endpoint', async () => {
@@ -169,7 +171,7 @@ describe('Allocator.attachEndpoint', () => {
     const ip = await attached(a, 'ep-1');
     await a.attachEndpoint([ip], endpoint('ep-1', [ip]), keys.endpoint('host-a', 'ep-1'));
     await new Allocator(kv, pools, 'host-a', silentLogger()).attachEndpoint([ip], endpoint('ep-1', [ip]), keys.endpoint('host-a', 'ep-1'));
-    assert.equal((await ownerIn(kv, ip))?.endpoint, 'ep-1');
+    assert.equal(endpointOf(await ownerIn(kv, ip)), 'ep-1');
   });
 
   test('throws ConflictError when another endpoint owns the address', async () => {
@@ -180,7 +182,7 @@ describe('Allocator.attachEndpoint', () => {
       (e: unknown) => e instanceof ConflictError && /already in use by endpoint ep-1/.test(e.message),
     );
     assert.equal(await kv.get(keys.endpoint('host-a', 'ep-2')), undefined, 'nothing written');
-    assert.equal((await ownerIn(kv, ip))?.endpoint, 'ep-1');
+    assert.equal(endpointOf(await ownerIn(kv, ip)), 'ep-1');
   });
 
   test('throws BadRequestError for an address that was never allocated', async () => {
@@ -214,7 +216,7 @@ describe('Allocator.attachEndpoint', () => {
     const other = new Allocator(kv, pools, 'host-a', silentLogger());
     const ip = await other.autoAssign(4, other.newOwner('p'));
     await a.attachEndpoint([ip], endpoint('ep-9', [ip]), keys.endpoint('host-a', 'ep-9'));
-    assert.equal((await ownerIn(kv, ip))?.endpoint, 'ep-9');
+    assert.equal(endpointOf(await ownerIn(kv, ip)), 'ep-9');
   });
 });
 

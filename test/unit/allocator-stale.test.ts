@@ -12,6 +12,8 @@ import { keys } from '../../lib/datastore/keys';
 import { MemoryKV } from '../../lib/datastore/memory';
 import { type IP, enclosing, formatCidr, formatIP, parseCidr, parseIP } from '../../lib/ip';
 import { silentLogger } from '../../lib/log';
+import { codecs } from '../../lib/datastore/codec';
+import { endpointOf } from '../harness/owners';
 
 async function setup(pool: string) {
   const kv = new MemoryKV();
@@ -53,7 +55,7 @@ describe('allocator with a stale block cache', () => {
     await b.assign(parseIP('10.6.0.4'), b.newOwner('p')); // b caches the block with .3 held
     assert.equal(await a.release(parseIP('10.6.0.3')), 'released');
     await b.assign(parseIP('10.6.0.3'), b.newOwner('p'));
-    const rec = JSON.parse((await kv.get(keys.block('10.6.0.0/26')))!.value);
+    const rec = codecs.block.decode((await kv.get(keys.block('10.6.0.0/26')))!);
     assert.equal(rec.allocations['3'].host, 'host-b');
   });
 
@@ -64,7 +66,7 @@ describe('allocator with a stale block cache', () => {
     const [ip] = await fill(other, 1);
     await a.markAux(ip, 'net-1');
     const net = enclosing(ip, 26);
-    const rec = JSON.parse((await kv.get(keys.block(formatCidr(net))))!.value);
+    const rec = codecs.block.decode((await kv.get(keys.block(formatCidr(net))))!);
     const owner = blk.ownerOf(rec, net, ip);
     assert.equal(owner?.kind, 'aux');
   });
@@ -115,7 +117,7 @@ describe('allocator release racing an attach', () => {
     const [ip] = await fill(a, 1);
     const net = enclosing(ip, 26);
     const key = keys.block(formatCidr(net));
-    const snapshot = JSON.parse((await kv.get(key))!.value);
+    const snapshot = codecs.block.decode((await kv.get(key))!);
     const pending = blk.ownerOf(snapshot, net, ip)!;
     const attached = blk.setOwner(snapshot, net, ip, { ...pending, kind: 'endpoint', endpoint: 'ep-1', network: 'n' });
     let fired = false;
@@ -133,6 +135,6 @@ describe('allocator release racing an attach', () => {
     const result = await a.release(ip);
     assert.ok(fired);
     assert.equal(result, 'in-use');
-    assert.equal(blk.ownerOf(JSON.parse((await kv.get(key))!.value), net, ip)?.endpoint, 'ep-1');
+    assert.equal(endpointOf(blk.ownerOf(codecs.block.decode((await kv.get(key))!), net, ip)), 'ep-1');
   });
 });

@@ -1,5 +1,6 @@
 /** Host-affine allocation over the in-memory KV (ipam/allocator.ts): auto-assign and assign. */
 import { describe, test } from 'node:test';
+import { makeOwner } from '../harness/owners';
 import assert from 'node:assert/strict';
 import { Allocator } from '../../ipam/allocator';
 import { Pools } from '../../ipam/pools';
@@ -9,6 +10,7 @@ import type { BlockRecord } from '../../lib/datastore/records';
 import { BadRequestError, ConflictError } from '../../lib/errors';
 import { type IP, containsIP, enclosing, formatCidr, formatIP, parseCidr, parseIP } from '../../lib/ip';
 import { silentLogger } from '../../lib/log';
+import { codecs } from '../../lib/datastore/codec';
 
 async function setup(poolCidrs: Array<string | [string, number]> = ['10.0.0.0/16']) {
   const kv = new MemoryKV();
@@ -23,7 +25,7 @@ async function setup(poolCidrs: Array<string | [string, number]> = ['10.0.0.0/16
 
 async function block(kv: MemoryKV, cidr: string): Promise<BlockRecord | undefined> {
   const e = await kv.get(keys.block(cidr));
-  return e ? (JSON.parse(e.value) as BlockRecord) : undefined;
+  return e ? codecs.block.decode(e) : undefined;
 }
 
 const blockOf = (ip: IP, prefix = 26) => formatCidr(enclosing(ip, prefix));
@@ -163,7 +165,7 @@ describe('Allocator.assign', () => {
   test('takes a chosen address, claiming its block for this host when the block does not exist', async () => {
     const { kv, a } = await setup();
     const ip = parseIP('10.0.3.7');
-    await a.assign(ip, a.newOwner('p', { kind: 'aux', network: 'net1' }));
+    await a.assign(ip, makeOwner('aux', { host: 'host-a', pool: 'p', handle: 'h-aux', network: 'net1' }));
     const rec = (await block(kv, '10.0.3.0/26'))!;
     assert.equal(rec.affinity, 'host-a');
     assert.equal(rec.allocations['7'].kind, 'aux');
@@ -184,7 +186,7 @@ describe('Allocator.assign', () => {
   test('the conflict message names the endpoint and network once attached', async () => {
     const { a } = await setup();
     const ip = parseIP('10.0.3.7');
-    await a.assign(ip, a.newOwner('p', { kind: 'endpoint', endpoint: 'e'.repeat(64), network: 'n'.repeat(64) }));
+    await a.assign(ip, makeOwner('endpoint', { host: 'host-a', pool: 'p', handle: 'h-endpoint', endpoint: 'e'.repeat(64), network: 'n'.repeat(64) }));
     await rejects(a.assign(ip, a.newOwner('p')), ConflictError, /in use by endpoint e{12} on network n{12} \(host host-a\)/);
   });
 

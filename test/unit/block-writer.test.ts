@@ -8,6 +8,7 @@ import { MemoryKV } from '../../lib/datastore/memory';
 import type { BlockRecord, Owner } from '../../lib/datastore/records';
 import { ConflictError, UnavailableError } from '../../lib/errors';
 import { formatIP, parseCidr } from '../../lib/ip';
+import { codecs } from '../../lib/datastore/codec';
 
 const CIDR = '10.0.0.0/28';
 const NET = parseCidr(CIDR);
@@ -23,7 +24,7 @@ function counting() {
 
 async function stored(kv: MemoryKV): Promise<BlockRecord | undefined> {
   const e = await kv.get(keys.block(CIDR));
-  return e ? (JSON.parse(e.value) as BlockRecord) : undefined;
+  return e ? codecs.block.decode(e) : undefined;
 }
 
 /** A change that allocates one address for `handle`. */

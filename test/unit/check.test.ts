@@ -5,14 +5,15 @@ import { newBlock } from '../../ipam/block';
 import { checkIpam } from '../../ipam/check';
 import type { BlockRecord, EndpointRecord, NetworkRecord, Owner } from '../../lib/datastore/records';
 import { parseCidr } from '../../lib/ip';
+import { type OwnerFields, makeOwner } from '../harness/owners';
 
 const NOW = new Date('2024-06-01T12:00:00.000Z');
 const GRACE = 60_000;
 const EP = 'e'.repeat(64);
 const NET = 'n'.repeat(64);
 
-function owner(extra: Partial<Owner>): Owner {
-  return { host: 'h1', pool: 'CalicoPoolIPv4', kind: 'pending', handle: 'x', since: NOW.toISOString(), ...extra };
+function owner(extra: OwnerFields & { kind?: Owner['kind'] }): Owner {
+  return makeOwner(extra.kind ?? 'pending', { since: NOW.toISOString(), ...extra });
 }
 
 /** A /26 block at 10.0.0.0 with the given ordinal → owner allocations. */

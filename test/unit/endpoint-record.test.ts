@@ -18,14 +18,14 @@ import { Sandboxes } from '../../driver/sandboxes';
 import type { NodeContext } from '../../lib/context';
 import type { Dataplane, EndpointWiring, WiringResult } from '../../lib/dataplane/types';
 import { keys } from '../../lib/datastore/keys';
-import type { Compare, KV, Op } from '../../lib/datastore/kv';
+import type { Compare, KV, ListOptions, Op, WatchListener } from '../../lib/datastore/kv';
 import { MemoryKV } from '../../lib/datastore/memory';
 import { Records } from '../../lib/datastore/records-store';
 import { UnavailableError } from '../../lib/errors';
 import { enclosing, formatCidr, formatIP, parseIP } from '../../lib/ip';
 import * as blk from '../../ipam/block';
-import type { BlockRecord } from '../../lib/datastore/records';
 import { silentLogger } from '../../lib/log';
+import { codecs } from '../../lib/datastore/codec';
 
 const HOST = 'host-a';
 const hex = () => randomBytes(32).toString('hex');
@@ -40,8 +40,14 @@ class GateKV implements KV {
   get(key: string) {
     return this.inner.get(key);
   }
-  list(prefix: string) {
-    return this.inner.list(prefix);
+  list(prefix: string, opts?: ListOptions) {
+    return this.inner.list(prefix, opts);
+  }
+  watch(prefixes: string[], listener: WatchListener) {
+    return this.inner.watch(prefixes, listener);
+  }
+  lease(ttl: number) {
+    return this.inner.lease(ttl);
   }
   async txn(compares: Compare[], ops: Op[]) {
     if (this.hold) await new Promise<void>((r) => this.held.push(r));
@@ -253,7 +259,7 @@ describe('CreateEndpoint before its record is durable', () => {
     await join(eid);
     const ip = parseIP(address.split('/')[0]);
     const net = enclosing(ip, 26);
-    const rec = JSON.parse((await kv.inner.get(keys.block(formatCidr(net))))!.value) as BlockRecord;
+    const rec = codecs.block.decode((await kv.inner.get(keys.block(formatCidr(net))))!);
     const owner = blk.ownerOf(rec, net, ip);
     assert.equal(owner?.kind, 'endpoint');
     assert.equal(owner?.endpoint, eid);

@@ -1,19 +1,10 @@
 /** Policy files and their storage (policy/model.ts): parsing, defaults, field-naming errors, CRUD. */
 import { describe, test } from 'node:test';
+import { keys } from '../../lib/datastore/keys';
 import assert from 'node:assert/strict';
 import { MemoryKV } from '../../lib/datastore/memory';
 import { BadRequestError, NotFoundError } from '../../lib/errors';
-import {
-  PolicySchema,
-  type PolicyRecord,
-  applyPolicies,
-  getPolicy,
-  listPolicies,
-  normalise,
-  parsePolicyFile,
-  policyKeys,
-  removePolicy,
-} from '../../policy/model';
+import { PolicySchema, type PolicyRecord, applyPolicies, getPolicy, listPolicies, normalise, parsePolicyFile, removePolicy } from '../../policy/model';
 
 const bad = (re: RegExp) => (e: unknown) => e instanceof BadRequestError && re.test(e.message);
 const json = (o: unknown) => JSON.stringify(o);
@@ -282,7 +273,7 @@ describe('policy storage', () => {
       ['c', 'a', 'b', 'z'],
     );
     assert.deepEqual(await getPolicy(kv, 'c'), pol('c', 5));
-    assert.ok(await kv.get(policyKeys.policy('c')));
+    assert.ok(await kv.get(keys.policy('c')));
   });
 
   test('replaces a policy applied again under the same name', async () => {

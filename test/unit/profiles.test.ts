@@ -1,20 +1,11 @@
 /** Per-network profiles (policy/profiles.ts): the default profile and keeping etcd in step. */
 import { describe, test } from 'node:test';
+import { keys } from '../../lib/datastore/keys';
 import assert from 'node:assert/strict';
 import { MemoryKV } from '../../lib/datastore/memory';
 import type { EndpointRecord, NetworkRecord } from '../../lib/datastore/records';
 import { NotFoundError } from '../../lib/errors';
-import {
-  NETWORK_LABEL,
-  type ProfileRecord,
-  defaultProfile,
-  getProfile,
-  listProfiles,
-  networkName,
-  profileKeys,
-  syncProfiles,
-  wantedProfiles,
-} from '../../policy/profiles';
+import { NETWORK_LABEL, type ProfileRecord, defaultProfile, getProfile, listProfiles, networkName, syncProfiles, wantedProfiles } from '../../policy/profiles';
 import { matches, parseSelector } from '../../policy/selector';
 
 const net = (host: string, id: string, name?: string, internal?: boolean): NetworkRecord => ({
@@ -30,7 +21,7 @@ const net = (host: string, id: string, name?: string, internal?: boolean): Netwo
 });
 
 /** Runs a sync the way the agent does: with the entries as stored right now. */
-const sync = async (kv: MemoryKV, networks: NetworkRecord[]) => syncProfiles(kv, networks, await kv.list(profileKeys.profiles()));
+const sync = async (kv: MemoryKV, networks: NetworkRecord[]) => syncProfiles(kv, networks, await kv.list(keys.profiles()));
 const stored = async (kv: MemoryKV) => (await listProfiles(kv)).map((p) => [p.name, p.internal]);
 
 describe('defaultProfile', () => {
@@ -107,9 +98,9 @@ describe('syncProfiles', () => {
     const kv = new MemoryKV();
     const nets = [net('h1', 'n1', 'front'), net('h1', 'n2', 'back', true)];
     await sync(kv, nets);
-    const before = await kv.list(profileKeys.profiles());
+    const before = await kv.list(keys.profiles());
     assert.equal(await sync(kv, nets), 0);
-    assert.deepEqual(await kv.list(profileKeys.profiles()), before);
+    assert.deepEqual(await kv.list(keys.profiles()), before);
   });
 
   test('fixes the internal flag both ways', async () => {
@@ -124,10 +115,10 @@ describe('syncProfiles', () => {
   test('removes profiles no network is named for any more, and keeps the rest untouched', async () => {
     const kv = new MemoryKV();
     await sync(kv, [net('h1', 'n1', 'front'), net('h1', 'n2', 'old'), net('h2', 'n3', 'gone')]);
-    const front = await kv.get(profileKeys.profile('front'));
+    const front = await kv.get(keys.profile('front'));
     assert.equal(await sync(kv, [net('h1', 'n1', 'front'), net('h1', 'n2')]), 2);
     assert.deepEqual(await stored(kv), [['front', false]]);
-    assert.deepEqual(await kv.get(profileKeys.profile('front')), front);
+    assert.deepEqual(await kv.get(keys.profile('front')), front);
   });
 
   test('removes every profile when no networks remain', async () => {
@@ -140,7 +131,7 @@ describe('syncProfiles', () => {
   test('leaves a matching stored profile alone even when its rules were edited', async () => {
     const kv = new MemoryKV();
     const edited: ProfileRecord = { ...defaultProfile('front', false), ingress: [{ action: 'allow' }] };
-    await kv.put(profileKeys.profile('front'), JSON.stringify(edited));
+    await kv.put(keys.profile('front'), JSON.stringify(edited));
     assert.equal(await sync(kv, [net('h1', 'n1', 'front')]), 0);
     assert.deepEqual(await getProfile(kv, 'front'), edited);
   });
@@ -148,11 +139,11 @@ describe('syncProfiles', () => {
   test('does not overwrite a profile changed since the entries it was given (revision guard)', async () => {
     const kv = new MemoryKV();
     await sync(kv, [net('h1', 'n1', 'db')]);
-    const old = await kv.list(profileKeys.profiles());
+    const old = await kv.list(keys.profiles());
     // Another host rewrites it first; a pass working from the older entries must neither
     // overwrite nor delete what that host wrote (it sees the change on its next pass).
     const theirs = { ...defaultProfile('db', true), ingress: [] };
-    await kv.put(profileKeys.profile('db'), JSON.stringify(theirs));
+    await kv.put(keys.profile('db'), JSON.stringify(theirs));
     assert.equal(await syncProfiles(kv, [net('h1', 'n1', 'db', true)], old), 0);
     assert.equal(await syncProfiles(kv, [], old), 0);
     assert.deepEqual(await getProfile(kv, 'db'), theirs);
@@ -162,7 +153,7 @@ describe('syncProfiles', () => {
     const kv = new MemoryKV();
     kv.beforeTxn = () => {
       kv.beforeTxn = undefined;
-      void kv.put(profileKeys.profile('front'), JSON.stringify({ ...defaultProfile('front', false), ingress: [] }));
+      void kv.put(keys.profile('front'), JSON.stringify({ ...defaultProfile('front', false), ingress: [] }));
     };
     assert.equal(await syncProfiles(kv, [net('h1', 'n1', 'front')], []), 0);
     assert.deepEqual((await getProfile(kv, 'front')).ingress, []);

@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type HostViews, planRepairs } from '../../agent/reconcile-plan';
 import type { EndpointRecord, Owner } from '../../lib/datastore/records';
+import { type OwnerFields, makeOwner } from '../harness/owners';
 
 const NOW = Date.parse('2026-01-01T00:10:00Z');
 const OLD = '2026-01-01T00:00:00Z';
@@ -10,8 +11,8 @@ const NEW = '2026-01-01T00:09:59Z';
 function ep(id: string, ip: string, createdAt = OLD): EndpointRecord {
   return { id, host: 'h1', network: 'n1', ifName: `cali${id.slice(0, 11)}`, mac: '02:00:00:00:00:01', ipv4: [`${ip}/32`], ipv6: [], labels: {}, createdAt };
 }
-function owner(kind: Owner['kind'], extra: Partial<Owner> = {}): Owner {
-  return { host: 'h1', pool: 'p', kind, handle: `hd-${extra.endpoint ?? extra.network ?? kind}`, since: OLD, ...extra };
+function owner(kind: Owner['kind'], extra: OwnerFields = {}): Owner {
+  return makeOwner(kind, { pool: 'p', handle: `hd-${extra.endpoint ?? extra.network ?? kind}`, since: OLD, ...extra });
 }
 function views(v: Partial<HostViews>): HostViews {
   return { host: 'h1', now: NOW, endpoints: [], networks: [], allocations: [], links: [], routes: [], suspects: new Map(), graceMs: 60_000, ...v };
