@@ -8,6 +8,7 @@ import { BadRequestError } from './errors';
 import { parseCidr, parseIP } from './ip';
 import { type LogLevel, isLogLevel } from './log';
 import { validHostName } from './datastore/keys';
+import { ASN_RANGE, MTU_MAX, MTU_MIN, validAsn, validMtu } from './limits';
 
 export interface Config {
   /** Unset: `calico node` runs a private etcd. */
@@ -83,7 +84,7 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const asText = nonEmpty(env, 'CALICO_AS');
   const asn = asText === undefined ? undefined : Number(asText);
-  if (asText !== undefined && (!/^\d+$/.test(asText) || asn! < 1 || asn! > 4294967295)) fail('CALICO_AS', asText, 'give an AS number from 1 to 4294967295');
+  if (asText !== undefined && (!/^\d+$/.test(asText) || !validAsn(asn!))) fail('CALICO_AS', asText, `give an AS number from ${ASN_RANGE}`);
   const pool = (k: string, def: string, family: 4 | 6): string | undefined => {
     const v = env[k] === undefined ? def : env[k].trim();
     if (!v) return undefined; // set to empty: create no default pool of this family
@@ -99,7 +100,7 @@ export function loadConfig(env: Env = process.env): Config {
   let mtu: number | undefined;
   if (mtuText) {
     mtu = Number(mtuText);
-    if (!/^\d+$/.test(mtuText) || mtu < 68 || mtu > 65535) fail('CALICO_MTU', mtuText, 'give a whole number from 68 to 65535');
+    if (!/^\d+$/.test(mtuText) || !validMtu(mtu)) fail('CALICO_MTU', mtuText, `give a whole number from ${MTU_MIN} to ${MTU_MAX}`);
   }
   const level = (nonEmpty(env, 'CALICO_LOG_LEVEL') ?? 'info').toLowerCase();
   if (!isLogLevel(level)) fail('CALICO_LOG_LEVEL', level, 'use error, warn, info or debug');

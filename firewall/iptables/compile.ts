@@ -8,7 +8,11 @@
  * object rewrites only its chains. Chains are rule lists (the text after `-A <chain> `).
  */
 import { createHash } from 'node:crypto';
+import { WORKLOAD_PREFIX } from '../../lib/dataplane/types';
 import type { Dir, EndpointSpec, Family, GroupSpec, PolicySpec, ProfileSpec, RuleSpec, SetSpec, Side } from '../desired';
+
+/** Every workload interface, in iptables' wildcard. */
+const WL = `${WORKLOAD_PREFIX}+`;
 
 export const PREFIX = 'cal-';
 export const MARK_ACCEPT = '0x10000';
@@ -123,12 +127,12 @@ export function dispatchRules(ifName: string): { from: string; to: string } {
 
 /** The hooks' chains and the dispatchers, with every endpoint's dispatch rule (full applies). */
 export function compileBase(f: Family, endpointToHost: 'drop' | 'accept', ifNames: readonly string[]): Chains {
-  const input = ['-i cali+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT'];
+  const input = [`-i ${WL} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`];
   // IPv6 needs neighbour discovery with the host's link-local gateway.
-  if (f === 6) for (const t of [133, 135, 136]) input.push(`-i cali+ -p ipv6-icmp --icmpv6-type ${t} -j ACCEPT`);
-  input.push(`-i cali+ -j ${endpointToHost === 'accept' ? 'ACCEPT' : 'DROP'}`);
+  if (f === 6) for (const t of [133, 135, 136]) input.push(`-i ${WL} -p ipv6-icmp --icmpv6-type ${t} -j ACCEPT`);
+  input.push(`-i ${WL} -j ${endpointToHost === 'accept' ? 'ACCEPT' : 'DROP'}`);
   return new Map([
-    [FORWARD, [`-j MARK --set-xmark 0x0/${MASK}`, `-i cali+ -j ${FROM_WL}`, `-o cali+ -j ${TO_WL}`, `-m mark --mark ${MARK_ACCEPT}/${MARK_ACCEPT} -j ACCEPT`]],
+    [FORWARD, [`-j MARK --set-xmark 0x0/${MASK}`, `-i ${WL} -j ${FROM_WL}`, `-o ${WL} -j ${TO_WL}`, `-m mark --mark ${MARK_ACCEPT}/${MARK_ACCEPT} -j ACCEPT`]],
     [INPUT, input],
     [FROM_WL, [...ifNames.map((i) => dispatchRules(i).from), '-j DROP']],
     [TO_WL, [...ifNames.map((i) => dispatchRules(i).to), '-j DROP']],

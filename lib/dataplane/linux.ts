@@ -15,20 +15,21 @@ import {
   RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE,
   RT_TABLE_MAIN,
+  RTN_UNICAST,
   type LinkInfo,
   type RouteInfo,
 } from './netlink';
 import { confKey, isValidIfName, neighKey, PROC_SYS, sysctlPath, writeSysctl } from './sysctl';
+import { hostCidr as hostCidrOf, parseIP } from '../ip';
+import { WORKLOAD_PREFIX } from './types';
+import { MTU_MAX, MTU_MIN, validMtu } from '../limits';
 import type { Dataplane, EndpointWiring, WiringResult, WorkloadRoute } from './types';
 
 /** Every host end gets this MAC: containers only ever talk to "the router", never to each other. */
 export const HOST_MAC = 'ee:ee:ee:ee:ee:ee';
 /** EUI-64 link-local of {@link HOST_MAC}; the kernel would derive the same one on carrier up. */
 export const HOST_LINK_LOCAL = 'fe80::ecee:eeff:feee:eeee';
-/** Host ends of workload veths; everything else in the namespace is not ours to list. */
-export const WORKLOAD_PREFIX = 'cali';
-
-const RTN_UNICAST = 1;
+export { WORKLOAD_PREFIX } from './types';
 
 /** Errnos that say "not now" rather than "never": the caller may retry. */
 const transient = new Set(['EAGAIN', 'EBUSY', 'EINTR', 'ENOBUFS', 'ENODEV', 'ENOENT', 'ENOMEM', 'ETIMEDOUT']);
@@ -100,8 +101,9 @@ async function allOrFirstError(ops: Promise<unknown>[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
+/** A plain address as its host route's destination (a /32 or /128). */
 function hostCidr(ip: string): string {
-  return isIPv4(ip) ? `${ip}/32` : `${ip}/128`;
+  return hostCidrOf(parseIP(ip));
 }
 
 /** Checks a wiring before anything touches the kernel; returns the de-duplicated addresses. */
@@ -114,7 +116,7 @@ function validateWiring(w: EndpointWiring): { ipv4: string[]; ipv6: string[] } {
   if (!w.hostIfName.startsWith(WORKLOAD_PREFIX)) fail(`host interface name must start with "${WORKLOAD_PREFIX}"`);
   if (!isValidIfName(w.tempIfName)) fail(`invalid temporary interface name ${JSON.stringify(w.tempIfName)}`);
   if (w.hostIfName === w.tempIfName) fail('host and temporary interface names are the same');
-  if (!Number.isInteger(w.mtu) || w.mtu < 68 || w.mtu > 65535) fail(`invalid MTU ${w.mtu}: want 68-65535`);
+  if (!validMtu(w.mtu)) fail(`invalid MTU ${w.mtu}: want ${MTU_MIN}-${MTU_MAX}`);
   if (typeof w.containerMac !== 'string' || !isUnicastMac(w.containerMac)) {
     fail(`invalid container MAC ${JSON.stringify(w.containerMac)}: want a unicast colon-hex MAC`);
   }

@@ -32,7 +32,7 @@ const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
 /** The package only reads `flags` as a number; an object of booleans is silently dropped. */
 const CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL;
-const RTN_UNICAST = 1;
+export const RTN_UNICAST = 1;
 /** Enough to pipeline one endpoint's address and routes; few enough that a burst stays short. */
 const MAX_IN_FLIGHT = 4;
 

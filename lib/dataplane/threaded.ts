@@ -27,38 +27,21 @@
  */
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import {
-  BadRequestError,
-  CalicoError,
-  ConflictError,
-  errorMessage,
-  InternalError,
-  isRetryable,
-  markRetryable,
-  NotFoundError,
-  UnavailableError,
-  type ErrorKind,
-} from '../errors';
+import { BadRequestError, UnavailableError, errorMessage } from '../errors';
 import { jitteredDelay } from '../retry';
 import type { DataplaneLogger } from './linux';
 import type { Dataplane, EndpointWiring, WiringResult, WorkloadRoute } from './types';
-// Types only: the main thread never loads the worker's code (nor the netlink addon).
-import type { DataplaneMethod, WireError, WorkerFatal, WorkerInit, WorkerLog, WorkerReply, WorkerRequest } from './worker';
-
-/**
- * Values of the word shared with each worker (Int32Array[0]), through which the main thread
- * learns, without waiting for a message, whether the worker holds open netlink sockets.
- */
-export const SocketState = {
-  /** Started, no socket yet. */
-  INIT: 0,
-  /** Sockets open (or about to be): must be closed before the process exits. */
-  OPEN: 1,
-  /** Sockets closed: the thread may be torn down. */
-  CLOSED: 2,
-  /** The main thread closed first: the worker must never open a socket. */
-  REFUSED: 3,
-} as const;
+// The protocol only: the main thread never loads the worker's code (nor the netlink addon).
+import {
+  type DataplaneMethod,
+  SocketState,
+  type WorkerFatal,
+  type WorkerInit,
+  type WorkerLog,
+  type WorkerReply,
+  type WorkerRequest,
+  fromWireError,
+} from './protocol';
 
 /**
  * Two threads, each with its own netlink socket. One is enough to keep the main loop free, but
@@ -90,25 +73,6 @@ export interface ThreadedDataplaneOptions {
 }
 
 /** The error classes of lib/errors.ts by kind: what the HTTP mapping switches on. */
-const errorClasses: Record<ErrorKind, new (message: string, options?: { cause?: unknown }) => CalicoError> = {
-  'bad-request': BadRequestError,
-  'not-found': NotFoundError,
-  conflict: ConflictError,
-  unavailable: UnavailableError,
-  internal: InternalError,
-};
-
-/** Re-creates a worker's error as the same class with the same message, kind and retryability. */
-export function fromWireError(e: WireError): CalicoError {
-  const Cls = errorClasses[e.kind] ?? InternalError;
-  // The cause carries what only the worker saw: its stack and the errno name.
-  const cause = Object.assign(new Error(`${e.name} in the dataplane worker: ${e.message}`), e.code !== undefined ? { code: e.code } : {});
-  if (e.stack !== undefined) cause.stack = e.stack;
-  const err = new Cls(e.message, { cause });
-  if (e.retryable && !isRetryable(err)) markRetryable(err);
-  return err;
-}
-
 /** FNV-1a: a stable, cheap spread of interface names over the workers. */
 function hashName(name: string): number {
   let h = 0x811c9dc5;

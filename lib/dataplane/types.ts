@@ -1,3 +1,6 @@
+/** Host ends of workload veths (`cali` + 11 characters of the endpoint ID); nothing else is ours. */
+export const WORKLOAD_PREFIX = 'cali';
+
 /**
  * The host side of Calico's pure layer-3 dataplane, behind an interface so handlers can be
  * tested without a kernel. The real implementation talks rtnetlink and writes /proc/sys; it

@@ -27,83 +27,8 @@
  * back in completion order, matched by id.
  */
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { CalicoError, classify, isRetryable } from '../errors';
 import { LinuxDataplane, type DataplaneLogger } from './linux';
-import { SocketState } from './threaded';
-import type { Dataplane } from './types';
-
-export interface WorkerInit {
-  /** Set by ThreadedDataplane: only a thread started for this serves (importing this file elsewhere does nothing). */
-  calicoDataplaneWorker: true;
-  procSys?: string;
-  /** Int32Array(1) of SocketState (threaded.ts). */
-  state: SharedArrayBuffer;
-}
-
-export type DataplaneMethod = Exclude<keyof Dataplane, 'close'>;
-
-export interface WorkerRequest {
-  id: number;
-  method: DataplaneMethod;
-  args: unknown[];
-}
-
-export interface WireError {
-  kind: CalicoError['kind'];
-  name: string;
-  message: string;
-  /** errno name of the underlying failure (`EEXIST`, `ENOENT`...), when there was one. */
-  code?: string;
-  retryable?: boolean;
-  /** Stack of the error in the worker, for logs. */
-  stack?: string;
-}
-
-export type WorkerReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WireError };
-
-export interface WorkerFatal {
-  type: 'fatal';
-  message: string;
-}
-
-export interface WorkerLog {
-  type: 'log';
-  level: 'debug' | 'info' | 'warn';
-  message: string;
-  meta?: Record<string, unknown>;
-}
-
-export const METHODS: readonly DataplaneMethod[] = [
-  'wireEndpoint',
-  'unwireEndpoint',
-  'ensureRoute',
-  'listWorkloadLinks',
-  'listWorkloadRoutes',
-  'enableForwarding',
-  'uplinkMtu',
-  'uplinkIPv4',
-];
-
-/** The errno name carried by `err` or its cause chain (NetlinkError and fs errors have `code`). */
-function errnoCode(err: unknown): string | undefined {
-  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-  }
-  return undefined;
-}
-
-/** A thrown value as plain data: kind, name and message survive the thread boundary. */
-export function toWireError(err: unknown): WireError {
-  // Anything but a CalicoError becomes the InternalError the HTTP layer would have made of it.
-  const e = classify(err);
-  const out: WireError = { kind: e.kind, name: e.name, message: e.message };
-  const code = errnoCode(err);
-  if (code !== undefined) out.code = code;
-  if (isRetryable(e)) out.retryable = true;
-  if (e.stack !== undefined) out.stack = e.stack;
-  return out;
-}
+import { METHODS, SocketState, type WorkerFatal, type WorkerInit, type WorkerLog, type WorkerReply, type WorkerRequest, toWireError } from './protocol';
 
 function serve(port: MessagePort, init: WorkerInit): void {
   const state = new Int32Array(init.state);
