@@ -44,8 +44,10 @@ export interface Config {
   livenessTtl: number;
   /** `managed`: calico node runs BIRD; `external`: another BIRD uses our configuration; `off`: no BGP. */
   bird: 'managed' | 'external' | 'off';
-  /** Enforce policy with iptables (on by default). */
+  /** Enforce policy (on by default). */
   policy: boolean;
+  /** Which firewall enforces it: `auto` picks nftables where the kernel and `nft` support it. */
+  firewall: 'auto' | 'nftables' | 'iptables';
   /** What containers may send to their own host beyond replies. */
   endpointToHost: 'drop' | 'accept';
 }
@@ -118,11 +120,15 @@ export function loadConfig(env: Env = process.env): Config {
     livenessTtl: 30,
     bird: 'managed',
     policy: true,
+    firewall: 'auto',
     endpointToHost: 'drop',
   };
   const pol = (nonEmpty(env, 'CALICO_POLICY') ?? 'on').toLowerCase();
   if (pol !== 'on' && pol !== 'off') fail('CALICO_POLICY', pol, 'use on or off');
   cfg.policy = pol === 'on';
+  const fw = (nonEmpty(env, 'CALICO_FIREWALL') ?? 'auto').toLowerCase();
+  if (fw !== 'auto' && fw !== 'nftables' && fw !== 'iptables') fail('CALICO_FIREWALL', fw, 'use auto, nftables or iptables');
+  cfg.firewall = fw;
   const e2h = (nonEmpty(env, 'CALICO_ENDPOINT_TO_HOST') ?? 'drop').toLowerCase();
   if (e2h !== 'drop' && e2h !== 'accept') fail('CALICO_ENDPOINT_TO_HOST', e2h, 'use drop or accept');
   cfg.endpointToHost = e2h;

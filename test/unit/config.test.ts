@@ -34,6 +34,8 @@ describe('loadConfig defaults', () => {
     assert.equal(cfg.ip, undefined);
     assert.equal(cfg.mtu, undefined);
     assert.equal(cfg.nodeName, os.hostname());
+    assert.equal(cfg.policy, true);
+    assert.equal(cfg.firewall, 'auto', 'nftables where the kernel and nft support it');
     for (const k of ['etcdCaFile', 'etcdCertFile', 'etcdKeyFile', 'etcdUsername', 'etcdPassword'] as const) assert.equal(cfg[k], undefined);
   });
 
@@ -126,4 +128,10 @@ describe('loadConfig refuses bad values, naming the variable', () => {
   test('CALICO_IPV6POOL_CIDR of the wrong family', () => refuses({ CALICO_IPV6POOL_CIDR: '10.0.0.0/8' }, 'CALICO_IPV6POOL_CIDR', /IPv6 network/));
   test('a pool CIDR with host bits', () => refuses({ CALICO_IPV4POOL_CIDR: '10.0.0.1/8' }, 'CALICO_IPV4POOL_CIDR', /host bits/));
   test('a pool CIDR that is not a CIDR', () => refuses({ CALICO_IPV6POOL_CIDR: 'fd00::' }, 'CALICO_IPV6POOL_CIDR'));
+  test('an unknown firewall backend', () => refuses({ CALICO_FIREWALL: 'pf' }, 'CALICO_FIREWALL', /auto, nftables or iptables/));
+});
+
+describe('CALICO_FIREWALL', () => {
+  for (const v of ['auto', 'nftables', 'iptables', 'NFTables'] as const)
+    test(`takes ${v}`, () => assert.equal(loadConfig({ CALICO_FIREWALL: v }).firewall, v.toLowerCase()));
 });
