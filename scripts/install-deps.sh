@@ -14,6 +14,7 @@ have dockerd || need+=(docker.io)
 have busybox || need+=(busybox-static)
 have iptables || need+=(iptables)
 have ipset || need+=(ipset)
+have nft || need+=(nftables)
 have node || { echo "Node.js 20 is required (https://nodejs.org or Debian's nodejs from bookworm-backports)" >&2; exit 1; }
 
 if [ "${#need[@]}" -gt 0 ]; then
