@@ -59,7 +59,18 @@ export function listWatch(
   };
 
   const run = async () => {
-    let delivered: bigint | undefined; // the last revision the owner has seen
+    // The last revision the owner has seen, per prefix: each prefix is its own etcd watch stream,
+    // and streams are not ordered with one another (a host update at revision 50 can arrive
+    // before an affinity put at 48), so one high-water mark for all would drop events.
+    let delivered: bigint[] | undefined;
+    // Overlapping prefixes deliver an event twice; the longest prefix owns the key, so the copy is dropped.
+    const owner = (key: string) => {
+      let best = -1;
+      prefixes.forEach((p, i) => {
+        if (key.startsWith(p) && (best < 0 || p.length > prefixes[best].length)) best = i;
+      });
+      return best;
+    };
     let attempt = 0;
     while (!cancelled) {
       try {
@@ -67,20 +78,27 @@ export function listWatch(
           const snap = await source.snapshot(prefixes);
           if (cancelled) return;
           listener.reset(snap.entries, snap.revision);
-          delivered = BigInt(snap.revision);
+          delivered = prefixes.map(() => BigInt(snap.revision));
           markReady();
         }
         let lost: { reason: LostReason; err?: unknown } | undefined;
         const ended = new Promise<void>((r) => (wake = r));
-        const from = delivered + 1n;
+        const from = delivered.reduce((m, r) => (r < m ? r : m)) + 1n;
         cancelWatch = await source.watchFrom(
           prefixes,
           from,
           (events) => {
-            const fresh = events.filter((e) => eventRevision(e) > (delivered ?? 0n));
-            if (!fresh.length || cancelled) return;
-            delivered = fresh.reduce((m, e) => (eventRevision(e) > m ? eventRevision(e) : m), delivered ?? 0n);
-            listener.changes(fresh);
+            if (cancelled || !delivered) return;
+            const seen = delivered;
+            // Against the marks before this batch: one transaction's events share a revision.
+            const before = [...seen];
+            const fresh = events.filter((e) => {
+              const i = owner(e.type === 'put' ? e.entry.key : e.key);
+              if (i < 0 || eventRevision(e) <= before[i]) return false;
+              if (eventRevision(e) > seen[i]) seen[i] = eventRevision(e);
+              return true;
+            });
+            if (fresh.length) listener.changes(fresh);
           },
           (reason, err) => {
             lost = { reason, err };

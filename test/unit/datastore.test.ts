@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import * as blk from '../../ipam/block';
 import { CorruptRecordError, codecs } from '../../lib/datastore/codec';
 import type { KVEntry, WatchEvent, WatchListener } from '../../lib/datastore/kv';
+import { type WatchSource, listWatch } from '../../lib/datastore/list-watch';
 import { MemoryKV } from '../../lib/datastore/memory';
+import { createLogger } from '../../lib/log';
 import { transact } from '../../lib/datastore/transact';
 import { UnavailableError } from '../../lib/errors';
 import { parseCidr } from '../../lib/ip';
@@ -167,6 +169,32 @@ describe('MemoryKV watch', () => {
     await kv.put('a/1', 'x');
     await tick();
     assert.equal(r.state.size, 0);
+  });
+});
+
+describe('listWatch over several prefixes', () => {
+  test('delivers an older event of one prefix that arrives after a newer event of another (their etcd streams are not ordered)', async () => {
+    let emit!: (events: WatchEvent[]) => void;
+    const source: WatchSource = {
+      snapshot: () => Promise.resolve({ entries: [], revision: '10' }),
+      watchFrom: (_prefixes, _from, onEvents) => {
+        emit = onEvents;
+        return Promise.resolve(() => Promise.resolve());
+      },
+    };
+    const r = recorder();
+    const w = listWatch(source, ['hosts/', 'affinity/'], r.l, createLogger('error'));
+    await w.ready;
+    await until(() => emit !== undefined, 'watching');
+    emit([{ type: 'put', entry: { key: 'hosts/h1', value: 'h', mod: '50' } }]);
+    emit([
+      { type: 'put', entry: { key: 'affinity/h1/b1', value: 'a', mod: '48' } },
+      { type: 'put', entry: { key: 'affinity/h1/b2', value: 'a', mod: '48' } },
+    ]);
+    emit([{ type: 'put', entry: { key: 'hosts/h1', value: 'stale copy', mod: '50' } }]);
+    assert.deepEqual([...r.state.keys()].sort(), ['affinity/h1/b1', 'affinity/h1/b2', 'hosts/h1']);
+    assert.equal(r.state.get('hosts/h1'), 'h', 'a replayed event is not delivered again');
+    await w.cancel();
   });
 });
 
