@@ -31,7 +31,7 @@ import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
 import { RouteAgent } from '../routing/agent';
 import { PolicyAgent } from '../policy/agent';
-import { removeFirewall } from '../policy/iptables';
+import { chooseFirewall, removeOtherFirewalls } from '../firewall/select';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 
@@ -231,14 +231,17 @@ export class CalicoNode {
     const { config, log } = this.opts;
     if (!config.policy) {
       // Turned off: rules left by an earlier run must not keep filtering with no one updating them.
-      await removeFirewall().then(
-        () => log.info('policy is off (CALICO_POLICY=off); calico firewall rules removed'),
-        (err) => log.warn('policy is off but the old firewall rules could not be removed', { error: errorMessage(err) }),
-      );
+      await removeOtherFirewalls(log);
+      log.info('policy is off (CALICO_POLICY=off); calico firewall rules removed');
       return;
     }
     if (this.policy || this.stopping) return;
-    const agent = new PolicyAgent(this.ctx, { endpointToHost: config.endpointToHost });
+    const backend = await chooseFirewall(config.firewall, log);
+    const agent = new PolicyAgent(this.ctx, { endpointToHost: config.endpointToHost, backend });
+    log.info('firewall backend chosen', { backend: backend.name, asked: config.firewall });
+    // A switch of backend leaves the other's rules behind. They go only once ours are in place:
+    // until then both filter, which never lets through what either denies.
+    void agent.firstApplied.then(() => removeOtherFirewalls(log, backend.name));
     try {
       this.ctx.firewall = agent;
       await agent.start();

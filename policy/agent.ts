@@ -1,35 +1,53 @@
 /**
- * The policy agent inside `calico node` (Calico's Felix, for this host's containers): watches
- * endpoints (every host's: selectors match remote endpoints too), networks and policies,
- * renders this host's firewall and applies it when it changed, debounced briefly so a policy
- * takes effect well within a second. Rules stay in the kernel while the node is down and are
- * rebuilt from etcd at start, so a restart never opens a window.
+ * The policy agent inside `calico node` (Calico's Felix, for this host's containers). One
+ * list-then-watch of endpoints (every host's: selectors match remote endpoints too), networks,
+ * policies and profiles feeds the incremental calculator (policy/calc/); each event changes only
+ * what it touches, and the backend (firewall/) turns the resulting delta into one kernel change.
+ * A re-list happens only when the watch lost its history; then the new state is diffed against
+ * the programmed one, so even a resync writes only what differs. Rules stay in the kernel while
+ * the node is down and are checked against etcd at start, so a restart never opens a window.
  */
+import { ApplyLoop } from '../lib/apply-loop';
 import type { FirewallStatus, NodeContext } from '../lib/context';
 import { codecs } from '../lib/datastore/codec';
-import type { Watch } from '../lib/datastore/kv';
+import type { KVEntry, Watch, WatchEvent } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';
-import { ApplyLoop } from '../lib/apply-loop';
-import { Firewall } from './iptables';
-import { listPolicies } from './model';
-import { syncProfiles } from './profiles';
-import { renderPolicy } from './render';
+import { errorMessage } from '../lib/errors';
+import type { Desired, FirewallBackend } from '../firewall/desired';
+import { isEmptyDelta } from '../firewall/desired';
+import { diffDesired } from '../firewall/diff';
+import { PolicyCalculator } from './calc';
+import { ProfileKeeper } from './profile-keeper';
 
 export interface PolicyAgentOptions {
   endpointToHost: 'drop' | 'accept';
+  backend: FirewallBackend;
+  /** Coalesces a burst of events into one kernel change. */
   debounceMs?: number;
-  resyncMs?: number;
+  /** How often the kernel is compared with what was programmed (hand edits, flushes). */
+  checkMs?: number;
 }
+
+type Kind = 'endpoint' | 'network' | 'policy' | 'profile';
+const PREFIXES: Array<[string, Kind]> = [
+  [keys.endpoints(), 'endpoint'],
+  [keys.networks(), 'network'],
+  [keys.policies(), 'policy'],
+  [keys.profiles(), 'profile'],
+];
+const kindOf = (key: string) => PREFIXES.find(([p]) => key.startsWith(p))?.[1];
 
 export class PolicyAgent implements FirewallStatus {
   private watch?: Watch;
   private loop: ApplyLoop;
-  private resync?: NodeJS.Timeout;
-  private applied?: string;
-  private firewall = new Firewall();
-  /** Set by the periodic resync: rewrite everything of ours and re-check the kernel's jumps. */
-  private fullNext = false;
-  /** Host interfaces the applied rules cover, and Joins waiting for theirs. */
+  private checkTimer?: NodeJS.Timeout;
+  private calc: PolicyCalculator;
+  private keeper: ProfileKeeper;
+  /** What the backend holds, when it is known: a failed apply forgets it, so the next is full. */
+  private programmed?: Desired;
+  /** Set by a re-list: the calculator was rebuilt, so the next change is a diff against `programmed`. */
+  private rebuilt = false;
+  private checkDue = false;
   private covered = new Set<string>();
   private waiters = new Set<{ ifName: string; done: (ok: boolean) => void }>();
   /** Resolves after the first successful apply (start-up completes with rules in place). */
@@ -37,59 +55,148 @@ export class PolicyAgent implements FirewallStatus {
   private markApplied!: () => void;
 
   constructor(
-    private ctx: NodeContext,
+    private ctx: Pick<NodeContext, 'kv' | 'host' | 'log'>,
     private opts: PolicyAgentOptions,
   ) {
     this.firstApplied = new Promise((r) => (this.markApplied = r));
-    this.loop = new ApplyLoop(() => this.apply(), ctx.log, { debounceMs: opts.debounceMs ?? 10, retryMs: 500, retryCapMs: 15_000, what: 'the firewall' });
+    this.calc = this.newCalculator();
+    this.keeper = new ProfileKeeper(ctx.kv, ctx.log);
+    this.loop = new ApplyLoop(() => this.apply(), ctx.log, { debounceMs: opts.debounceMs ?? 2, retryMs: 500, retryCapMs: 15_000, what: 'the firewall' });
+  }
+
+  get backendName(): string {
+    return this.opts.backend.name;
   }
 
   async start(): Promise<void> {
-    const schedule = () => this.loop.schedule();
-    this.watch = this.ctx.kv.watch([keys.endpoints(), keys.networks(), keys.policies(), keys.profiles()], { reset: schedule, changes: schedule });
+    this.watch = this.ctx.kv.watch(
+      PREFIXES.map(([p]) => p),
+      { reset: (entries) => this.reset(entries), changes: (events) => this.changes(events) },
+    );
     await this.watch.ready;
-    // Someone may flush or edit our rules by hand; a periodic full apply puts them back.
-    this.resync = setInterval(() => {
-      this.fullNext = true;
+    // Someone may flush or edit our rules by hand; the periodic check puts them back.
+    this.checkTimer = setInterval(() => {
+      this.checkDue = true;
       this.loop.schedule();
-    }, this.opts.resyncMs ?? 60_000);
+    }, this.opts.checkMs ?? 60_000);
     await this.loop.runNow();
   }
 
-  /** One pass: list, render, apply what changed. Run by the loop, one at a time. */
+  private newCalculator(): PolicyCalculator {
+    return new PolicyCalculator({
+      host: this.ctx.host,
+      endpointToHost: this.opts.endpointToHost,
+      onBad: (key, err) => this.ctx.log.warn('a policy record cannot be enforced and is skipped; fix or delete it', { key, error: errorMessage(err) }),
+    });
+  }
+
+  /** The whole state, at start or after the watch lost its history. */
+  private reset(entries: KVEntry[]): void {
+    const old = this.calc;
+    // Changes the old calculator had not handed to the backend yet make a diff unsound: start over.
+    if (this.programmed && !isEmptyDelta(old.takeDelta())) this.programmed = undefined;
+    this.calc = this.newCalculator();
+    const networks = [];
+    const profiles: KVEntry[] = [];
+    for (const e of entries) {
+      const rec = this.upsert(e);
+      if (kindOf(e.key) === 'network' && rec) networks.push(rec as ReturnType<typeof codecs.network.decode>);
+      if (kindOf(e.key) === 'profile') profiles.push(e);
+    }
+    this.keeper.reset(networks, profiles);
+    this.rebuilt = true;
+    this.loop.schedule();
+  }
+
+  private changes(events: WatchEvent[]): void {
+    for (const ev of events) {
+      if (ev.type === 'put') {
+        const rec = this.upsert(ev.entry);
+        if (kindOf(ev.entry.key) === 'network') this.keeper.network(ev.entry.key, rec as ReturnType<typeof codecs.network.decode> | undefined);
+        if (kindOf(ev.entry.key) === 'profile') this.keeper.profile(ev.entry.key.slice(keys.profiles().length), ev.entry);
+      } else {
+        this.remove(ev.key);
+        if (kindOf(ev.key) === 'network') this.keeper.network(ev.key, undefined);
+        if (kindOf(ev.key) === 'profile') this.keeper.profile(ev.key.slice(keys.profiles().length), undefined);
+      }
+    }
+    this.loop.schedule();
+  }
+
+  /** Feeds one record to the calculator; an unreadable one counts as gone, and is reported. */
+  private upsert(e: KVEntry): unknown {
+    const kind = kindOf(e.key);
+    try {
+      switch (kind) {
+        case 'endpoint': {
+          const r = codecs.endpoint.decode(e);
+          this.calc.upsertEndpoint(e.key, r);
+          return r;
+        }
+        case 'network': {
+          const r = codecs.network.decode(e);
+          this.calc.upsertNetwork(e.key, r);
+          return r;
+        }
+        case 'policy': {
+          const r = codecs.policy.decode(e);
+          this.calc.upsertPolicy(e.key, r);
+          return r;
+        }
+        case 'profile': {
+          const r = codecs.profile.decode(e);
+          this.calc.upsertProfile(e.key, r);
+          return r;
+        }
+        default:
+          return undefined;
+      }
+    } catch (err) {
+      this.ctx.log.warn('skipped an unreadable record', { key: e.key, error: errorMessage(err) });
+      this.remove(e.key);
+      return undefined;
+    }
+  }
+
+  private remove(key: string): void {
+    const kind = kindOf(key);
+    if (kind === 'endpoint') this.calc.removeEndpoint(key);
+    else if (kind === 'network') this.calc.removeNetwork(key);
+    else if (kind === 'policy') this.calc.removePolicy(key);
+    else if (kind === 'profile') this.calc.removeProfile(key);
+  }
+
+  /** One pass, run by the loop one at a time: hand the backend what changed since the last. */
   private async apply(): Promise<void> {
-    const [endpoints, networkEntries, policies, profileEntries] = await Promise.all([
-      this.ctx.records.listEndpoints(),
-      this.ctx.kv.list(keys.networks()),
-      listPolicies(this.ctx.kv),
-      this.ctx.kv.list(keys.profiles()),
-    ]);
-    const networks = codecs.network.decodeAll(networkEntries);
-    // Changes come back through the watch and trigger another pass with the stored profiles.
-    const changed = await syncProfiles(this.ctx.kv, networks, profileEntries);
-    if (changed) this.ctx.log.info('profiles updated', { changes: changed });
-    const profiles = codecs.profile.decodeAll(profileEntries);
-    const rendered = renderPolicy({ host: this.ctx.host, endpoints, networks, policies, profiles, endpointToHost: this.opts.endpointToHost });
-    const text = JSON.stringify(rendered);
-    const full = this.fullNext;
-    if (text !== this.applied || full) {
-      const t0 = Date.now();
-      this.fullNext = false;
-      // A failed apply leaves the Firewall without a known state: its next apply is full.
-      const changedRules = text !== this.applied;
-      this.applied = undefined;
-      const written = await this.firewall.apply(rendered, full);
-      this.applied = text;
-      this.covered = new Set(endpoints.filter((e) => e.host === this.ctx.host).map((e) => e.ifName));
-      for (const w of this.waiters) if (this.covered.has(w.ifName)) w.done(true);
-      this.ctx.log.log(changedRules ? 'info' : 'debug', 'firewall applied', {
-        endpoints: endpoints.filter((e) => e.host === this.ctx.host).length,
-        policies: policies.length,
-        chainsWritten: written.chains,
-        setsWritten: written.sets,
-        full,
-        ms: Date.now() - t0,
-      });
+    const backend = this.opts.backend;
+    const t0 = Date.now();
+    const desired = this.calc.desired();
+    const delta = this.calc.takeDelta();
+    const check = this.checkDue;
+    this.checkDue = false;
+    const prev = this.programmed;
+    // Until this apply succeeds the backend's state is unknown.
+    this.programmed = undefined;
+    let how: string;
+    let objects = 0;
+    if (!prev) {
+      objects = (await backend.apply(desired)).objects;
+      how = 'full';
+    } else {
+      const d = this.rebuilt ? diffDesired(prev, desired) : delta;
+      if (!isEmptyDelta(d)) objects = (await backend.apply(desired, d)).objects;
+      how = this.rebuilt ? 'resync' : 'delta';
+    }
+    this.rebuilt = false;
+    // The check runs against what is in the kernel now, so it follows the change just made.
+    const repaired = check ? await backend.check(desired) : false;
+    this.programmed = desired;
+    this.covered = new Set(this.calc.localInterfaces());
+    for (const w of this.waiters) if (this.covered.has(w.ifName)) w.done(true);
+    if (repaired) this.ctx.log.warn('the firewall in the kernel differed from what was programmed (edited or flushed by hand?); repaired', { backend: backend.name });
+    if (objects || how === 'full') {
+      const s = this.calc.stats();
+      this.ctx.log.log(how === 'delta' ? 'debug' : 'info', 'firewall applied', { backend: backend.name, how, objects, ...s, ms: Date.now() - t0 });
     }
     this.markApplied();
   }
@@ -114,8 +221,9 @@ export class PolicyAgent implements FirewallStatus {
 
   async stop(): Promise<void> {
     for (const w of this.waiters) w.done(false);
+    this.keeper.stop();
     this.loop.stop();
-    clearInterval(this.resync);
+    clearInterval(this.checkTimer);
     await this.watch?.cancel();
   }
 }

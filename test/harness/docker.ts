@@ -76,6 +76,12 @@ export interface DockerHostOptions {
   env?: Record<string, string>;
   /** Attach to a shared fabric instead of a private router: the host namespace and its address. */
   onFabric?: { ns: Netns; ip: string };
+  /**
+   * Run dockerd with its own firewall on (`--iptables=true`), as real hosts do, and its FORWARD
+   * policy DROP in both families: dockerd sets that when it turns forwarding on, which calico
+   * node has already done here, so the harness sets it as dockerd would have.
+   */
+  dockerIptables?: boolean;
 }
 
 export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions): Promise<DockerHost> {
@@ -117,9 +123,7 @@ export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions
       '--pidfile',
       path.join(root, 'dockerd.pid'),
       '--bridge=none',
-      '--iptables=false',
-      '--ip6tables=false',
-      '--ip-masq=false',
+      ...(opts.dockerIptables ? ['--iptables=true'] : ['--iptables=false', '--ip6tables=false', '--ip-masq=false']),
     ]);
     dockerd.stdout?.pipe(log, { end: false });
     dockerd.stderr?.pipe(log, { end: false });
@@ -142,6 +146,7 @@ export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions
     });
   };
   await launch();
+  if (opts.dockerIptables) for (const t of ['iptables', 'ip6tables']) await ns.exec(t, ['-w', '-P', 'FORWARD', 'DROP']);
   const imported = await runCmd('docker', ['import', '-', 'busybox:latest'], { env, input: await busyboxTar(path.join(root, 'image')) });
   if (imported.code !== 0) throw new Error(`docker import failed: ${imported.stderr}`);
   await node.ready();

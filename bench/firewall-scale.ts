@@ -1,0 +1,191 @@
+/**
+ * `npm run bench:scale` (root): container starts on a host as the cluster grows, in the product's
+ * default configuration (firewall on, BIRD on) on two hosts of the testbed fabric, with a third
+ * host running CALICO_POLICY=off beside them as the reference measured in the same run.
+ *
+ * Live endpoints are made on host B through its plugin sockets exactly as Docker drives them
+ * (RequestAddress, CreateEndpoint, Join: a veth and a route each), in steps up to each level of
+ * BENCH_LEVELS (default 0,2000,10000). At each level host A (and the reference host C) set up
+ * BENCH_SETUPS endpoints (default 400) with 8 in flight and tear them down again; reported:
+ * setups/s, p50/p99, `calico node` CPU per setup, RSS of A's `calico node`, and how long a
+ * policy change takes from `calico policy apply` returning until A's kernel holds it. 20 label
+ * policies (100 rules) select the endpoints throughout. Prints JSON.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { netnsScope, type Netns } from '../test/harness/netns';
+import { startFabric } from '../test/harness/fabric';
+import { startCalico, type CalicoProcess } from '../test/harness/calico';
+import { drive, processCpuMs, summarise } from './stats';
+import { percentile } from './stats';
+
+const LEVELS = (process.env.BENCH_LEVELS ?? '0,2000,10000').split(',').map(Number);
+const SETUPS = Number(process.env.BENCH_SETUPS ?? 400);
+const hex = () => randomBytes(32).toString('hex');
+const r2 = (x: number) => Math.round(x * 100) / 100;
+
+interface Host {
+  name: string;
+  ns: Netns;
+  node: CalicoProcess;
+  ids: { pool: string; nid: string };
+}
+
+async function network(node: CalicoProcess): Promise<Host['ids']> {
+  const d = node.docker;
+  const pool = await d.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
+  const nid = hex();
+  await d.ok('net', 'CreateNetwork', {
+    NetworkID: nid,
+    Options: { 'com.docker.network.generic': {} },
+    IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }],
+    IPv6Data: [],
+  });
+  return { pool: pool.PoolID, nid };
+}
+
+async function setup(h: Host): Promise<{ eid: string; ip: string }> {
+  const d = h.node.docker;
+  const eid = hex();
+  const a = await d.ok('ipam', 'RequestAddress', { PoolID: h.ids.pool, Address: '', Options: null });
+  await d.ok('net', 'CreateEndpoint', { NetworkID: h.ids.nid, EndpointID: eid, Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' }, Options: {} });
+  await d.ok('net', 'Join', { NetworkID: h.ids.nid, EndpointID: eid, SandboxKey: '', Options: {} });
+  return { eid, ip: a.Address.split('/')[0] };
+}
+
+async function teardown(h: Host, ep: { eid: string; ip: string }): Promise<void> {
+  const d = h.node.docker;
+  await d.ok('net', 'Leave', { NetworkID: h.ids.nid, EndpointID: ep.eid });
+  await d.ok('net', 'DeleteEndpoint', { NetworkID: h.ids.nid, EndpointID: ep.eid });
+  await d.ok('ipam', 'ReleaseAddress', { PoolID: h.ids.pool, Address: ep.ip });
+}
+
+/** SETUPS setups with 8 in flight, then their teardown (not timed): the live count stays put. */
+async function measureStarts(h: Host) {
+  const eps: Array<{ eid: string; ip: string }> = [];
+  const cpu0 = processCpuMs(h.node.pid());
+  const run = await drive(SETUPS, 8, async () => void eps.push(await setup(h)));
+  const cpuMs = processCpuMs(h.node.pid()) - cpu0;
+  await drive(eps.length, 8, async (i) => teardown(h, eps[i]));
+  const s = summarise(run.lat, run.wallMs);
+  return { setupsPerSec: s.opsPerSec, p50Ms: s.p50Ms, p99Ms: s.p99Ms, cpuMsPerSetup: r2(cpuMs / SETUPS) };
+}
+
+function rssMb(pid: number | undefined): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : NaN;
+}
+
+/** From `calico policy apply` returning until the kernel of A's namespace holds the new port. */
+async function policyLatency(a: Host, tmp: string, samples = 10): Promise<{ p50Ms: number; p99Ms: number }> {
+  const lat: number[] = [];
+  const file = path.join(tmp, 'latency.yaml');
+  const holds = async (port: number) => {
+    const nft = await a.ns.exec('nft', ['list', 'ruleset']);
+    if (nft.stdout.includes(String(port))) return true;
+    const ipt = await a.ns.exec('iptables-save', ['-t', 'filter']);
+    return ipt.stdout.includes(`--dports ${port}`) || ipt.stdout.includes(`--dport ${port}`);
+  };
+  for (let i = 0; i < samples; i++) {
+    const port = 40000 + Math.floor(Math.random() * 20000);
+    fs.writeFileSync(
+      file,
+      `kind: Policy\nname: bench-latency\nselector: all()\ningress:\n  - action: allow\n    protocol: tcp\n    destination:\n      ports: [${port}]\n`,
+    );
+    await a.node.cli(['policy', 'apply', '-f', file]);
+    const t0 = performance.now();
+    while (!(await holds(port))) if (performance.now() - t0 > 10_000) throw new Error('a policy change was not enforced within 10 s');
+    lat.push(performance.now() - t0);
+  }
+  lat.sort((x, y) => x - y);
+  return { p50Ms: r2(percentile(lat, 50)), p99Ms: r2(percentile(lat, 99)) };
+}
+
+function labelPolicies(): string {
+  const docs: string[] = [];
+  for (let p = 0; p < 20; p++) {
+    const rules = Array.from(
+      { length: 5 },
+      (_, k) => `  - action: allow\n    protocol: tcp\n    source:\n      selector: has(app) || all()\n    destination:\n      ports: [${2000 + p * 10 + k}]`,
+    );
+    docs.push(`kind: Policy\nname: bench-${p}\norder: ${p}\nselector: all()\ningress:\n${rules.join('\n')}\n  - action: pass\n`);
+  }
+  return docs.join('---\n');
+}
+
+async function main() {
+  const scope = netnsScope();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-bench-scale-'));
+  const fabric = await startFabric(scope);
+  const hosts: Host[] = [];
+  try {
+    for (const [i, name, policy] of [
+      [1, 'fsa', 'on'],
+      [2, 'fsb', 'on'],
+      [3, 'fsc', 'off'],
+    ] as const) {
+      const { ns, ip } = await fabric.addHost(name, i);
+      const node = await startCalico(ns, {
+        name,
+        etcd: fabric.etcd.endpoint,
+        env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/12', CALICO_MTU: '1500', CALICO_POLICY: policy },
+      });
+      await node.ready();
+      hosts.push({ name, ns, node, ids: await network(node) });
+    }
+    const [a, b, c] = hosts;
+    fs.writeFileSync(path.join(tmp, 'policies.yaml'), labelPolicies());
+    await a.node.cli(['policy', 'apply', '-f', path.join(tmp, 'policies.yaml')]);
+    const levels = [];
+    let live = 0;
+    for (const level of LEVELS) {
+      const grow = await drive(Math.max(0, level - live), 8, async () => void (await setup(b)));
+      live = Math.max(live, level);
+      const on = await measureStarts(a);
+      const off = await measureStarts(c);
+      levels.push({
+        liveEndpoints: live,
+        firewallOn: on,
+        firewallOff: off,
+        policyApplyToEnforced: await policyLatency(a, tmp),
+        calicoNodeRssMb: rssMb(a.node.pid()),
+        growSetupsPerSec: grow.lat.length ? r2((grow.lat.length / grow.wallMs) * 1000) : undefined,
+      });
+      process.stderr.write(`level ${live}: ${JSON.stringify(levels[levels.length - 1])}\n`);
+    }
+    const base = levels[0].firewallOn.setupsPerSec;
+    const report = {
+      setupsPerLevel: SETUPS,
+      levels,
+      targets: {
+        setupsPerSecAtZero: { target: '>= 150', measured: base, met: base >= 150 },
+        ...Object.fromEntries(
+          levels.slice(1).map((l) => [
+            `at${l.liveEndpoints}VsZero`,
+            { target: '>= 0.8', measured: r2(l.firewallOn.setupsPerSec / base), met: l.firewallOn.setupsPerSec / base >= 0.8 },
+          ]),
+        ),
+        p99Ms: { target: '< 100', measured: Math.max(...levels.map((l) => l.firewallOn.p99Ms)), met: levels.every((l) => l.firewallOn.p99Ms < 100) },
+        policyApplyToEnforcedP99Ms: {
+          target: '< 50',
+          measured: levels[levels.length - 1].policyApplyToEnforced.p99Ms,
+          met: levels[levels.length - 1].policyApplyToEnforced.p99Ms < 50,
+        },
+        rssMbAtLast: { target: '< 150', measured: levels[levels.length - 1].calicoNodeRssMb, met: levels[levels.length - 1].calicoNodeRssMb < 150 },
+      },
+    };
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  } finally {
+    for (const h of hosts) await h.node.destroy();
+    await fabric.etcd.destroy();
+    await scope.destroyAll();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(String((err as Error)?.stack ?? err) + '\n');
+  process.exit(1);
+});

@@ -1,0 +1,39 @@
+/**
+ * Which backend enforces policy (CALICO_FIREWALL=auto|nftables|iptables), and the migration
+ * between them: the backend not chosen has its rules and sets removed, so a host switched from
+ * one to the other (or to CALICO_POLICY=off, which removes both) never filters twice or keeps
+ * stale rules no one updates.
+ */
+import type { Logger } from '../lib/log';
+import { BadRequestError, errorMessage } from '../lib/errors';
+import type { FirewallBackend } from './desired';
+import { IptablesBackend } from './iptables/backend';
+import { NftablesBackend, nftablesAvailable } from './nftables/backend';
+
+export type FirewallChoice = 'auto' | 'nftables' | 'iptables';
+
+/** The backend for `choice`; `auto` is nftables where libnftables and the kernel accept our table. */
+export async function chooseFirewall(choice: FirewallChoice, log: Logger): Promise<FirewallBackend> {
+  if (choice === 'iptables') return new IptablesBackend();
+  const nft = await nftablesAvailable();
+  if (nft.ok) return new NftablesBackend();
+  if (choice === 'nftables')
+    throw new BadRequestError(`CALICO_FIREWALL=nftables, but nftables cannot be used here: ${nft.reason}; install nftables or set CALICO_FIREWALL=iptables`);
+  log.info('nftables is not usable here; the firewall uses iptables', { reason: nft.reason });
+  return new IptablesBackend();
+}
+
+/** Removes the rules of every backend but `keep` (all of them without one). Missing is success. */
+export async function removeOtherFirewalls(log: Logger, keep?: FirewallBackend['name']): Promise<void> {
+  const all: FirewallBackend[] = [new IptablesBackend()];
+  if ((await nftablesAvailable()).ok) all.push(new NftablesBackend());
+  for (const b of all) {
+    if (b.name === keep) continue;
+    try {
+      await b.remove();
+    } catch (err) {
+      // A backend whose tools are missing has nothing in the kernel to remove.
+      log.debug('could not remove the rules of a firewall backend not in use', { backend: b.name, error: errorMessage(err) });
+    }
+  }
+}
