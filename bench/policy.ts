@@ -1,10 +1,12 @@
 /**
- * `npm run bench:policy`: what the policy agent costs. Prints one JSON object:
- *  - programming: render + apply (renderPolicy then applyFirewall, what the agent runs on every
- *    change) for 10/100/1,000 local endpoints (100 rules) and 10/100/1,000 rules (100 endpoints):
- *    a full first program of an empty namespace, then steady-state changes on top of it (one rule
- *    edited; one endpoint added). Each configuration runs in its own throw-away namespace through
- *    bench/policy-apply-runner.ts, so the machine's own firewall is never touched.
+ * `npm run bench:policy`: what the policy agent costs, for each firewall backend (nftables, the
+ * default, first; iptables beside it). Prints one JSON object:
+ *  - programming: calculator + backend apply (what the agent runs on every change) for
+ *    10/100/1,000 local endpoints (100 rules) and 10/100/1,000 rules (100 endpoints): a full
+ *    first program of an empty namespace, then steady-state changes on top of it (one rule
+ *    edited; one endpoint added), each applied as a delta. Each configuration runs in its own
+ *    throw-away namespace through bench/policy-apply-runner.ts, so the machine's own firewall is
+ *    never touched.
  *  - packetPath and applyLatency: a real calico node and etcd (bench/policy-path.ts).
  * BENCH_POLICY_SECONDS sets each packet-path run's length (default 4), BENCH_POLICY_REPS the
  * number of incremental changes timed per configuration (default 5).
@@ -15,7 +17,6 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { createNetns, runNodeInNetns } from '../test/harness/netns';
 import type { PolicyRecord } from '../policy/model';
-import type { PolicyView } from '../policy/render';
 import type { EndpointRecord } from '../lib/datastore/records';
 import { benchNetwork, changeOneRule, makePolicies, syntheticEndpoint } from './policy-gen';
 import { measurePath } from './policy-path';
@@ -27,13 +28,11 @@ const HOST = 'bench-host';
 
 interface StepResult {
   label: string;
-  renderMs: number;
+  calcMs: number;
   applyMs: number;
   totalMs: number;
-  chainsWritten: number;
-  iptablesRules: number;
-  chains: number;
-  ipsets: number;
+  objectsWritten: number;
+  sets: number;
 }
 
 function summariseSteps(steps: StepResult[]) {
@@ -46,48 +45,40 @@ function summariseSteps(steps: StepResult[]) {
     count: steps.length,
     p50TotalMs: med(steps.map((s) => s.totalMs)),
     maxTotalMs: Math.max(...steps.map((s) => s.totalMs)),
-    p50RenderMs: med(steps.map((s) => s.renderMs)),
+    p50CalcMs: med(steps.map((s) => s.calcMs)),
     p50ApplyMs: med(steps.map((s) => s.applyMs)),
-    p50ChainsWritten: med(steps.map((s) => s.chainsWritten)),
+    p50ObjectsWritten: med(steps.map((s) => s.objectsWritten)),
   };
 }
 
 /** One configuration: full program, then REPS rule edits, then REPS endpoint additions. */
-async function programOnce(endpoints: number, rules: number, tmp: string) {
+async function programOnce(backend: string, endpoints: number, rules: number, tmp: string) {
   const net = benchNetwork(HOST);
-  const view = (eps: EndpointRecord[], pols: PolicyRecord[]): PolicyView => ({
-    host: HOST,
-    endpoints: eps,
-    networks: [net],
-    policies: pols,
-    profiles: [],
-    endpointToHost: 'drop',
-  });
   let eps = Array.from({ length: endpoints }, (_, i) => syntheticEndpoint(HOST, net.id, i));
   let pols = makePolicies(rules, { egress: true });
-  const steps: Array<{ label: string; view: PolicyView }> = [{ label: 'full', view: view(eps, pols) }];
+  const step = (label: string) => ({ label, endpoints: eps, networks: [net], policies: pols });
+  const steps = [step('full')];
   const mid = Math.floor(pols.length / 2);
-  for (let i = 0; i < REPS; i++) steps.push({ label: 'rule', view: view(eps, (pols = changeOneRule(pols, mid, 40000 + i))) });
-  for (let i = 0; i < REPS; i++) steps.push({ label: 'endpoint', view: view((eps = [...eps, syntheticEndpoint(HOST, net.id, endpoints + i)]), pols) });
+  for (let i = 0; i < REPS; i++) {
+    pols = changeOneRule(pols, mid, 40000 + i);
+    steps.push(step('rule'));
+  }
+  for (let i = 0; i < REPS; i++) {
+    eps = [...eps, syntheticEndpoint(HOST, net.id, endpoints + i)];
+    steps.push(step('endpoint'));
+  }
   const file = path.join(tmp, `steps-${endpoints}-${rules}.json`);
   fs.writeFileSync(file, JSON.stringify({ steps }));
   const ns = await createNetns('bpol');
   try {
-    const res = await runNodeInNetns(ns, path.join(__dirname, 'policy-apply-runner.js'), [file], { timeoutMs: 600_000 });
+    const res = await runNodeInNetns(ns, path.join(__dirname, 'policy-apply-runner.js'), [file, backend], { timeoutMs: 600_000 });
     const out = res.json<StepResult[]>();
     const full = out[0];
     return {
       endpoints,
       rules,
       policies: makePolicies(rules).length,
-      full: {
-        renderMs: full.renderMs,
-        applyMs: full.applyMs,
-        totalMs: full.totalMs,
-        iptablesRules: full.iptablesRules,
-        chains: full.chains,
-        ipsets: full.ipsets,
-      },
+      full: { calcMs: full.calcMs, applyMs: full.applyMs, totalMs: full.totalMs, objectsWritten: full.objectsWritten, sets: full.sets },
       ruleChanged: summariseSteps(out.filter((s) => s.label === 'rule')),
       endpointAdded: summariseSteps(out.filter((s) => s.label === 'endpoint')),
     };
@@ -120,20 +111,23 @@ async function main() {
   const host = machine();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-policy-'));
   try {
-    const byEndpoints: Record<string, unknown> = {};
-    const byRules: Record<string, unknown> = {};
-    for (const e of [10, 100, 1000]) byEndpoints[e] = await programOnce(e, 100, tmp);
-    byRules[100] = byEndpoints[100];
-    for (const r of [10, 1000]) byRules[r] = await programOnce(100, r, tmp);
+    const programming: Record<string, unknown> = {};
+    for (const backend of ['nftables', 'iptables']) {
+      const byEndpoints: Record<string, unknown> = {};
+      const byRules: Record<string, unknown> = {};
+      for (const e of [10, 100, 1000]) byEndpoints[e] = await programOnce(backend, e, 100, tmp);
+      byRules[100] = byEndpoints[100];
+      for (const r of [10, 1000]) byRules[r] = await programOnce(backend, 100, r, tmp);
+      programming[backend] = { byEndpointsWith100Rules: byEndpoints, byRulesWith100Endpoints: byRules };
+    }
     const path_ = await measurePath({ seconds: SECONDS, reps: REPS, tmp });
     const report = {
       machine: { ...host, loadavg1mAtEnd: machine().loadavg1m },
       programming: {
-        what: 'render + apply in a fresh namespace (IPv4 and IPv6 tables, ipsets): full = first program of an empty namespace; ruleChanged / endpointAdded = one change on top, applied as the agent does (only the chains and sets whose content changed are rewritten)',
+        what: 'calculator + backend apply in a fresh namespace: full = first program of an empty namespace; ruleChanged / endpointAdded = one change on top, applied as the agent does (the delta only)',
         shape:
           '10 rules per policy; policy k selects app == app(k mod 10) (every fifth is egress); rules: selector+port, nets+port, udp deny, compound selector+port range',
-        byEndpointsWith100Rules: byEndpoints,
-        byRulesWith100Endpoints: byRules,
+        ...programming,
       },
       ...path_,
       wallSeconds: Math.round((Date.now() - t0) / 1000),

@@ -13,6 +13,7 @@ import { keys } from '../lib/datastore/keys';
 import type { NetworkRecord } from '../lib/datastore/records';
 import { errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
+import { jitteredDelay } from '../lib/retry';
 import { defaultProfile } from './profiles';
 
 export class ProfileKeeper {
@@ -24,6 +25,9 @@ export class ProfileKeeper {
   private pending = new Set<string>();
   private flushing = false;
   private stopped = false;
+  private failures = 0;
+  private retry?: NodeJS.Timeout;
+  private retrying = new Set<string>();
 
   constructor(
     private kv: KV,
@@ -63,6 +67,23 @@ export class ProfileKeeper {
 
   stop(): void {
     this.stopped = true;
+    clearTimeout(this.retry);
+  }
+
+  /** Bounded, jittered backoff: etcd may be away for a while, and the profile must still come. */
+  private retryLater(name: string): void {
+    this.failures++;
+    this.retrying.add(name);
+    if (this.retry) return;
+    this.retry = setTimeout(
+      () => {
+        this.retry = undefined;
+        for (const n of this.retrying) this.pending.add(n);
+        this.retrying.clear();
+        this.flush();
+      },
+      250 + jitteredDelay(this.failures, 500, 30_000),
+    );
   }
 
   private note(n: NetworkRecord): void {
@@ -92,8 +113,12 @@ export class ProfileKeeper {
       while (this.pending.size && !this.stopped) {
         const name = this.pending.values().next().value as string;
         this.pending.delete(name);
-        await this.sync(name).catch((err) =>
-          this.log.warn('could not update a network profile; the next change retries', { profile: name, error: errorMessage(err) }),
+        await this.sync(name).then(
+          () => (this.failures = 0),
+          (err) => {
+            this.log.warn('could not update a network profile; retrying', { profile: name, error: errorMessage(err) });
+            this.retryLater(name);
+          },
         );
       }
       this.flushing = false;
