@@ -1,5 +1,5 @@
 /**
- * Configuration from the environment (product.md's table). Parsed once at start; a bad value
+ * Configuration from the environment (docs/configuration.md's table). Parsed once at start; a bad value
  * stops `calico node` with a message naming the variable rather than failing later.
  */
 import os from 'node:os';

@@ -1,5 +1,5 @@
 /**
- * Policy resources (product.md's shape, Calico's simplified) and their validation. A file is
+ * Policy resources (docs/policy.md's shape, Calico's simplified) and their validation. A file is
  * checked whole before anything is written, and every error names the field that is wrong.
  */
 import { parseAllDocuments } from 'yaml';

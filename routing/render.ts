@@ -1,5 +1,5 @@
 /**
- * Renders one host's BIRD 2 configuration in Calico's shape (calico-datastore notes 3.6):
+ * Renders one host's BIRD 2 configuration in Calico's shape (docs/routing.md §3):
  * learn the workload /32s (/128s) from the kernel, announce this host's blocks as aggregates
  * backed by blackhole routes plus single addresses outside its own blocks, import and export
  * nothing outside the pools, full mesh with one initiator per pair, graceful restart. Pure and

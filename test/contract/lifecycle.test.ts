@@ -1,6 +1,6 @@
 /**
  * Contract tests: a fake Docker daemon drives the real `calico node` (real etcd, real kernel
- * inside a throw-away namespace) through the call sequences of libnetwork-protocol.md §5 and
+ * inside a throw-away namespace) through the call sequences of docs/protocol.md §5 and
  * checks the exact JSON answers, including duplicates, replays and empty bodies.
  */
 import { after, before, describe, test } from 'node:test';

@@ -1,7 +1,7 @@
 /**
  * A host with a real Docker engine: a network namespace with an uplink to a router namespace,
  * its own dockerd (own roots, own plugin directory bind-mounted over /run/docker/plugins in a
- * private mount namespace, as testbed.md describes), a locally made busybox image and
+ * private mount namespace, as docs/testing.md §2 describes), a locally made busybox image and
  * `calico node` beside it. Tests use only the docker and calico CLIs against it.
  */
 import { spawn } from 'node:child_process';
