@@ -19,6 +19,7 @@ export { nftablesAvailable } from './addon';
 const T = C.TABLE;
 
 interface Programmed {
+  endpointToHost: Desired['endpointToHost'];
   sets: Map<string, { family: Family; kind: SetSpec['kind']; members: Set<string> }>;
   /** Every chain of ours with its rules, base chains included. */
   chains: C.Chains;
@@ -82,7 +83,7 @@ export class NftablesBackend implements FirewallBackend {
   }
 
   private async full(d: Desired): Promise<number> {
-    const p: Programmed = { sets: new Map(), chains: new Map(), owners: new Map(), tiers: new Map(), endpoints: new Map() };
+    const p: Programmed = { endpointToHost: d.endpointToHost, sets: new Map(), chains: new Map(), owners: new Map(), tiers: new Map(), endpoints: new Map() };
     const b = new Batch();
     // Creating it first makes the delete succeed when there is no table yet.
     b.sets.push(`add table ${T}`, `delete table ${T}`, `add table ${T}`);
@@ -100,6 +101,11 @@ export class NftablesBackend implements FirewallBackend {
 
   private async incremental(p: Programmed, d: Desired, delta: Delta): Promise<number> {
     const b = new Batch();
+    // Configuration, not in deltas; cheap to follow anyway.
+    if (d.endpointToHost !== p.endpointToHost) {
+      this.write(p, b, C.TO_HOST, C.compileBase(d.endpointToHost).chains.get(C.TO_HOST)!);
+      p.endpointToHost = d.endpointToHost;
+    }
     for (const s of delta.sets.upsert) {
       const have = p.sets.get(s.name);
       if (have && (have.family !== s.family || have.kind !== s.kind)) throw new InternalError(`set ${s.name} changed its type; a full apply replaces it`);
