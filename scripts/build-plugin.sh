@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the managed plugin's directory (config.json + rootfs/) from the built project, without a
 # registry or a Docker build: the node binary with the shared libraries it and the native
-# modules load, the compiled project and its production node_modules.
+# modules (the libnftables addon among them) load, the compiled project and its production node_modules.
 #   scripts/build-plugin.sh [OUT_DIR]      (default: plugin-build)
 #   docker plugin create calico:latest OUT_DIR
 set -euo pipefail
@@ -36,6 +36,9 @@ if [ -d "$xt" ]; then mkdir -p "$root$xt" && cp -r "$xt/." "$root$xt/"; fi
 cp -r dist package.json package-lock.json "$root/opt/calico/"
 cp -r node_modules "$root/opt/calico/"
 (cd "$root/opt/calico" && npm prune --omit=dev --no-audit --no-fund >/dev/null 2>&1)
+# The libnftables addon, next to the module that loads it (firewall/nftables/addon.ts looks there first).
+addon=firewall/nftables/native/build/Release/calico_nft.node
+if [ -f "$addon" ]; then cp "$addon" "$root/opt/calico/dist/firewall/nftables/calico_nft.node"; else echo "warning: $addon is missing (scripts/install-deps.sh builds it): the plugin falls back to iptables" >&2; fi
 
 # Shared libraries of node and of every native module, with the dynamic loader.
 libs() { { ldd "$1" 2>/dev/null || true; } | awk '/=>/ && $3 ~ /^\// {print $3} /^[[:space:]]*\/[^ ]+/ {print $1}'; }
@@ -43,7 +46,7 @@ libs() { { ldd "$1" 2>/dev/null || true; } | awk '/=>/ && $3 ~ /^\// {print $3} 
   libs "$(command -v node)"
   for b in bird birdc iptables ipset; do p="$(command -v "$b" || true)"; [ -n "$p" ] && libs "$(readlink -f "$p")"; done
   [ -d "$xt" ] && for m in "$xt"/*.so; do libs "$m"; done
-  find "$root/opt/calico/node_modules" -name '*.node' -print0 | while IFS= read -r -d '' m; do libs "$m"; done
+  find "$root/opt/calico/node_modules" "$root/opt/calico/dist" -name '*.node' -print0 | while IFS= read -r -d '' m; do libs "$m"; done
 } | sort -u | while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what calico-libnetwork needs on Debian 12 (run as root): etcd for the embedded
-# datastore, iproute2 for namespaces, and for the tests BIRD, Docker and busybox.
-# Packages already present are left alone, so a second run is quick.
+# datastore, iproute2 for namespaces, nftables with libnftables (the firewall) and a C toolchain
+# for its addon, and for the tests BIRD, Docker and busybox. Packages already present are left
+# alone and the addon is rebuilt only when its source changed, so a second run is quick.
 set -euo pipefail
 
 need=()
@@ -15,6 +16,10 @@ have busybox || need+=(busybox-static)
 have iptables || need+=(iptables)
 have ipset || need+=(ipset)
 have nft || need+=(nftables)
+[ -f /usr/include/nftables/libnftables.h ] || need+=(libnftables-dev)
+have make || need+=(make)
+have cc || need+=(gcc libc6-dev)
+have python3 || need+=(python3)
 have node || { echo "Node.js 20 is required (https://nodejs.org or Debian's nodejs from bookworm-backports)" >&2; exit 1; }
 
 if [ "${#need[@]}" -gt 0 ]; then
@@ -32,3 +37,23 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund
 fi
 npm run build --silent
+
+# The libnftables addon the nftables backend loads (firewall/nftables/addon.ts finds it here).
+addon=firewall/nftables/native
+out="$addon/build/Release/calico_nft.node"
+if [ ! -f "$out" ] || [ "$addon/calico_nft.c" -nt "$out" ] || [ "$addon/binding.gyp" -nt "$out" ]; then
+  echo "building the libnftables addon"
+  gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
+  inc="$(dirname "$(readlink -f "$(command -v node)")")/../include/node"
+  [ -f "$inc/node_api.h" ] || inc=/usr/include/node
+  if [ -f "$gyp" ] && [ -f "$inc/node_api.h" ]; then
+    # --nodedir: the installed headers, so node-gyp downloads nothing.
+    (cd "$addon" && node "$gyp" rebuild --loglevel=warn --nodedir="$(dirname "$(dirname "$inc")")" >/dev/null)
+  elif [ -f "$inc/node_api.h" ]; then
+    mkdir -p "$(dirname "$out")"
+    cc -O2 -Wall -shared -fPIC -DNODE_GYP_MODULE_NAME=calico_nft -I"$inc" "$addon/calico_nft.c" -lnftables -o "$out"
+  else
+    echo "Node's headers (node_api.h) are missing: cannot build the libnftables addon" >&2
+    exit 1
+  fi
+fi

@@ -172,8 +172,16 @@ export class IptablesBackend implements FirewallBackend {
             '*filter',
             ...[...w.map(([c]) => c), ...x].map((c) => `:${c} - [0:0]`),
             ...w.flatMap(([c, rules]) => rules.map((r) => `-A ${c} ${r}`)),
-            ...dispatchAdd.flatMap((i) => [`-I ${C.FROM_WL} 1 ${C.dispatchRules(i).from}`, `-I ${C.TO_WL} 1 ${C.dispatchRules(i).to}`]),
-            ...dispatchDel.flatMap((i) => [`-D ${C.FROM_WL} ${C.dispatchRules(i).from}`, `-D ${C.TO_WL} ${C.dispatchRules(i).to}`]),
+            ...dispatchAdd.flatMap((i) => [
+              `-I ${C.FROM_WL} 1 ${C.dispatchRules(i).from}`,
+              `-I ${C.TO_WL} 1 ${C.dispatchRules(i).to}`,
+              `-I ${C.HOST_WL} 1 ${C.dispatchRules(i).host}`,
+            ]),
+            ...dispatchDel.flatMap((i) => [
+              `-D ${C.FROM_WL} ${C.dispatchRules(i).from}`,
+              `-D ${C.TO_WL} ${C.dispatchRules(i).to}`,
+              `-D ${C.HOST_WL} ${C.dispatchRules(i).host}`,
+            ]),
             ...x.map((c) => `-X ${c}`),
             'COMMIT',
             '',
@@ -184,13 +192,16 @@ export class IptablesBackend implements FirewallBackend {
         // The dispatchers as the kernel now holds them, so check() compares counts correctly.
         const from = p.chains[f].get(C.FROM_WL)!;
         const to = p.chains[f].get(C.TO_WL)!;
+        const host = p.chains[f].get(C.HOST_WL)!;
         for (const i of dispatchAdd) {
           from.unshift(C.dispatchRules(i).from);
           to.unshift(C.dispatchRules(i).to);
+          host.unshift(C.dispatchRules(i).host);
         }
         for (const i of dispatchDel) {
           from.splice(from.indexOf(C.dispatchRules(i).from), 1);
           to.splice(to.indexOf(C.dispatchRules(i).to), 1);
+          host.splice(host.indexOf(C.dispatchRules(i).host), 1);
         }
       }),
     );

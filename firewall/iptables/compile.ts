@@ -23,6 +23,8 @@ export const FORWARD = `${PREFIX}FORWARD`;
 export const INPUT = `${PREFIX}INPUT`;
 export const FROM_WL = `${PREFIX}from-wl`;
 export const TO_WL = `${PREFIX}to-wl`;
+/** Known endpoints to the host itself (endpointToHost accept): an unknown `cali` interface is dropped here too. */
+export const HOST_WL = `${PREFIX}host-wl`;
 /** Our ipsets: selector (s), net (n) and anti-spoofing address (a) sets, per family. */
 export const SET_NAME = /^cal[46][sna]-/;
 
@@ -121,8 +123,12 @@ export function compileEndpoint(e: EndpointSpec, f: Family): Chains {
 }
 
 /** The dispatch rules of one endpoint, inserted and deleted one by one (their order does not matter). */
-export function dispatchRules(ifName: string): { from: string; to: string } {
-  return { from: `-i ${ifName} -g ${endpointChain(ifName, 'egress')}`, to: `-o ${ifName} -g ${endpointChain(ifName, 'ingress')}` };
+export function dispatchRules(ifName: string): { from: string; to: string; host: string } {
+  return {
+    from: `-i ${ifName} -g ${endpointChain(ifName, 'egress')}`,
+    to: `-o ${ifName} -g ${endpointChain(ifName, 'ingress')}`,
+    host: `-i ${ifName} -j ACCEPT`,
+  };
 }
 
 /** The hooks' chains and the dispatchers, with every endpoint's dispatch rule (full applies). */
@@ -130,12 +136,13 @@ export function compileBase(f: Family, endpointToHost: 'drop' | 'accept', ifName
   const input = [`-i ${WL} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`];
   // IPv6 needs neighbour discovery with the host's link-local gateway.
   if (f === 6) for (const t of [133, 135, 136]) input.push(`-i ${WL} -p ipv6-icmp --icmpv6-type ${t} -j ACCEPT`);
-  input.push(`-i ${WL} -j ${endpointToHost === 'accept' ? 'ACCEPT' : 'DROP'}`);
+  input.push(`-i ${WL} -j ${endpointToHost === 'accept' ? HOST_WL : 'DROP'}`);
   return new Map([
     [FORWARD, [`-j MARK --set-xmark 0x0/${MASK}`, `-i ${WL} -j ${FROM_WL}`, `-o ${WL} -j ${TO_WL}`, `-m mark --mark ${MARK_ACCEPT}/${MARK_ACCEPT} -j ACCEPT`]],
     [INPUT, input],
     [FROM_WL, [...ifNames.map((i) => dispatchRules(i).from), '-j DROP']],
     [TO_WL, [...ifNames.map((i) => dispatchRules(i).to), '-j DROP']],
+    [HOST_WL, [...ifNames.map((i) => dispatchRules(i).host), '-j DROP']],
   ]);
 }
 

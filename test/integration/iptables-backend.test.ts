@@ -105,7 +105,7 @@ async function kernel(ns: Netns) {
       if (m) (chains[`${t}:${m[1]}`] ??= []).push(m[2]);
     }
   }
-  for (const k of Object.keys(chains)) if (/cal-(from|to)-wl$/.test(k)) chains[k].sort();
+  for (const k of Object.keys(chains)) if (/cal-(from|to|host)-wl$/.test(k)) chains[k].sort();
   const sets: Record<string, string[]> = {};
   for (const name of (await ns.exec('ipset', ['list', '-n'])).stdout.split('\n').filter((n) => /^cal/.test(n))) {
     sets[name] = (await ns.exec('ipset', ['list', name])).stdout.split('Members:\n')[1].split('\n').filter(Boolean).sort();
