@@ -16,8 +16,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { createNetns, runNodeInNetns } from '../test/harness/netns';
-import type { PolicyRecord } from '../policy/model';
-import type { EndpointRecord } from '../lib/datastore/records';
 import { benchNetwork, changeOneRule, makePolicies, syntheticEndpoint } from './policy-gen';
 import { measurePath } from './policy-path';
 import { percentile } from './stats';
