@@ -30,13 +30,15 @@ export function checkGateways(v4: IpamData[], v6: IpamData[]): void {
   if (v4.some((d) => d.Gateway !== ANY_POOL[4]) || v6.some((d) => d.Gateway !== ANY_POOL[6])) throw new BadRequestError(NOT_CALICO_IPAM);
 }
 
+const named = (field: string, err: unknown) =>
+  err instanceof BadRequestError ? new BadRequestError(`${METHOD}: field "${field}": ${errorMessage(err)}`) : err;
+
 /** Parses a value, naming the field in the error. */
 function at<T>(field: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
-    if (err instanceof BadRequestError) throw new BadRequestError(`${METHOD}: field "${field}": ${errorMessage(err)}`);
-    throw err;
+    throw named(field, err);
   }
 }
 
@@ -54,7 +56,9 @@ export async function checkIpamData(ctx: NodeContext, v4: IpamData[], v6: IpamDa
         const p = at(`${field}.Pool`, () => parseCidr(d.Pool!, 'pool', true));
         if (p.family !== family)
           throw new BadRequestError(`${METHOD}: field "${field}.Pool": ${shown(d.Pool)} is an IPv${p.family} network in the IPv${family} list`);
-        await at(`${field}.Pool`, () => ctx.pools.covering(p));
+        await ctx.pools.covering(p).catch((err: unknown) => {
+          throw named(`${field}.Pool`, err);
+        });
         pool = p;
       }
       (family === 4 ? out.ipv4Pools : out.ipv6Pools).push(pool ? formatCidr(pool) : ANY_POOL[family]);
