@@ -6,7 +6,7 @@
  */
 import type { NodeContext } from '../lib/context';
 import { BadRequestError } from '../lib/errors';
-import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseAddressWithPrefix, parseCidr, parseIP } from '../lib/ip';
+import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseAddressWithPrefix, parseCidr, parseIP, shown } from '../lib/ip';
 import type { Routes } from '../lib/server';
 import { parseRequest } from '../lib/validate';
 import { ANY_POOL, type PoolRef, allocationScope, decodePoolId, encodePoolId } from './poolid';
@@ -34,7 +34,8 @@ export class IpamHandlers {
     const req = parseRequest(RequestPoolRequest, body, 'IpamDriver.RequestPool');
     const unknown = Object.keys(req.Options ?? {}).filter((k) => !KNOWN_IPAM_OPTIONS.has(k));
     if (unknown.length) {
-      throw new BadRequestError(`calico-ipam does not support the IPAM option(s) ${unknown.join(', ')}; remove --ipam-opt (no IPAM options are supported)`);
+      const named = unknown.slice(0, 5).map(shown).join(', ') + (unknown.length > 5 ? ` and ${unknown.length - 5} more` : '');
+      throw new BadRequestError(`calico-ipam does not support the IPAM option(s) ${named}; remove --ipam-opt (no IPAM options are supported)`);
     }
     if (!req.Pool && req.SubPool) throw new BadRequestError('--ip-range needs --subnet: give the subnet the range lies in');
     await this.ctx.ready();
