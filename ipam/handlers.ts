@@ -32,7 +32,9 @@ export class IpamHandlers {
 
   async requestPool(body: unknown) {
     const req = parseRequest(RequestPoolRequest, body, 'IpamDriver.RequestPool');
-    const unknown = Object.keys(req.Options ?? {}).filter((k) => !KNOWN_IPAM_OPTIONS.has(k));
+    const unknown = Object.keys(req.Options ?? {})
+      .filter((k) => !KNOWN_IPAM_OPTIONS.has(k))
+      .sort();
     if (unknown.length) {
       const named = unknown.slice(0, 5).map(shown).join(', ') + (unknown.length > 5 ? ` and ${unknown.length - 5} more` : '');
       throw new BadRequestError(`calico-ipam does not support the IPAM option(s) ${named}; remove --ipam-opt (no IPAM options are supported)`);

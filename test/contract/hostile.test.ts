@@ -180,6 +180,11 @@ describe('option depth and size are bounded', () => {
       ],
       ['deep IPAM body', () => docker.ipam('RequestAddress', { raw: `{"PoolID":"CalicoPoolIPv4","Options":${deep}}` }), /nests deeper/],
       [
+        '50,000 IPAM options',
+        () => docker.ipam('RequestPool', { Pool: '', Options: many, V6: false }),
+        /IPAM option\(s\) opt0, opt1, opt10, opt100, opt1000 and 49995 more/,
+      ],
+      [
         '50,000 unknown options',
         () => docker.net('CreateNetwork', createNetworkBody(hex(), [V4], [], many)),
         /options opt0, opt1, opt10, opt100, opt1000 and 49995 more/,
