@@ -9,13 +9,33 @@ import Docker from 'dockerode';
 import type { NodeContext } from '../lib/context';
 import { errorMessage } from '../lib/errors';
 import { jitteredDelay, sleep } from '../lib/retry';
+import { ID_PATTERN, printable } from '../lib/validate';
 
 export const LABEL_PREFIX = 'org.projectcalico.label.';
+const MAX_LABEL = 253;
 
-export function calicoLabels(labels: Record<string, string> | null | undefined): Record<string, string> {
+/**
+ * Labels end up in selectors and generated rules: one with a quote, a backslash or a control
+ * character (or a huge one) is left out, so it can never break the firewall of the host.
+ */
+export function validLabel(key: string, value: unknown): value is string {
+  return typeof value === 'string' && key.length <= MAX_LABEL && value.length <= MAX_LABEL && printable(key, true) && printable(value, true);
+}
+
+export function calicoLabels(labels: Record<string, string> | null | undefined, skipped?: (key: string) => void): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(labels ?? {})) if (k.startsWith(LABEL_PREFIX) && k.length > LABEL_PREFIX.length) out[k.slice(LABEL_PREFIX.length)] = v;
+  for (const [k, v] of Object.entries(labels ?? {})) {
+    if (!k.startsWith(LABEL_PREFIX) || k.length <= LABEL_PREFIX.length) continue;
+    const name = k.slice(LABEL_PREFIX.length);
+    if (validLabel(name, v)) out[name] = v;
+    else skipped?.(k);
+  }
   return out;
+}
+
+/** Docker's own rule for network and container names; anything else did not come from Docker. */
+export function validDockerName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/.test(name);
 }
 
 function dockerOptions(dockerHost: string): Docker.DockerOptions {
@@ -52,8 +72,10 @@ export class DockerWatcher {
     while (!this.stopped) {
       try {
         await this.ctx.ready();
-        // Follow events first so nothing between the resync and the stream is missed.
+        // Follow events first so nothing between the resync and the stream is missed. If both
+        // fail, the resync's error is the one reported and the stream's must not go unhandled.
         const ended = this.follow();
+        ended.catch(() => undefined);
         await this.resync();
         failures = 0;
         await ended;
@@ -129,6 +151,10 @@ export class DockerWatcher {
 
   private async learnNetwork(id: string, name: string | undefined): Promise<void> {
     if (!name) return;
+    if (!validDockerName(name)) {
+      this.ctx.log.warn('ignored a network name Docker would not give', { network: id.slice(0, 64), name: name.slice(0, 300) });
+      return;
+    }
     const rec = await this.ctx.records.getNetwork(id);
     if (!rec || rec.name === name) return;
     if (await this.ctx.records.updateNetwork({ ...rec, name })) this.ctx.log.info('learned network name', { network: id, name });
@@ -136,13 +162,24 @@ export class DockerWatcher {
 
   private async learnContainer(id: string): Promise<void> {
     const info = await this.docker.getContainer(id).inspect();
-    const name = info.Name.replace(/^\//, '');
-    const labels = calicoLabels(info.Config?.Labels);
+    if (!ID_PATTERN.test(info.Id)) return;
+    const raw = info.Name.replace(/^\//, '');
+    const name = validDockerName(raw) ? raw : undefined;
+    if (!name) this.ctx.log.warn('ignored a container name Docker would not give', { container: info.Id.slice(0, 64), name: raw.slice(0, 300) });
+    const labels = calicoLabels(info.Config?.Labels, (key) =>
+      this.ctx.log.warn('ignored a label with quotes, control characters or over 253 characters', {
+        container: info.Id.slice(0, 64),
+        label: key.slice(0, 300),
+      }),
+    );
     for (const net of Object.values(info.NetworkSettings?.Networks ?? {})) {
-      if (!net?.EndpointID) continue;
+      if (!net?.EndpointID || !ID_PATTERN.test(net.EndpointID)) continue;
       const rec = await this.ctx.records.getEndpoint(net.EndpointID);
       if (!rec || (rec.containerId === info.Id && rec.containerName === name && same(rec.labels, labels))) continue;
-      if (await this.ctx.records.updateEndpoint({ ...rec, containerId: info.Id, containerName: name, labels })) {
+      const next = { ...rec, containerId: info.Id, labels };
+      if (name) next.containerName = name;
+      else delete next.containerName;
+      if (await this.ctx.records.updateEndpoint(next)) {
         this.ctx.log.info('learned endpoint container', { endpoint: rec.id, container: name, labels });
       }
     }

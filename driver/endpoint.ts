@@ -6,11 +6,13 @@
 import { createHash } from 'node:crypto';
 import type { NodeContext } from '../lib/context';
 import type { EndpointRecord } from '../lib/datastore/records';
-import { BadRequestError, NotFoundError, errorMessage } from '../lib/errors';
+import { BadRequestError, ConflictError, NotFoundError, errorMessage } from '../lib/errors';
 import { type IP, hostCidr, parseAddressWithPrefix } from '../lib/ip';
+import { KeyedMutex } from '../lib/retry';
 import { parseRequest } from '../lib/validate';
 import { hostIfName } from './names';
-import { CreateEndpointRequest, EndpointRequest } from './protocol';
+import { claimInterface, mayRemoveInterface } from './ownership';
+import { CreateEndpointRequest, DeleteEndpointRequest, EndpointRequest } from './protocol';
 import type { Sandboxes } from './sandboxes';
 
 /**
@@ -30,7 +32,18 @@ export function normaliseMac(mac: string): string {
   return m;
 }
 
+/** Why a replayed CreateEndpoint differs from the endpoint already recorded, if it does. */
+function replayConflict(existing: EndpointRecord, network: string, ipv4: string[], ipv6: string[]): string | undefined {
+  const same = (a: string[], b: string[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
+  if (existing.network !== network) return `it belongs to network ${existing.network.slice(0, 12)}`;
+  if (!same(existing.ipv4, ipv4) || !same(existing.ipv6, ipv6)) return `it holds ${[...existing.ipv4, ...existing.ipv6].join(', ') || 'no address'}`;
+  return undefined;
+}
+
 export class EndpointHandlers {
+  /** Per host interface name: the check "who holds it" and the claim are one step. */
+  private locks = new KeyedMutex();
+
   constructor(
     private ctx: NodeContext,
     private sandboxes: Sandboxes,
@@ -38,6 +51,10 @@ export class EndpointHandlers {
 
   async createEndpoint(body: unknown) {
     const req = parseRequest(CreateEndpointRequest, body, 'NetworkDriver.CreateEndpoint');
+    return this.locks.run(hostIfName(req.EndpointID), () => this.create(req));
+  }
+
+  private async create(req: CreateEndpointRequest) {
     const iface = req.Interface ?? {};
     const ifName = hostIfName(req.EndpointID);
     const addrs: IP[] = [];
@@ -61,17 +78,29 @@ export class EndpointHandlers {
         `network ${req.NetworkID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; it was created while calico's datastore was reset or on another host: remove and recreate the network`,
       );
     }
-    // Only this process's memory: a new endpoint costs no read, and a replay keeps its labels.
+    await claimInterface(this.ctx, req.EndpointID, ifName);
+    // This process's memory holds every endpoint of this host (claimInterface made sure): a new
+    // endpoint costs no read, and a replay keeps its labels.
     const existing = this.ctx.records.cachedEndpoint(req.EndpointID);
     const mac = iface.MacAddress ? normaliseMac(iface.MacAddress) : endpointMac(req.EndpointID);
+    const ipv4 = addrs.filter((a) => a.family === 4).map(hostCidr);
+    const ipv6 = addrs.filter((a) => a.family === 6).map(hostCidr);
+    // A replay must be the same endpoint: taking other addresses would leave the first ones
+    // owned by an endpoint whose record no longer lists them, where nothing releases them.
+    const differs = existing && replayConflict(existing, req.NetworkID, ipv4, ipv6);
+    if (differs) {
+      throw new ConflictError(
+        `endpoint ${req.EndpointID.slice(0, 12)} already exists and ${differs}; a CreateEndpoint for it with ${[...ipv4, ...ipv6].join(', ')} on network ${req.NetworkID.slice(0, 12)} is refused: remove the endpoint first`,
+      );
+    }
     const rec: EndpointRecord = {
       id: req.EndpointID,
       host: this.ctx.host,
       network: req.NetworkID,
       ifName,
       mac,
-      ipv4: addrs.filter((a) => a.family === 4).map(hostCidr),
-      ipv6: addrs.filter((a) => a.family === 6).map(hostCidr),
+      ipv4,
+      ipv6,
       labels: existing?.labels ?? {},
       createdAt: existing?.createdAt ?? new Date().toISOString(),
       ...(existing?.containerId ? { containerId: existing.containerId } : {}),
@@ -99,11 +128,18 @@ export class EndpointHandlers {
   }
 
   async deleteEndpoint(body: unknown) {
-    const req = parseRequest(EndpointRequest, body, 'NetworkDriver.DeleteEndpoint');
+    const req = parseRequest(DeleteEndpointRequest, body, 'NetworkDriver.DeleteEndpoint');
+    const ifName = hostIfName(req.EndpointID);
+    return this.locks.run(ifName, () => this.delete(req.EndpointID, ifName));
+  }
+
+  private async delete(id: string, ifName: string) {
+    const req = { EndpointID: id };
     // The record's write must land (or fail) before the delete, or it would come back.
     await this.ctx.records.written(req.EndpointID).catch(() => undefined);
-    // Rollback after a failed Join comes here without a Leave: the veth must go too.
-    await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
+    // Rollback after a failed Join comes here without a Leave: the veth must go too, unless
+    // it is another endpoint's (an unknown ID sharing its first 11 characters).
+    if (await mayRemoveInterface(this.ctx, req.EndpointID, ifName, 'DeleteEndpoint')) await this.ctx.dataplane.unwireEndpoint(ifName);
     this.sandboxes.left(req.EndpointID);
     await this.ctx.ready();
     await this.ctx.records.deleteEndpoint(req.EndpointID);

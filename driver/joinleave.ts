@@ -7,10 +7,11 @@
  * the veth; a missing veth is success.
  */
 import type { NodeContext } from '../lib/context';
-import { NotFoundError, UnavailableError, errorMessage } from '../lib/errors';
+import { ConflictError, NotFoundError, UnavailableError, errorMessage } from '../lib/errors';
 import { parseRequest } from '../lib/validate';
 import { CONTAINER_IF_PREFIX, hostIfName, tempIfName } from './names';
-import { EndpointRequest, JoinRequest, type JoinResponse } from './protocol';
+import { claimInterface, mayRemoveInterface } from './ownership';
+import { DeleteEndpointRequest, JoinRequest, type JoinResponse } from './protocol';
 import type { Sandboxes } from './sandboxes';
 
 export const IPV4_GATEWAY = '169.254.1.1';
@@ -30,6 +31,13 @@ export class JoinLeaveHandlers {
     recorded.catch(() => undefined);
     const ep = await this.ctx.records.getEndpoint(req.EndpointID);
     if (!ep) throw new NotFoundError(`endpoint ${req.EndpointID.slice(0, 12)} is not known to calico on host ${this.ctx.host}; CreateEndpoint must come first`);
+    // Routes go on the veth only for the endpoint that owns it, by record.
+    if (ep.ifName !== hostIfName(req.EndpointID)) {
+      throw new ConflictError(
+        `endpoint ${ep.id.slice(0, 12)} is recorded with host interface ${ep.ifName}, not ${hostIfName(req.EndpointID)}; remove and recreate it`,
+      );
+    }
+    await claimInterface(this.ctx, ep.id, ep.ifName);
     const network = await this.ctx.records.getNetwork(req.NetworkID);
     const mtu = network?.mtu ?? (await this.ctx.defaultMtu());
     const ipv4 = ep.ipv4.map((c) => c.split('/')[0]);
@@ -89,8 +97,9 @@ export class JoinLeaveHandlers {
   }
 
   async leave(body: unknown) {
-    const req = parseRequest(EndpointRequest, body, 'NetworkDriver.Leave');
-    await this.ctx.dataplane.unwireEndpoint(hostIfName(req.EndpointID));
+    const req = parseRequest(DeleteEndpointRequest, body, 'NetworkDriver.Leave');
+    const ifName = hostIfName(req.EndpointID);
+    if (await mayRemoveInterface(this.ctx, req.EndpointID, ifName, 'Leave')) await this.ctx.dataplane.unwireEndpoint(ifName);
     this.sandboxes.left(req.EndpointID);
     this.ctx.log.info('endpoint left', { endpoint: req.EndpointID });
     return {};

@@ -6,15 +6,10 @@
  */
 import type { NodeContext } from '../lib/context';
 import type { NetworkRecord } from '../lib/datastore/records';
-import { BadRequestError } from '../lib/errors';
-import { parseIP } from '../lib/ip';
 import { parseRequest } from '../lib/validate';
-import { ANY_POOL } from '../ipam/poolid';
+import { checkGateways, checkIpamData } from './ipam-data';
 import { parseNetworkOptions } from './options';
-import { AllocateNetworkRequest, CreateNetworkRequest, NetworkRequest } from './protocol';
-
-const NOT_CALICO_IPAM =
-  'calico networks need the calico IPAM driver, which hands out /32 addresses and the link-local gateway: add --ipam-driver calico-ipam (for the managed plugin: --ipam-driver <plugin name:tag>)';
+import { AllocateNetworkRequest, CreateNetworkRequest, DeleteNetworkRequest, NetworkRequest } from './protocol';
 
 export class NetworkHandlers {
   constructor(private ctx: NodeContext) {}
@@ -24,18 +19,16 @@ export class NetworkHandlers {
     const opts = parseNetworkOptions(req.Options);
     const v4 = req.IPv4Data ?? [];
     const v6 = req.IPv6Data ?? [];
-    // RequestPool answered the gateway marker; any other gateway means another IPAM driver ran.
-    if (v4.some((d) => d.Gateway !== ANY_POOL[4]) || v6.some((d) => d.Gateway !== ANY_POOL[6])) {
-      throw new BadRequestError(NOT_CALICO_IPAM);
-    }
+    checkGateways(v4, v6);
     await this.ctx.ready();
-    const auxIps = [...v4, ...v6].flatMap((d) => Object.values(d.AuxAddresses ?? {})).map((a) => parseIP(a.split('/')[0], 'aux address'));
-    for (const ip of auxIps) await this.ctx.allocator.markAux(ip, req.NetworkID);
+    // Everything is checked before the first write: a refused network leaves nothing in etcd.
+    const data = await checkIpamData(this.ctx, v4, v6);
+    for (const ip of data.aux) await this.ctx.allocator.markAux(ip, req.NetworkID);
     const rec: NetworkRecord = {
       id: req.NetworkID,
       host: this.ctx.host,
-      ipv4Pools: v4.map((d) => d.Pool ?? ANY_POOL[4]),
-      ipv6Pools: v6.map((d) => d.Pool ?? ANY_POOL[6]),
+      ipv4Pools: data.ipv4Pools,
+      ipv6Pools: data.ipv6Pools,
       ipv6: opts.ipv6 || v6.length > 0,
       options: opts.generic,
       createdAt: new Date().toISOString(),
@@ -50,7 +43,7 @@ export class NetworkHandlers {
   }
 
   async deleteNetwork(body: unknown) {
-    const req = parseRequest(NetworkRequest, body, 'NetworkDriver.DeleteNetwork');
+    const req = parseRequest(DeleteNetworkRequest, body, 'NetworkDriver.DeleteNetwork');
     await this.ctx.ready();
     await this.ctx.records.deleteNetwork(req.NetworkID);
     this.ctx.log.info('network deleted', { network: req.NetworkID });

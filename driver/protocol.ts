@@ -3,8 +3,18 @@
  * schemas. Docker sends `null` for nil maps and slices, so every optional collection is nullish.
  */
 import { z } from 'zod';
+import { dockerId, printable, safeText } from '../lib/validate';
 
-const id = z.string().min(1, 'must be a non-empty ID');
+const id = dockerId;
+/**
+ * Deletions also take IDs that an older version stored unchecked (not a slash or a control
+ * character, which no key could hold), so such a record can still be removed by Docker.
+ */
+const storedId = z
+  .string()
+  .min(1, 'must be a non-empty ID')
+  .max(256, 'must be at most 256 characters')
+  .refine((s) => !s.includes('/') && printable(s), 'must be an ID without slashes or control characters');
 const options = z.record(z.string(), z.unknown()).nullish();
 
 export const IPAMData = z.object({
@@ -17,12 +27,13 @@ export const IPAMData = z.object({
 export const CreateNetworkRequest = z.object({
   NetworkID: id,
   Options: options,
-  IPv4Data: z.array(IPAMData).nullish(),
-  IPv6Data: z.array(IPAMData).nullish(),
+  IPv4Data: z.array(IPAMData).max(64, 'must have at most 64 subnets').nullish(),
+  IPv6Data: z.array(IPAMData).max(64, 'must have at most 64 subnets').nullish(),
 });
 export type CreateNetworkRequest = z.infer<typeof CreateNetworkRequest>;
 
 export const NetworkRequest = z.object({ NetworkID: id });
+export const DeleteNetworkRequest = z.object({ NetworkID: storedId });
 
 export const AllocateNetworkRequest = z.object({
   NetworkID: id,
@@ -46,11 +57,12 @@ export const CreateEndpointRequest = z.object({
 export type CreateEndpointRequest = z.infer<typeof CreateEndpointRequest>;
 
 export const EndpointRequest = z.object({ NetworkID: id, EndpointID: id });
+export const DeleteEndpointRequest = z.object({ NetworkID: storedId, EndpointID: storedId });
 
 export const JoinRequest = z.object({
   NetworkID: id,
   EndpointID: id,
-  SandboxKey: z.string().nullish(),
+  SandboxKey: safeText(4096).nullish(),
   Options: options,
 });
 

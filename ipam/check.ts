@@ -8,7 +8,8 @@ import { formatIP, parseCidr, parseIP } from '../lib/ip';
 import * as blk from './block';
 
 export interface Problem {
-  kind: 'allocation-without-endpoint' | 'allocation-never-attached' | 'aux-without-network' | 'endpoint-without-allocation';
+  kind:
+    'allocation-without-endpoint' | 'allocation-not-listed-by-endpoint' | 'allocation-never-attached' | 'aux-without-network' | 'endpoint-without-allocation';
   ip?: string;
   endpoint?: string;
   host?: string;
@@ -22,8 +23,18 @@ export interface CheckReport {
   problems: Problem[];
 }
 
+/** An endpoint's address in the form allocations use; a value that does not parse stays as written. */
+function addressOf(cidr: string): string {
+  try {
+    return formatIP(parseIP(cidr.split('/')[0]));
+  } catch {
+    return cidr;
+  }
+}
+
 export function checkIpam(blocks: BlockRecord[], endpoints: EndpointRecord[], networks: NetworkRecord[], now: Date, graceMs: number): CheckReport {
   const epByKey = new Map(endpoints.map((e) => [`${e.host}/${e.id}`, e]));
+  const listed = new Map(endpoints.map((e) => [`${e.host}/${e.id}`, new Set([...e.ipv4, ...e.ipv6].map(addressOf))]));
   const netByKey = new Set(networks.map((n) => `${n.host}/${n.id}`));
   const owners = new Map<string, Owner>();
   const problems: Problem[] = [];
@@ -35,13 +46,24 @@ export function checkIpam(blocks: BlockRecord[], endpoints: EndpointRecord[], ne
       const addr = formatIP(ip);
       owners.set(addr, owner);
       if (owner.kind === 'endpoint') {
-        if (!epByKey.has(`${owner.host}/${owner.endpoint}`)) {
+        const key = `${owner.host}/${owner.endpoint}`;
+        if (!epByKey.has(key)) {
           problems.push({
             kind: 'allocation-without-endpoint',
             ip: addr,
             endpoint: owner.endpoint,
             host: owner.host,
             detail: `${addr} is held by endpoint ${owner.endpoint?.slice(0, 12)} on ${owner.host}, which no longer exists`,
+          });
+        } else if (!listed.get(key)?.has(addr)) {
+          // The endpoint lives but does not use it (a CreateEndpoint replayed with another
+          // address once left this): nothing would ever release it.
+          problems.push({
+            kind: 'allocation-not-listed-by-endpoint',
+            ip: addr,
+            endpoint: owner.endpoint,
+            host: owner.host,
+            detail: `${addr} is held by endpoint ${owner.endpoint.slice(0, 12)} on ${owner.host}, whose record does not list it`,
           });
         }
       } else if (owner.kind === 'aux') {
@@ -65,7 +87,7 @@ export function checkIpam(blocks: BlockRecord[], endpoints: EndpointRecord[], ne
   }
   for (const e of endpoints) {
     for (const cidr of [...e.ipv4, ...e.ipv6]) {
-      const addr = formatIP(parseIP(cidr.split('/')[0]));
+      const addr = addressOf(cidr);
       const o = owners.get(addr);
       if (!o || o.kind !== 'endpoint' || o.endpoint !== e.id) {
         problems.push({

@@ -6,7 +6,7 @@
  */
 import type { NodeContext } from '../lib/context';
 import { BadRequestError } from '../lib/errors';
-import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseCidr, parseIP } from '../lib/ip';
+import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseAddressWithPrefix, parseCidr, parseIP, shown } from '../lib/ip';
 import type { Routes } from '../lib/server';
 import { parseRequest } from '../lib/validate';
 import { ANY_POOL, type PoolRef, allocationScope, decodePoolId, encodePoolId } from './poolid';
@@ -32,9 +32,12 @@ export class IpamHandlers {
 
   async requestPool(body: unknown) {
     const req = parseRequest(RequestPoolRequest, body, 'IpamDriver.RequestPool');
-    const unknown = Object.keys(req.Options ?? {}).filter((k) => !KNOWN_IPAM_OPTIONS.has(k));
+    const unknown = Object.keys(req.Options ?? {})
+      .filter((k) => !KNOWN_IPAM_OPTIONS.has(k))
+      .sort();
     if (unknown.length) {
-      throw new BadRequestError(`calico-ipam does not support the IPAM option(s) ${unknown.join(', ')}; remove --ipam-opt (no IPAM options are supported)`);
+      const named = unknown.slice(0, 5).map(shown).join(', ') + (unknown.length > 5 ? ` and ${unknown.length - 5} more` : '');
+      throw new BadRequestError(`calico-ipam does not support the IPAM option(s) ${named}; remove --ipam-opt (no IPAM options are supported)`);
     }
     if (!req.Pool && req.SubPool) throw new BadRequestError('--ip-range needs --subnet: give the subnet the range lies in');
     await this.ctx.ready();
@@ -84,7 +87,7 @@ export class IpamHandlers {
     await this.ctx.ready();
     const owner = this.ctx.allocator.newOwner(req.PoolID);
     if (req.Address) {
-      const ip = parseIP(req.Address, 'requested address');
+      const ip = parseIP(req.Address, 'Address');
       if (ip.family !== ref.family) throw new BadRequestError(`requested address ${req.Address} is not an IPv${ref.family} address`);
       const scope: Cidr | undefined = ref.subnet;
       if (scope && !containsIP(scope, ip)) throw new BadRequestError(`requested address ${req.Address} is outside the network's subnet ${formatCidr(scope)}`);
@@ -100,9 +103,16 @@ export class IpamHandlers {
   async releaseAddress(body: unknown) {
     const req = parseRequest(ReleaseAddressRequest, body, 'IpamDriver.ReleaseAddress');
     if (!req.Address) return {};
-    const ip = parseIP(req.Address.split('/')[0], 'address');
+    if (!req.PoolID) throw new BadRequestError('invalid IpamDriver.ReleaseAddress request: field "PoolID": must be the PoolID RequestPool returned');
+    const ref = decodePoolId(req.PoolID);
+    // Docker sends a plain address; a prefix, if any, must at least be a possible one.
+    const ip = req.Address.includes('/') ? parseAddressWithPrefix(req.Address, 'Address').ip : parseIP(req.Address, 'Address');
+    if (ip.family !== ref.family) throw new BadRequestError(`ReleaseAddress: Address ${formatIP(ip)} is not an IPv${ref.family} address of pool ${req.PoolID}`);
     // The gateway markers from RequestPool come back here at network removal.
     if (ip.value === 0n) return {};
+    if (ref.subnet && !containsIP(ref.subnet, ip)) {
+      throw new BadRequestError(`ReleaseAddress: Address ${formatIP(ip)} is outside the subnet ${formatCidr(ref.subnet)} of its PoolID; nothing was released`);
+    }
     await this.ctx.ready();
     const outcome = await this.ctx.allocator.release(ip);
     if (outcome === 'in-use') this.ctx.log.warn('kept an address whose endpoint still exists', { ip: formatIP(ip) });

@@ -4,7 +4,7 @@
  * no per-network state is needed to allocate, and a replayed RequestPool gets the same ID.
  */
 import { BadRequestError } from '../lib/errors';
-import { type Cidr, type Family, formatCidr, parseCidr } from '../lib/ip';
+import { type Cidr, type Family, containsCidr, formatCidr, parseCidr, shown } from '../lib/ip';
 
 export interface PoolRef {
   family: Family;
@@ -24,11 +24,15 @@ export function decodePoolId(id: string): PoolRef {
   const [head, subnet, range, ...rest] = id.split('|');
   const family: Family | undefined = head === PREFIX[4] ? 4 : head === PREFIX[6] ? 6 : undefined;
   if (!family || rest.length) {
-    throw new BadRequestError(`PoolID "${id}" was not issued by calico-ipam; the network must be created with --ipam-driver calico-ipam`);
+    throw new BadRequestError(`PoolID "${shown(id)}" was not issued by calico-ipam; the network must be created with --ipam-driver calico-ipam`);
   }
   const ref: PoolRef = { family };
-  if (subnet) ref.subnet = parseCidr(subnet, 'PoolID subnet');
-  if (range) ref.range = parseCidr(range, 'PoolID ip-range');
+  // Every part is checked as RequestPool made it: a forged PoolID must not widen what it scopes.
+  if (subnet) ref.subnet = parseCidr(subnet, 'PoolID subnet', true);
+  if (range) ref.range = parseCidr(range, 'PoolID ip-range', true);
+  const forged = (why: string) => new BadRequestError(`PoolID "${shown(id)}" was not issued by calico-ipam (${why}); use the PoolID RequestPool returned`);
+  if (ref.subnet && ref.subnet.family !== family) throw forged(`its subnet is not IPv${family}`);
+  if (ref.range && (!ref.subnet || !containsCidr(ref.subnet, ref.range))) throw forged('its ip-range is not inside its subnet');
   return ref;
 }
 

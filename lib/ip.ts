@@ -33,12 +33,26 @@ export function isIP(s: string): boolean {
   return typeof s === 'string' && ipaddr.isValid(s) && (s.includes(':') || ipaddr.IPv4.isValidFourPartDecimal(s));
 }
 
-/** Parses a plain address; `what` names the field in the error message. */
+/** A request value quoted in an error message, cut short: a message must never echo megabytes. */
+export function shown(s: unknown): string {
+  const t = typeof s === 'string' ? s : String(s);
+  return t.length > 80 ? `${t.slice(0, 80)}... (${t.length} characters)` : t;
+}
+
+/**
+ * Parses a plain address; `what` names the field in the error message. A zone (`%eth0`) and an
+ * IPv4-mapped IPv6 address are refused rather than silently dropped or turned into IPv4: either
+ * would make the address stored differ from the address asked for.
+ */
 export function parseIP(s: string, what = 'address'): IP {
-  if (!isIP(s)) throw new BadRequestError(`${what} "${s}" is not an IP address; give an address like 10.1.2.3 or fd00::3`);
+  if (typeof s === 'string' && s.includes(':') && s.includes('%')) {
+    throw new BadRequestError(`${what} "${shown(s)}" has an IPv6 zone (%...); container and pool addresses are global: give it without the zone`);
+  }
+  if (!isIP(s)) throw new BadRequestError(`${what} "${shown(s)}" is not an IP address; give an address like 10.1.2.3 or fd00::3`);
   const a = ipaddr.parse(s);
   if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) {
-    return parseIP((a as ipaddr.IPv6).toIPv4Address().toString(), what);
+    const v4 = (a as ipaddr.IPv6).toIPv4Address().toString();
+    throw new BadRequestError(`${what} "${shown(s)}" is an IPv4-mapped IPv6 address; give the IPv4 address ${v4} itself (or a real IPv6 address)`);
   }
   return { family: a.kind() === 'ipv4' ? 4 : 6, value: bytesToBigInt(a.toByteArray()) };
 }
@@ -65,17 +79,18 @@ export function hostMask(family: Family, prefix: number): bigint {
 export function parseCidr(s: string, what = 'subnet', strict = false): Cidr {
   const m = typeof s === 'string' ? /^([^/]+)\/(\d{1,3})$/.exec(s) : null;
   if (!m || !isIP(m[1])) {
-    throw new BadRequestError(`${what} "${s}" is not a CIDR; give a network like 10.10.0.0/16 or fd00:1::/64`);
+    if (m && m[1].includes(':') && m[1].includes('%')) parseIP(m[1], what);
+    throw new BadRequestError(`${what} "${shown(s)}" is not a CIDR; give a network like 10.10.0.0/16 or fd00:1::/64`);
   }
   const ip = parseIP(m[1], what);
   const prefix = Number(m[2]);
   if (prefix > bits(ip.family)) {
-    throw new BadRequestError(`${what} "${s}" has prefix length ${prefix}, more than ${bits(ip.family)} bits`);
+    throw new BadRequestError(`${what} "${shown(s)}" has prefix length ${prefix}, more than ${bits(ip.family)} bits`);
   }
   const mask = hostMask(ip.family, prefix);
   if (strict && (ip.value & mask) !== 0n) {
     const canon = formatCidr({ family: ip.family, base: ip.value & ~mask, prefix });
-    throw new BadRequestError(`${what} "${s}" has host bits set; did you mean ${canon}?`);
+    throw new BadRequestError(`${what} "${shown(s)}" has host bits set; did you mean ${canon}?`);
   }
   return { family: ip.family, base: ip.value & ~mask, prefix };
 }
@@ -83,10 +98,10 @@ export function parseCidr(s: string, what = 'subnet', strict = false): Cidr {
 /** Splits `10.0.0.5/24` into the address and its prefix length (interface-address form). */
 export function parseAddressWithPrefix(s: string, what = 'address'): { ip: IP; prefix: number } {
   const m = typeof s === 'string' ? /^([^/]+)\/(\d{1,3})$/.exec(s) : null;
-  if (!m) throw new BadRequestError(`${what} "${s}" is not an address with a prefix length like 10.0.0.5/32`);
+  if (!m) throw new BadRequestError(`${what} "${shown(s)}" is not an address with a prefix length like 10.0.0.5/32`);
   const ip = parseIP(m[1], what);
   const prefix = Number(m[2]);
-  if (prefix > bits(ip.family)) throw new BadRequestError(`${what} "${s}" has an impossible prefix length`);
+  if (prefix > bits(ip.family)) throw new BadRequestError(`${what} "${shown(s)}" has prefix length ${prefix}, more than ${bits(ip.family)} bits`);
   return { ip, prefix };
 }
 

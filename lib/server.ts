@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { BadRequestError, classify, errorMessage, toPluginReply } from './errors';
 import type { Logger } from './log';
+import { MAX_BODY_DEPTH, tooDeep } from './validate';
 
 export type Handler = (body: unknown) => unknown;
 
@@ -28,12 +29,29 @@ function decodeBody(raw: Buffer | undefined, path: string): unknown {
       `empty request body for ${path}: Docker sends an empty body when it retries a request it already sent; the first attempt's outcome stands, so check "calico endpoint ls" and retry the docker command`,
     );
   }
+  let body: unknown;
   try {
-    return JSON.parse(text);
+    body = JSON.parse(text);
   } catch (err) {
     throw new BadRequestError(`malformed JSON in request body for ${path}: ${errorMessage(err)}`);
   }
+  // Handlers (and JSON.stringify anywhere after them) recurse: bound the nesting before they run.
+  const deep = tooDeep(body);
+  if (deep !== undefined) {
+    throw new BadRequestError(`invalid request body for ${path}: field "${deep}" nests deeper than ${MAX_BODY_DEPTH} levels; Docker never sends this`);
+  }
+  return body;
 }
+
+/** Error replies are shown to users and logged: a message built from a huge request stays short. */
+export const MAX_ERROR_LENGTH = 1024;
+
+function bounded(msg: string): string {
+  return msg.length > MAX_ERROR_LENGTH ? `${msg.slice(0, MAX_ERROR_LENGTH)}... (${msg.length - MAX_ERROR_LENGTH} more characters)` : msg;
+}
+
+/** The client hung up before its request was read: not a failure of ours. */
+class ClientGoneError extends Error {}
 
 const BODY_LIMIT = 4 << 20;
 
@@ -51,7 +69,8 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
         reject(new BadRequestError(`request body of ${size} bytes is over the ${BODY_LIMIT}-byte limit; Docker never sends one this large`));
       else resolve(Buffer.concat(chunks, size));
     });
-    req.on('error', reject);
+    req.on('error', (err) => reject(new ClientGoneError(errorMessage(err))));
+    req.on('aborted', () => reject(new ClientGoneError('aborted')));
   });
 }
 
@@ -80,6 +99,10 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
         ];
       }
       if (res.headersSent) return;
+      if (res.destroyed) {
+        log.debug('plugin client went away before its answer', { method: path, status });
+        return;
+      }
       res.writeHead(status, { 'Content-Type': REPLY_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(payload) });
       res.end(payload);
       if (log.isDebugEnabled()) {
@@ -87,10 +110,17 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
         log.debug('plugin request', { method: path, status, ms: Math.round(ms * 100) / 100 });
       }
     };
+    // Docker only ever POSTs; serving other methods the same would let a GET or PUT change state.
+    if (req.method !== 'POST') {
+      req.resume();
+      res.setHeader('Allow', 'POST');
+      send(405, { Err: `method ${bounded(req.method ?? '')} is not allowed on ${bounded(path)}: the plugin protocol only uses POST` });
+      return;
+    }
     const route = Object.prototype.hasOwnProperty.call(routes, path) ? routes[path] : undefined;
     if (!route) {
       req.resume();
-      send(404, { Err: `calico does not implement ${path}` });
+      send(404, { Err: `calico does not implement ${bounded(path)}` });
       return;
     }
     try {
@@ -98,16 +128,23 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
       const out = await route.handler(body);
       send(200, out ?? {});
     } catch (err) {
+      if (err instanceof ClientGoneError || res.destroyed) {
+        log.debug('plugin client went away', { method: path, error: errorMessage(err) });
+        return;
+      }
       const e = classify(err);
-      if (e.kind === 'internal')
-        log.error('plugin request failed', { method: path, error: e.message, stack: (e.cause as Error | undefined)?.stack ?? e.stack });
-      else log.warn('plugin request refused', { method: path, kind: e.kind, error: e.message });
+      const message = bounded(e.message);
+      if (e.kind === 'internal') log.error('plugin request failed', { method: path, error: message, stack: (e.cause as Error | undefined)?.stack ?? e.stack });
+      else log.warn('plugin request refused', { method: path, kind: e.kind, error: message });
       const reply = toPluginReply(e);
-      send(reply.status, reply.body);
+      send(reply.status, { ...reply.body, Err: message, Error: message });
     }
   };
   return (req, res) => void handle(req, res);
 }
+
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
 
 /**
  * Listens on a unix socket, replacing a stale one left by a crash (Docker stalls ~15 s on a
@@ -119,11 +156,21 @@ export async function listenUnix(app: http.RequestListener, socketPath: string, 
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  // Go's client may send an empty Host line; keep idle connections open for the daemon's reuse.
-  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 0 } as http.ServerOptions, app);
+  // Go's client may send an empty Host line; keep idle connections open for the daemon's reuse
+  // (closing one just as Go reuses it makes Docker retry with an empty body). A client that is
+  // slow to send its request is dropped: headers within 10 s, the whole request within 30 s,
+  // checked every second; Docker sends each request at once.
+  const server = http.createServer(
+    {
+      requireHostHeader: false,
+      keepAliveTimeout: 0,
+      connectionsCheckingInterval: 1000,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+    },
+    app,
+  );
   server.keepAliveTimeout = 0;
-  server.headersTimeout = 0;
-  server.requestTimeout = 0;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => {

@@ -1,6 +1,8 @@
 /**
  * Networks and endpoints of this host, cached in memory: Join and Leave must not wait on etcd
- * when the record was written by this process a moment earlier.
+ * when the record was written by this process a moment earlier. Only this host's calico node
+ * writes its endpoints, so once they were listed (at start-up) the cache holds all of them and
+ * answers "which endpoint owns interface caliX" without a read.
  */
 import type { KV } from './kv';
 import { keys } from './keys';
@@ -9,8 +11,16 @@ import type { EndpointRecord, NetworkRecord } from './records';
 export class Records {
   private networks = new Map<string, NetworkRecord>();
   private endpoints = new Map<string, EndpointRecord>();
+  /** Host interface name to the IDs of the cached endpoints that use it (one, unless corrupt). */
+  private byIfName = new Map<string, Set<string>>();
   /** Endpoint records answered to Docker before their etcd write finished (see written()). */
   private writes = new Map<string, Promise<void>>();
+  /** Every endpoint of this host is cached (listed once, and kept since). */
+  private complete = false;
+  /** Endpoints deleted while a listing was in flight, so its (older) result cannot bring them back. */
+  private deletedAt = new Map<string, number>();
+  private seq = 0;
+  private listings = 0;
 
   constructor(
     private kv: KV,
@@ -59,8 +69,36 @@ export class Records {
     const e = await this.kv.get(this.endpointKey(id));
     if (!e) return undefined;
     const rec = JSON.parse(e.value) as EndpointRecord;
-    this.endpoints.set(id, rec);
+    this.cache(rec);
     return rec;
+  }
+
+  private cache(rec: EndpointRecord): void {
+    const old = this.endpoints.get(rec.id);
+    if (old && old.ifName !== rec.ifName) this.byIfName.get(old.ifName)?.delete(rec.id);
+    this.endpoints.set(rec.id, rec);
+    const ids = this.byIfName.get(rec.ifName) ?? new Set<string>();
+    ids.add(rec.id);
+    this.byIfName.set(rec.ifName, ids);
+  }
+
+  private uncache(id: string): void {
+    const old = this.endpoints.get(id);
+    if (!old) return;
+    this.endpoints.delete(id);
+    const ids = this.byIfName.get(old.ifName);
+    ids?.delete(id);
+    if (ids && ids.size === 0) this.byIfName.delete(old.ifName);
+  }
+
+  /**
+   * The endpoints of this host whose host interface is `ifName` (by record, not by kernel):
+   * before anything deletes or routes through a `cali` interface, its owner is asked here.
+   * Reads etcd only until this host's endpoints were listed once.
+   */
+  async endpointsUsing(ifName: string): Promise<EndpointRecord[]> {
+    if (!this.complete) await this.listEndpoints(this.host);
+    return [...(this.byIfName.get(ifName) ?? [])].flatMap((id) => this.endpoints.get(id) ?? []);
   }
 
   cachedEndpoint(id: string): EndpointRecord | undefined {
@@ -74,13 +112,13 @@ export class Records {
   async updateEndpoint(rec: EndpointRecord): Promise<boolean> {
     const key = this.endpointKey(rec.id);
     const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: JSON.stringify(rec) }]);
-    if (ok) this.endpoints.set(rec.id, rec);
+    if (ok) this.cache(rec);
     return ok !== undefined;
   }
 
   /** Called after the allocator's transaction wrote the record. */
   rememberEndpoint(rec: EndpointRecord): void {
-    this.endpoints.set(rec.id, rec);
+    this.cache(rec);
   }
 
   /**
@@ -88,10 +126,10 @@ export class Records {
    * the Join that follows reads etcd, finds nothing and fails, and Docker rolls back.
    */
   rememberWriting(rec: EndpointRecord, write: Promise<void>): void {
-    this.endpoints.set(rec.id, rec);
+    this.cache(rec);
     const tracked: Promise<void> = write
       .catch((err: unknown) => {
-        if (this.endpoints.get(rec.id) === rec) this.endpoints.delete(rec.id);
+        if (this.endpoints.get(rec.id) === rec) this.uncache(rec.id);
         throw err;
       })
       .finally(() => {
@@ -114,10 +152,27 @@ export class Records {
 
   async deleteEndpoint(id: string): Promise<void> {
     await this.kv.del(this.endpointKey(id));
-    this.endpoints.delete(id);
+    this.uncache(id);
+    if (this.listings > 0) this.deletedAt.set(id, ++this.seq);
   }
 
+  /** Listing this host's endpoints also fills the cache with any it lacks (never older ones). */
   async listEndpoints(host?: string): Promise<EndpointRecord[]> {
-    return (await this.kv.list(keys.endpoints(host))).map((e) => JSON.parse(e.value) as EndpointRecord);
+    const mine = host === this.host;
+    const start = this.seq;
+    if (mine) this.listings++;
+    try {
+      const recs = (await this.kv.list(keys.endpoints(host))).map((e) => JSON.parse(e.value) as EndpointRecord);
+      if (mine) {
+        for (const r of recs) {
+          const deleted = this.deletedAt.get(r.id);
+          if (!this.endpoints.has(r.id) && !(deleted !== undefined && deleted > start)) this.cache(r);
+        }
+        this.complete = true;
+      }
+      return recs;
+    } finally {
+      if (mine && --this.listings === 0) this.deletedAt.clear();
+    }
   }
 }

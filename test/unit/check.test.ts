@@ -49,6 +49,16 @@ describe('checkIpam', () => {
     assert.deepEqual(checkIpam([], [], [], NOW, GRACE), { ok: true, allocations: 0, endpoints: 0, problems: [] });
   });
 
+  test('reports an allocation held by a live endpoint whose record does not list it', () => {
+    const r = checkIpam([block({ 7: epOwner(EP), 8: epOwner(EP) })], [endpoint(EP, ['10.0.0.8/32'])], [], NOW, GRACE);
+    assert.equal(r.ok, false);
+    assert.deepEqual(
+      r.problems.map((p) => [p.kind, p.ip, p.endpoint]),
+      [['allocation-not-listed-by-endpoint', '10.0.0.7', EP]],
+    );
+    assert.match(r.problems[0].detail, /whose record does not list it/);
+  });
+
   test('reports an allocation whose endpoint no longer exists', () => {
     const r = checkIpam([block({ 7: epOwner(EP) })], [], [], NOW, GRACE);
     assert.equal(r.ok, false);

@@ -46,8 +46,26 @@ describe('parseIP', () => {
     assert.deepEqual(parseIP('::'), { family: 6, value: 0n });
   });
 
-  test('treats an IPv4-mapped IPv6 address as the IPv4 address', () => {
-    assert.deepEqual(parseIP('::ffff:10.1.2.3'), parseIP('10.1.2.3'));
+  test('refuses an IPv4-mapped IPv6 address instead of turning it into IPv4, naming the IPv4 form', () => {
+    assert.throws(
+      () => parseIP('::ffff:10.1.2.3', 'Address'),
+      /^BadRequestError: Address "::ffff:10\.1\.2\.3" is an IPv4-mapped IPv6 address; give the IPv4 address 10\.1\.2\.3/,
+    );
+    assert.throws(() => parseCidr('::ffff:1.2.3.4/120', 'Pool'), /Pool "::ffff:1\.2\.3\.4" is an IPv4-mapped/);
+  });
+
+  test('refuses an IPv6 zone instead of dropping it', () => {
+    assert.throws(() => parseIP('fe80::1%eth0', 'Address'), /^BadRequestError: Address "fe80::1%eth0" has an IPv6 zone/);
+    assert.throws(() => parseCidr('fd00::%eth0/64', 'Pool'), /has an IPv6 zone/);
+    assert.throws(() => parseAddressWithPrefix('fd65::1%eth0/128', 'Interface.AddressIPv6'), /Interface\.AddressIPv6 .* has an IPv6 zone/);
+  });
+
+  test('cuts a huge value short in its error message', () => {
+    const huge = '1'.repeat(100_000);
+    assert.throws(
+      () => parseIP(huge, 'Address'),
+      (err: Error) => err.message.length < 300 && /100000 characters/.test(err.message),
+    );
   });
 
   for (const bad of ['', '10.1', '256.1.1.1', '010.1.2.3', '0x0a.1.2.3', ' 10.1.2.3', 'fd00:::1', 'host.example', '10.0.0.0/8']) {

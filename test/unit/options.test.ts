@@ -47,6 +47,23 @@ describe('parseNetworkOptions', () => {
     );
   });
 
+  test('refuses 50,000 unknown options with a short message naming the first few', () => {
+    const many = Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`opt${String(i).padStart(5, '0')}`, 'x']));
+    assert.throws(
+      () => parseNetworkOptions({ [GENERIC]: many }),
+      (e: unknown) => e instanceof BadRequestError && e.message.length < 300 && /options opt00000, opt00001, .* and 49995 more; known options/.test(e.message),
+    );
+  });
+
+  test('refuses a nested value of a known option naming the option, without recursing into it', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 100_000; i++) deep = { a: deep };
+    assert.throws(
+      () => parseNetworkOptions({ [GENERIC]: { [MTU_OPTION]: deep } }),
+      bad(/-o com\.docker\.network\.driver\.mtu: its value must be a string, not object/),
+    );
+  });
+
   test('KNOWN_OPTIONS holds the MTU option', () => {
     assert.deepEqual([...KNOWN_OPTIONS], [MTU_OPTION]);
   });

@@ -65,6 +65,23 @@ describe('encodePoolId and decodePoolId', () => {
   });
 });
 
+describe('decodePoolId refuses forged IDs', () => {
+  for (const [id, why] of [
+    ['CalicoPoolIPv4|fd00::/64', /its subnet is not IPv4/],
+    ['CalicoPoolIPv4|10.0.0.0/8|10.0.0.0/7', /ip-range is not inside its subnet/],
+    ['CalicoPoolIPv4|10.0.0.0/8|11.0.0.0/24', /ip-range is not inside its subnet/],
+    ['CalicoPoolIPv4|10.0.0.0/33', /more than 32 bits/],
+    ['CalicoPoolIPv4|10.0.0.1/8', /host bits set/],
+  ] as const) {
+    test(`refuses ${id}`, () => {
+      assert.throws(
+        () => decodePoolId(id),
+        (e: unknown) => e instanceof BadRequestError && why.test(e.message),
+      );
+    });
+  }
+});
+
 describe('allocationScope', () => {
   test('is the ip-range when given, else the subnet, else unrestricted', () => {
     const subnet = parseCidr('10.10.0.0/16');

@@ -176,4 +176,33 @@ describe('createPluginApp', () => {
     assert.match(JSON.parse(res.text).Err, /could not encode its reply to \/X\.Big/);
     assert.equal((await request(app).post('/Plugin.Activate')).status, 200);
   });
+
+  test('answers any method but POST with 405, an Allow header and an Err, without calling the handler', async () => {
+    const { app, bodies } = setup();
+    for (const m of ['get', 'put', 'delete', 'patch'] as const) {
+      const res = await request(app)[m]('/NetworkDriver.CreateNetwork').send('{"NetworkID":"n1"}');
+      assert.equal(res.status, 405, m);
+      assert.equal(res.headers.allow, 'POST');
+      assert.match(JSON.parse(res.text).Err, /only uses POST/);
+    }
+    assert.deepEqual(bodies, []);
+  });
+
+  test('refuses a body nested deeper than the bound naming where, without calling the handler', async () => {
+    const { app, bodies } = setup();
+    const deep = '{"a":'.repeat(50_000) + '1' + '}'.repeat(50_000);
+    const res = await request(app).post('/NetworkDriver.CreateNetwork').send(`{"Options":${deep}}`);
+    assert.equal(res.status, 400);
+    assert.match(JSON.parse(res.text).Err, /field "Options\.a\.a\.a.*nests deeper than 32 levels/);
+    assert.deepEqual(bodies, []);
+  });
+
+  test('cuts a huge error message short in the reply', async () => {
+    const { app } = setup(throwing(new BadRequestError('x'.repeat(100_000))));
+    const res = await request(app).post('/X.Fail');
+    assert.equal(res.status, 400);
+    const err = JSON.parse(res.text).Err as string;
+    assert.ok(err.length < 1100, `${err.length} characters`);
+    assert.match(err, /\.\.\. \(98976 more characters\)$/);
+  });
 });
