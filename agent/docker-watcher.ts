@@ -6,7 +6,7 @@
  * records. Docker being unreachable only delays this; plugin requests never depend on it.
  */
 import Docker from 'dockerode';
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from './context';
 import { errorMessage } from '../lib/errors';
 import { jitteredDelay, sleep } from '../lib/retry';
 import { ID_PATTERN, printable } from '../lib/validate';

@@ -13,7 +13,7 @@ import { IpamHandlers } from '../ipam/handlers';
 import { Allocator } from '../ipam/allocator';
 import { Pools } from '../ipam/pools';
 import { type Config, embeddedEndpointFile } from '../lib/config';
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from './context';
 import { createHybridDataplane } from '../lib/dataplane/hybrid';
 import type { Dataplane } from '../lib/dataplane/types';
 import { codecs } from '../lib/datastore/codec';

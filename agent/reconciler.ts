@@ -6,7 +6,7 @@
  */
 import type { Sandboxes } from '../driver/sandboxes';
 import * as blk from '../ipam/block';
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from './context';
 import type { Owner } from '../lib/datastore/records';
 import { errorMessage } from '../lib/errors';
 import { formatIP, parseIP } from '../lib/ip';

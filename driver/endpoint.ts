@@ -4,7 +4,7 @@
  * daemon start, sometimes twice: deleting a missing endpoint is success.
  */
 import { createHash } from 'node:crypto';
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import type { EndpointRecord } from '../lib/datastore/records';
 import { BadRequestError, ConflictError, NotFoundError, errorMessage } from '../lib/errors';
 import { type IP, hostCidr, parseAddressWithPrefix } from '../lib/ip';

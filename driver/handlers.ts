@@ -1,5 +1,5 @@
 /** The NetworkDriver route table: one entry per method Docker's remote driver proxy calls. */
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import type { Routes } from '../lib/server';
 import { parseRequest } from '../lib/validate';
 import { EndpointHandlers } from './endpoint';

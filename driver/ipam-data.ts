@@ -5,7 +5,7 @@
  * what calico-ipam gave it, so anything else is refused naming the field, before anything is
  * written.
  */
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import { BadRequestError, errorMessage } from '../lib/errors';
 import { type Cidr, type IP, containsIP, formatCidr, formatIP, parseAddressWithPrefix, parseCidr, shown } from '../lib/ip';
 import { ANY_POOL } from '../ipam/poolid';

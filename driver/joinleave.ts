@@ -6,7 +6,7 @@
  * part in forwarding and every host is a router. Leave (sent twice on some rollbacks) removes
  * the veth; a missing veth is success.
  */
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import { ConflictError, NotFoundError, UnavailableError, errorMessage } from '../lib/errors';
 import { parseRequest } from '../lib/validate';
 import { CONTAINER_IF_PREFIX, hostIfName, tempIfName } from './names';

@@ -4,7 +4,7 @@
  * network is persisted here. DeleteNetwork errors are only logged by Docker: it must not fail
  * for a network that is already gone.
  */
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import type { NetworkRecord } from '../lib/datastore/records';
 import { parseRequest } from '../lib/validate';
 import { checkGateways, checkIpamData } from './ipam-data';

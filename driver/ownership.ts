@@ -4,7 +4,7 @@
  * routes through it for an endpoint that is not its owner, and CreateEndpoint refuses an ID
  * whose interface another endpoint already holds.
  */
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import type { EndpointRecord } from '../lib/datastore/records';
 import { ConflictError } from '../lib/errors';
 

@@ -4,7 +4,7 @@
  * RequestAddress before CreateEndpoint and for aux addresses, ReleaseAddress after
  * DeleteEndpoint and at network removal, ReleasePool last. All are safe to replay.
  */
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import { BadRequestError } from '../lib/errors';
 import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseAddressWithPrefix, parseCidr, parseIP, shown } from '../lib/ip';
 import type { Routes } from '../lib/server';

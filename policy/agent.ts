@@ -8,7 +8,7 @@
  * the node is down and are checked against etcd at start, so a restart never opens a window.
  */
 import { ApplyLoop } from '../lib/apply-loop';
-import type { FirewallStatus, NodeContext } from '../lib/context';
+import type { FirewallStatus, NodeContext } from '../agent/context';
 import { codecs } from '../lib/datastore/codec';
 import type { KVEntry, Watch, WatchEvent } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';

@@ -5,7 +5,7 @@
  * resumes after a disconnection and lists again after a compaction (lib/datastore/list-watch.ts);
  * a periodic render backs up BIRD itself.
  */
-import type { NodeContext } from '../lib/context';
+import type { NodeContext } from '../agent/context';
 import { codecs } from '../lib/datastore/codec';
 import type { Watch } from '../lib/datastore/kv';
 import { keyName, keys } from '../lib/datastore/keys';

@@ -4,9 +4,13 @@
  * writes its endpoints, so once they were listed (at start-up) the cache holds all of them and
  * answers "which endpoint owns interface caliX" without a read.
  */
+import { codecs } from './codec';
 import type { KV } from './kv';
 import { keys } from './keys';
 import type { EndpointRecord, NetworkRecord } from './records';
+
+/** A corrupt record must not stop the listing of every other one: it is left out here (the policy agent, which watches the same keys, logs it). */
+const skip = () => undefined;
 
 export class Records {
   private networks = new Map<string, NetworkRecord>();
@@ -32,20 +36,20 @@ export class Records {
     if (hit) return hit;
     const e = await this.kv.get(keys.network(this.host, id));
     if (!e) return undefined;
-    const rec = JSON.parse(e.value) as NetworkRecord;
+    const rec = codecs.network.decode(e);
     this.networks.set(id, rec);
     return rec;
   }
 
   async putNetwork(rec: NetworkRecord): Promise<void> {
-    await this.kv.put(keys.network(this.host, rec.id), JSON.stringify(rec));
+    await this.kv.put(keys.network(this.host, rec.id), codecs.network.encode(rec));
     this.networks.set(rec.id, rec);
   }
 
   /** Updates a network that still exists (present-guarded, like updateEndpoint). */
   async updateNetwork(rec: NetworkRecord): Promise<boolean> {
     const key = keys.network(this.host, rec.id);
-    const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: JSON.stringify(rec) }]);
+    const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: codecs.network.encode(rec) }]);
     if (ok) this.networks.set(rec.id, rec);
     return ok !== undefined;
   }
@@ -56,7 +60,7 @@ export class Records {
   }
 
   async listNetworks(host?: string): Promise<NetworkRecord[]> {
-    return (await this.kv.list(keys.networks(host))).map((e) => JSON.parse(e.value) as NetworkRecord);
+    return codecs.network.decodeAll(await this.kv.list(keys.networks(host)), skip);
   }
 
   endpointKey(id: string): string {
@@ -68,7 +72,7 @@ export class Records {
     if (hit) return hit;
     const e = await this.kv.get(this.endpointKey(id));
     if (!e) return undefined;
-    const rec = JSON.parse(e.value) as EndpointRecord;
+    const rec = codecs.endpoint.decode(e);
     this.cache(rec);
     return rec;
   }
@@ -111,7 +115,7 @@ export class Records {
    */
   async updateEndpoint(rec: EndpointRecord): Promise<boolean> {
     const key = this.endpointKey(rec.id);
-    const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: JSON.stringify(rec) }]);
+    const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: codecs.endpoint.encode(rec) }]);
     if (ok) this.cache(rec);
     return ok !== undefined;
   }
@@ -162,7 +166,7 @@ export class Records {
     const start = this.seq;
     if (mine) this.listings++;
     try {
-      const recs = (await this.kv.list(keys.endpoints(host))).map((e) => JSON.parse(e.value) as EndpointRecord);
+      const recs = codecs.endpoint.decodeAll(await this.kv.list(keys.endpoints(host)), skip);
       if (mine) {
         for (const r of recs) {
           const deleted = this.deletedAt.get(r.id);

@@ -15,7 +15,7 @@ import { Pools } from '../../ipam/pools';
 import { EndpointHandlers } from '../../driver/endpoint';
 import { JoinLeaveHandlers } from '../../driver/joinleave';
 import { Sandboxes } from '../../driver/sandboxes';
-import type { NodeContext } from '../../lib/context';
+import type { NodeContext } from '../../agent/context';
 import type { Dataplane, EndpointWiring, WiringResult } from '../../lib/dataplane/types';
 import { keys } from '../../lib/datastore/keys';
 import type { Compare, KV, ListOptions, Op, WatchListener } from '../../lib/datastore/kv';

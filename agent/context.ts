@@ -1,10 +1,10 @@
 /** What every handler of one `calico node` shares: who this host is and the seams it acts through. */
 import type { Allocator } from '../ipam/allocator';
 import type { Pools } from '../ipam/pools';
-import type { Dataplane } from './dataplane/types';
-import type { KV } from './datastore/kv';
-import type { Records } from './datastore/records-store';
-import type { Logger } from './log';
+import type { Dataplane } from '../lib/dataplane/types';
+import type { KV } from '../lib/datastore/kv';
+import type { Records } from '../lib/datastore/records-store';
+import type { Logger } from '../lib/log';
 
 export interface NodeContext {
   host: string;
