@@ -38,14 +38,16 @@ export interface CalcInput {
 
 /** One record per identity: the one with the smallest JSON text. */
 export function settle<T>(recs: readonly T[], id: (r: T) => string): Map<string, T> {
-  const best = new Map<string, { rec: T; json: string }>();
+  const out = new Map<string, T>();
+  const json = new Map<T, string>();
+  const text = (r: T) => json.get(r) ?? (json.set(r, JSON.stringify(r)), json.get(r)!);
   for (const rec of recs) {
-    const json = JSON.stringify(rec);
     const k = id(rec);
-    const cur = best.get(k);
-    if (!cur || json < cur.json) best.set(k, { rec, json });
+    const cur = out.get(k);
+    // Texts are compared only where two records claim one identity.
+    if (cur === undefined || text(rec) < text(cur)) out.set(k, rec);
   }
-  return new Map([...best].map(([k, v]) => [k, v.rec]));
+  return out;
 }
 
 export function computeDesired(input: CalcInput): Desired {
@@ -59,11 +61,19 @@ export function computeDesired(input: CalcInput): Desired {
   const containers = new Map<string, EndpointRecord[]>();
   for (const { ep } of all) {
     const k = containerKey(ep);
-    if (k) containers.set(k, [...(containers.get(k) ?? []), ep]);
+    if (k) {
+      const c = containers.get(k);
+      if (c) c.push(ep);
+      else containers.set(k, [ep]);
+    }
   }
+  const memo = new Map<string, string[]>();
   const containerAddrs = (ep: EndpointRecord, f: Family): string[] => {
     const k = containerKey(ep);
-    return k ? [...new Set(containers.get(k)!.flatMap((x) => ownAddrs(x, f)))] : ownAddrs(ep, f);
+    if (!k) return ownAddrs(ep, f);
+    let a = memo.get(`${f}${k}`);
+    if (!a) memo.set(`${f}${k}`, (a = [...new Set(containers.get(k)!.flatMap((x) => ownAddrs(x, f)))]));
+    return a;
   };
   const winners = new Set(
     settle(
@@ -101,7 +111,7 @@ export function computeDesired(input: CalcInput): Desired {
       groups.set(id, { id, dir, policies: names });
       return { group: id, profile: x.netName };
     });
-    const addrs = { 4: containerAddrs(x.ep, 4).sort(), 6: containerAddrs(x.ep, 6).sort() };
+    const addrs = { 4: [...containerAddrs(x.ep, 4)].sort(), 6: [...containerAddrs(x.ep, 6)].sort() };
     endpoints.set(x.ep.ifName, { ifName: x.ep.ifName, addrs, ingress: tiers[0], egress: tiers[1] });
     internalHere.set(x.netName, (internalHere.get(x.netName) ?? false) || x.internal);
   }
