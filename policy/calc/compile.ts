@@ -32,8 +32,7 @@ export const groupId = (dir: Dir, policies: readonly string[]) => `${dir === 'in
 
 /** A set a compiled object's rules name: selector sets by canonical selector, net sets by their CIDRs. */
 export type SetRef =
-  | { kind: 'addr'; name: string; family: Family; canon: string; sel: Selector }
-  | { kind: 'net'; name: string; family: Family; members: readonly string[] };
+  { kind: 'addr'; name: string; family: Family; canon: string; sel: Selector } | { kind: 'net'; name: string; family: Family; members: readonly string[] };
 
 export interface CompiledPolicy {
   name: string;
@@ -74,7 +73,10 @@ export function netMembers(cidrs: readonly string[], f: Family): string[] {
   for (const c of cidrs.map((x) => parseCidr(x, 'net'))) if (c.family === f) byText.set(formatCidr(c), c);
   const all = [...byText.values()];
   // Distinct canonical CIDRs: one contains another only if it is strictly larger.
-  return [...byText].filter(([, c]) => !all.some((o) => o !== c && containsCidr(o, c))).map(([t]) => t).sort();
+  return [...byText]
+    .filter(([, c]) => !all.some((o) => o !== c && containsCidr(o, c)))
+    .map(([t]) => t)
+    .sort();
 }
 
 class RuleCompiler {

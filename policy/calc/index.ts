@@ -345,30 +345,62 @@ export class PolicyCalculator {
 
   // --- policies ---
 
+  /**
+   * One entry per policy name, updated in place: a change of rules alone swaps its spec and sets
+   * (no endpoint touched); a change of order or types regroups the endpoints it selects; a change
+   * of selector re-evaluates it against local endpoints only.
+   */
   private policyChanged(name: string): void {
-    const old = this.policies.get(name);
     const win = this.pols.get(name);
-    let next: PolEntry | undefined;
+    let c: CompiledPolicy | undefined;
     if (win)
       try {
-        next = { ...compilePolicy(win.rec), selected: new Set(), exposed: false };
+        c = compilePolicy(win.rec);
       } catch (err) {
         this.bad(win.key, err);
       }
-    if (next) this.policies.set(name, next);
-    else this.policies.delete(name);
-    const before = old ? [...old.selected] : [];
-    const touched = new Set<Ep>(before);
-    // The new version takes its sets before the old one lets go of them, so shared sets stay.
-    if (next?.types.size) {
-      const same = !!old?.types.size && old.canon === next.canon;
-      for (const ep of same ? before : this.active.values())
-        if (same || matches(next.sel, ep.labels)) {
-          this.select(next, ep);
-          touched.add(ep);
-        }
+    let p = this.policies.get(name);
+    const touched = new Set<Ep>();
+    if (!c) {
+      if (!p) return;
+      this.policies.delete(name);
+      for (const ep of [...p.selected]) {
+        this.unselect(p, ep);
+        touched.add(ep);
+      }
+    } else if (!p) {
+      this.policies.set(name, (p = { ...c, selected: new Set(), exposed: false }));
+      if (c.types.size)
+        for (const ep of this.active.values())
+          if (matches(c.sel, ep.labels)) {
+            this.select(p, ep);
+            touched.add(ep);
+          }
+    } else {
+      const regroup = p.order !== c.order || p.types.size !== c.types.size || [...c.types].some((t) => !p!.types.has(t));
+      const reselect = p.canon !== c.canon || !p.types.size !== !c.types.size;
+      // The new rules take their sets before the old ones let go, so shared sets stay.
+      if (p.exposed) {
+        this.acquire(c.refs);
+        this.release(p.refs);
+      }
+      Object.assign(p, c);
+      if (p.exposed) this.store.put('policies', name, p.spec);
+      if (reselect) {
+        for (const ep of [...p.selected])
+          if (!c.types.size || !matches(c.sel, ep.labels)) {
+            this.unselect(p, ep);
+            touched.add(ep);
+          }
+        if (c.types.size)
+          for (const ep of this.active.values())
+            if (!p.selected.has(ep) && matches(c.sel, ep.labels)) {
+              this.select(p, ep);
+              touched.add(ep);
+            }
+      }
+      if (regroup) for (const ep of p.selected) touched.add(ep);
     }
-    if (old) for (const ep of before) this.unselect(old, ep);
     for (const ep of touched) this.refreshSpec(ep);
   }
 

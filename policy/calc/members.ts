@@ -144,7 +144,7 @@ export class Memberships {
     this.all.add(m);
     for (const k of Object.keys(m.labels)) {
       let vs = this.labelIndex.get(k);
-      if (!vs) this.labelIndex.set(k, (vs = new Map()));
+      if (!vs) this.labelIndex.set(k, (vs = new Map<string, Set<Member>>()));
       addTo(vs, m.labels[k], m);
     }
     m.container.members.add(m);
@@ -188,7 +188,15 @@ export class Memberships {
   acquire(canon: string, sel: Selector, f: Family): void {
     let e = this.sels.get(canon);
     if (!e) {
-      e = { canon, sel, anchor: anchorOf(sel), names: [selectorSetName(canon, 4), selectorSetName(canon, 6)], users: [0, 0], counts: [new Map(), new Map()], containers: new Map() };
+      e = {
+        canon,
+        sel,
+        anchor: anchorOf(sel),
+        names: [selectorSetName(canon, 4), selectorSetName(canon, 6)],
+        users: [0, 0],
+        counts: [new Map<string, number>(), new Map<string, number>()],
+        containers: new Map(),
+      };
       this.sels.set(canon, e);
       this.index(e, true);
       for (const m of this.fillCandidates(e.anchor)) if (matches(sel, m.labels)) this.join(e, m, true);

@@ -36,7 +36,7 @@ export class Registry<T> {
     const held = { key, rec, json };
     this.byKey.set(key, { ...held, id });
     let cands = this.byId.get(id);
-    if (!cands) this.byId.set(id, (cands = new Map()));
+    if (!cands) this.byId.set(id, (cands = new Map<string, Held<T>>()));
     cands.set(key, held);
     return [id, ...(old && old.id !== id ? [old.id] : [])].filter((x) => this.settle(x));
   }

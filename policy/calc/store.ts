@@ -6,7 +6,16 @@
  * added then removed cancels out). A set removed and made again in between is reported as its
  * members' difference from then, never as an upsert of a set the backend still holds.
  */
-import { type Delta, type Desired, type GroupSpec, type PolicySpec, type ProfileSpec, type SetSpec, type EndpointSpec, emptyDelta } from '../../firewall/desired';
+import {
+  type Delta,
+  type Desired,
+  type GroupSpec,
+  type PolicySpec,
+  type ProfileSpec,
+  type SetSpec,
+  type EndpointSpec,
+  emptyDelta,
+} from '../../firewall/desired';
 
 /** A set as the calculator holds it: its members change in place (consumers see a ReadonlySet). */
 export interface LiveSet extends SetSpec {
@@ -73,8 +82,9 @@ export class DesiredStore {
     if (!s) return;
     if (t.existed && !t.base) {
       const base = new Set(s.members);
-      for (const [a, added] of t.pend) if (added) base.delete(a);
-      else base.add(a);
+      for (const [a, added] of t.pend)
+        if (added) base.delete(a);
+        else base.add(a);
       t.base = base;
       t.pend.clear();
     }

@@ -30,7 +30,14 @@ const net = (o: Partial<NetworkRecord> & { id: string }): NetworkRecord => ({
   createdAt: '2024-01-01T00:00:00.000Z',
   ...o,
 });
-const pol = (o: Partial<PolicyRecord> & { name: string }): PolicyRecord => ({ order: 1000, selector: 'all()', types: ['ingress'], ingress: [], egress: [], ...o });
+const pol = (o: Partial<PolicyRecord> & { name: string }): PolicyRecord => ({
+  order: 1000,
+  selector: 'all()',
+  types: ['ingress'],
+  ingress: [],
+  egress: [],
+  ...o,
+});
 const epKey = (e: EndpointRecord) => `endpoints/${e.host}/${e.id}`;
 
 /** A desired state as sorted plain JSON, so two states compare regardless of insertion order. */
@@ -174,7 +181,12 @@ describe('PolicyCalculator: endpoints', () => {
   test('a local endpoint gets its spec, its default profile and that profile set holding its address', () => {
     const w = new World().upNet(net({ id: 'n1', name: 'red' })).upEp(ep({ id: 'a', ipv4: ['10.0.0.1/32'], ipv6: ['fd00::1/128'] }));
     const d = w.calc.desired();
-    assert.deepEqual(d.endpoints.get('calia'), { ifName: 'calia', addrs: { 4: ['10.0.0.1'], 6: ['fd00::1'] }, ingress: { profile: 'red' }, egress: { profile: 'red' } });
+    assert.deepEqual(d.endpoints.get('calia'), {
+      ifName: 'calia',
+      addrs: { 4: ['10.0.0.1'], 6: ['fd00::1'] },
+      ingress: { profile: 'red' },
+      egress: { profile: 'red' },
+    });
     assert.ok(d.profiles.has('red'));
     assert.deepEqual(setOf(d, "calico/network == 'red'"), ['10.0.0.1']);
     assert.deepEqual(setOf(d, "calico/network == 'red'", 6), ['fd00::1']);
@@ -206,7 +218,10 @@ describe('PolicyCalculator: endpoints', () => {
     const pr = defaultProfile('red', false);
     const w = new World().upNet(n).upEp(e).upPol(p).upProf(pr);
     w.calc.takeDelta();
-    w.upNet({ ...n }).upEp({ ...e }).upPol({ ...p }).upProf({ ...pr });
+    w.upNet({ ...n })
+      .upEp({ ...e })
+      .upPol({ ...p })
+      .upProf({ ...pr });
     assert.ok(isEmptyDelta(w.calc.takeDelta()));
   });
 
@@ -262,7 +277,10 @@ describe('PolicyCalculator: policies and profiles', () => {
     w.upPol(pol({ name: 'c', order: 50, selector: 'has(role)', types: ['ingress', 'egress'] }));
     const delta = w.calc.takeDelta();
     assert.deepEqual(delta.policies, { upsert: [], remove: [] });
-    assert.deepEqual(delta.groups.upsert.map((x) => x.policies), [['a', 'b', 'c']]);
+    assert.deepEqual(
+      delta.groups.upsert.map((x) => x.policies),
+      [['a', 'b', 'c']],
+    );
     assert.deepEqual(norm(w.calc.desired()), norm(w.ref()));
   });
 
@@ -275,7 +293,12 @@ describe('PolicyCalculator: policies and profiles', () => {
 
   test('rules become per-family lists: nets of one family, icmp and icmpv6, ports, notSelector and log prefixes', () => {
     const rules: RuleRecord[] = [
-      { action: 'allow', protocol: 'tcp', source: { nets: ['10.1.0.0/16', '10.1.2.0/24', 'fd00:1::/64'], notSelector: "role == 'db'" }, destination: { ports: [80, '8000:8080'] } },
+      {
+        action: 'allow',
+        protocol: 'tcp',
+        source: { nets: ['10.1.0.0/16', '10.1.2.0/24', 'fd00:1::/64'], notSelector: "role == 'db'" },
+        destination: { ports: [80, '8000:8080'] },
+      },
       { action: 'deny', source: { nets: ['fd00:9::/64'] } },
       { action: 'allow', protocol: 'icmp' },
       { action: 'log', protocol: 'icmpv6', source: { notNets: ['10.9.0.0/16'] } },
@@ -411,8 +434,8 @@ function randomEvent(r: ReturnType<typeof rng>, w: World): string {
     const host = r.pick(HOSTS);
     const id = `e${r.int(24)}`;
     const key = r.next() < 0.05 ? `endpoints/odd/${id}` : `endpoints/${host}/${id}`;
-    if (r.next() < 0.15 && w.endpoints.has(key)) return void w.rmEp(key), `rm ${key}`;
-    if (r.next() < 0.1 && w.endpoints.has(key)) return void w.upEp({ ...w.endpoints.get(key)! }, key), `same ${key}`;
+    if (r.next() < 0.15 && w.endpoints.has(key)) return (void w.rmEp(key), `rm ${key}`);
+    if (r.next() < 0.1 && w.endpoints.has(key)) return (void w.upEp({ ...w.endpoints.get(key)! }, key), `same ${key}`);
     const labels: Record<string, string> = {};
     for (const k of Object.keys(LABELS)) if (r.next() < 0.5) labels[k] = r.pick(LABELS[k]);
     const v4 = r.some(['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6', '10.0.0.7', '10.0.0.8'], 0.15);
@@ -428,45 +451,55 @@ function randomEvent(r: ReturnType<typeof rng>, w: World): string {
       mac: r.pick(['02:00:00:00:00:01', '02:00:00:00:00:02']),
       ...(r.next() < 0.35 ? { sandbox: r.pick(['s1', 's2', 's3']) } : {}),
     });
-    return void w.upEp(rec, key), `up ${key}`;
+    return (void w.upEp(rec, key), `up ${key}`);
   }
   if (x < 0.55) {
     const host = r.pick(HOSTS);
     const id = r.pick(NETS);
     const key = `networks/${host}/${id}`;
-    if (r.next() < 0.2 && w.networks.has(key)) return void w.rmNet(key), `rm ${key}`;
+    if (r.next() < 0.2 && w.networks.has(key)) return (void w.rmNet(key), `rm ${key}`);
     const rec = net({ id, host, ...(r.next() < 0.8 ? { name: r.pick(NAMES) } : {}), ...(r.next() < 0.3 ? { internal: true } : {}) });
-    return void w.upNet(rec, r.next() < 0.05 ? `networks/dup/${id}` : key), `up ${key}`;
+    return (void w.upNet(rec, r.next() < 0.05 ? `networks/dup/${id}` : key), `up ${key}`);
   }
   if (x < 0.88) {
     const k = r.int(8);
     const key = `policies/p${k}`;
-    if (r.next() < 0.15 && w.policies.has(key)) return void w.rmPol(key), `rm ${key}`;
+    if (r.next() < 0.15 && w.policies.has(key)) return (void w.rmPol(key), `rm ${key}`);
     const old = w.policies.get(key);
     if (old && r.next() < 0.3) {
       // Small changes: order, selector or types alone.
       const c = r.int(3);
-      const rec = c === 0 ? { ...old, order: r.pick([1, 2, 1000]) } : c === 1 ? { ...old, selector: r.pick(SELECTORS) } : { ...old, types: r.pick([['ingress'], ['egress'], ['ingress', 'egress'], []] as const) };
-      return void w.upPol(rec as PolicyRecord, key), `tweak ${key}`;
+      const rec =
+        c === 0
+          ? { ...old, order: r.pick([1, 2, 1000]) }
+          : c === 1
+            ? { ...old, selector: r.pick(SELECTORS) }
+            : { ...old, types: r.pick([['ingress'], ['egress'], ['ingress', 'egress'], []] as const) };
+      return (void w.upPol(rec as PolicyRecord, key), `tweak ${key}`);
     }
     const rec = pol({
       name: r.next() < 0.05 ? 'p0' : `p${k}`,
       order: r.pick([1, 2, 1000]),
       selector: r.next() < 0.03 ? "role == 'db" : r.pick(SELECTORS),
-      types: r.pick([['ingress'], ['egress'], ['ingress', 'egress']] as const) as PolicyRecord['types'],
+      types: [...r.pick([['ingress'], ['egress'], ['ingress', 'egress']] as const)],
       ingress: Array.from({ length: r.int(3) }, () => randomRule(r)),
       egress: Array.from({ length: r.int(3) }, () => randomRule(r)),
     });
-    return void w.upPol(rec, key), `up ${key}`;
+    return (void w.upPol(rec, key), `up ${key}`);
   }
   const name = r.pick(NAMES);
   const key = `profiles/${name}`;
-  if (r.next() < 0.3 && w.profiles.has(key)) return void w.rmProf(key), `rm ${key}`;
+  if (r.next() < 0.3 && w.profiles.has(key)) return (void w.rmProf(key), `rm ${key}`);
   const rec: ProfileRecord =
     r.next() < 0.5
       ? defaultProfile(name, r.next() < 0.5)
-      : { name, internal: r.next() < 0.5, ingress: Array.from({ length: r.int(3) }, () => randomRule(r)), egress: Array.from({ length: r.int(2) }, () => randomRule(r)) };
-  return void w.upProf(rec, key), `up ${key}`;
+      : {
+          name,
+          internal: r.next() < 0.5,
+          ingress: Array.from({ length: r.int(3) }, () => randomRule(r)),
+          egress: Array.from({ length: r.int(2) }, () => randomRule(r)),
+        };
+  return (void w.upProf(rec, key), `up ${key}`);
 }
 
 describe('PolicyCalculator: random event sequences', () => {
@@ -496,7 +529,11 @@ describe('PolicyCalculator: random event sequences', () => {
       for (const k of [...w.endpoints.keys()]) w.rmEp(k);
       for (const k of [...w.policies.keys()]) w.rmPol(k);
       const d = w.calc.desired();
-      assert.equal(d.sets.size + d.policies.size + d.profiles.size + d.groups.size + d.endpoints.size, 0, `seed ${seed}: objects left after removing everything`);
+      assert.equal(
+        d.sets.size + d.policies.size + d.profiles.size + d.groups.size + d.endpoints.size,
+        0,
+        `seed ${seed}: objects left after removing everything`,
+      );
       assert.equal(w.calc.stats().endpoints, 0);
     }
     assert.ok(events >= 3000);
