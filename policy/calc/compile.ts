@@ -19,7 +19,8 @@ import {
 } from '../../firewall/desired';
 import type { EndpointRecord, PolicyRecord, ProfileRecord, RuleEntity, RuleRecord } from '../../lib/datastore/records';
 import { BadRequestError } from '../../lib/errors';
-import { type Cidr, containsCidr, formatCidr, parseCidr } from '../../lib/ip';
+import { WORKLOAD_PREFIX } from '../../lib/dataplane/types';
+import { type Cidr, containsCidr, formatCidr, isIP, parseCidr } from '../../lib/ip';
 import { NETWORK_LABEL, defaultProfile } from '../profiles';
 import { type Selector, canonical, parseSelector, quote } from '../selector';
 
@@ -133,6 +134,9 @@ class RuleCompiler {
       if (!Number.isInteger(r.protocol) || r.protocol < 1 || r.protocol > 255) throw new BadRequestError(`protocol ${r.protocol} is not 1-255`);
       protocol = r.protocol;
     }
+    const ported = [r.source, r.destination].some((e) => e?.ports || e?.notPorts);
+    if (ported && protocol !== PROTOCOLS.tcp && protocol !== PROTOCOLS.udp && protocol !== PROTOCOLS.sctp)
+      throw new BadRequestError('ports need protocol tcp, udp or sctp');
     if ((protocol === PROTOCOLS.icmp && f === 6) || (protocol === PROTOCOLS.icmpv6 && f === 4)) return undefined;
     const src = this.side(r.source, f);
     const dst = this.side(r.destination, f);
@@ -183,11 +187,28 @@ export function chooseProfile(stored: ProfileRecord | undefined, name: string, i
   return stored && (stored.internal || !internalHere) ? stored : defaultProfile(name, internalHere);
 }
 
-/** Own addresses of one family, without prefix length, deduplicated. */
+const addrOf = (c: string, f: Family): string | undefined => {
+  const a = c.split('/')[0];
+  return isIP(a) && a.includes(':') === (f === 6) ? a : undefined;
+};
+
+/** Own addresses of one family, without prefix length, deduplicated; one that is not an address of that family is left out (a set holding it could not be loaded). */
 export function ownAddrs(ep: EndpointRecord, f: Family): string[] {
-  const list = (f === 4 ? ep.ipv4 : ep.ipv6).map((c) => c.split('/')[0]);
+  const list = (f === 4 ? ep.ipv4 : ep.ipv6).map((c) => addrOf(c, f)).filter((a): a is string => a !== undefined);
   return list.length > 1 ? [...new Set(list)] : list;
 }
+
+/** Why an endpoint record cannot be used as given (its addresses or, for a local one, its interface), if it cannot. */
+export function endpointProblem(ep: EndpointRecord, local: boolean): string | undefined {
+  const bad = [...ep.ipv4.filter((c) => !addrOf(c, 4)), ...ep.ipv6.filter((c) => !addrOf(c, 6))];
+  if (bad.length) return `addresses ${bad.join(', ')} are not of their family; left out`;
+  if (local && !validIfName(ep.ifName))
+    return `interface name "${ep.ifName}" is not a ${WORKLOAD_PREFIX}… name of at most 15 characters; the endpoint is not programmed`;
+  return undefined;
+}
+
+/** A local endpoint's interface must be one the dispatch rules can name. */
+export const validIfName = (n: string) => n.length <= 15 && n.startsWith(WORKLOAD_PREFIX) && /^[A-Za-z0-9_.-]+$/.test(n);
 
 export const networkKey = (host: string, id: string) => `${host}/${id}`;
 

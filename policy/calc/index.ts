@@ -33,6 +33,8 @@ import {
   groupId,
   networkKey,
   ownAddrs,
+  endpointProblem,
+  validIfName,
 } from './compile';
 import { type Container, type Member, Memberships } from './members';
 import { Registry } from './registry';
@@ -198,7 +200,7 @@ export class PolicyCalculator {
       key,
       rec,
       json,
-      local: rec.host === this.opts.host,
+      local: rec.host === this.opts.host && validIfName(rec.ifName),
       netKey,
       netName,
       internal: !!net?.internal,
@@ -216,22 +218,24 @@ export class PolicyCalculator {
     this.eps.set(ep.key, ep);
     addTo(this.byNetwork, ep.netKey, ep);
     this.mem.addEndpoint(ep);
+    const problem = endpointProblem(ep.rec, ep.rec.host === this.opts.host);
+    if (problem) this.bad(ep.key, new Error(problem));
+    this.refreshSiblings(ep.container, ep);
     if (!ep.local) return;
     const rivals = addTo(this.byIfName, ep.rec.ifName, ep);
     if (rivals.size > 1) this.bad(ep.key, new Error(`interface ${ep.rec.ifName} is claimed by ${rivals.size} endpoint records; one is used`));
     this.resolveIfName(ep.rec.ifName);
-    this.refreshSiblings(ep.container, ep);
   }
 
   private detach(ep: Ep): void {
     this.mem.removeEndpoint(ep);
     this.eps.delete(ep.key);
     delFrom(this.byNetwork, ep.netKey, ep);
+    this.refreshSiblings(ep.container, ep);
     if (!ep.local) return;
     delFrom(this.byIfName, ep.rec.ifName, ep);
     if (ep.active) this.deactivate(ep);
     this.resolveIfName(ep.rec.ifName);
-    this.refreshSiblings(ep.container, ep);
   }
 
   /** Other local endpoints of the container send from its addresses too. */

@@ -25,6 +25,7 @@ import {
   groupId,
   networkKey,
   ownAddrs,
+  validIfName,
 } from './compile';
 
 export interface CalcInput {
@@ -77,7 +78,7 @@ export function computeDesired(input: CalcInput): Desired {
   };
   const winners = new Set(
     settle(
-      input.endpoints.filter((ep) => ep.host === input.host),
+      input.endpoints.filter((ep) => ep.host === input.host && validIfName(ep.ifName)),
       (ep) => ep.ifName,
     ).values(),
   );
