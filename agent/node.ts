@@ -31,7 +31,7 @@ import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
 import { RouteAgent } from '../routing/agent';
 import { PolicyAgent } from '../policy/agent';
-import { chooseFirewall, removeOtherFirewalls } from '../firewall/select';
+import { chooseFirewall, forwardWithoutPolicy, prepareFirewall, removeOtherFirewalls } from '../firewall/select';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 
@@ -231,12 +231,13 @@ export class CalicoNode {
     const { config, log } = this.opts;
     if (!config.policy) {
       // Turned off: rules left by an earlier run must not keep filtering with no one updating them.
-      await removeOtherFirewalls(log);
+      await forwardWithoutPolicy(log);
       log.info('policy is off (CALICO_POLICY=off); calico firewall rules removed');
       return;
     }
     if (this.policy || this.stopping) return;
     const backend = await chooseFirewall(config.firewall, log);
+    await prepareFirewall(backend);
     const agent = new PolicyAgent(this.ctx, { endpointToHost: config.endpointToHost, backend });
     log.info('firewall backend chosen', { backend: backend.name, asked: config.firewall });
     // A switch of backend leaves the other's rules behind. They go only once ours are in place:

@@ -9,6 +9,7 @@ import { BadRequestError, errorMessage } from '../lib/errors';
 import type { FirewallBackend } from './desired';
 import { IptablesBackend } from './iptables/backend';
 import { NftablesBackend, nftablesAvailable } from './nftables/backend';
+import { ensureCoexist, removeCoexist } from './nftables/coexist';
 
 export type FirewallChoice = 'auto' | 'nftables' | 'iptables';
 
@@ -23,6 +24,24 @@ export async function chooseFirewall(choice: FirewallChoice, log: Logger): Promi
   return new IptablesBackend();
 }
 
+/**
+ * Before the iptables backend's first apply: the nftables backend's "accept cali+" rules at the
+ * top of FORWARD (firewall/nftables/coexist.ts) would let workload traffic past our jump there.
+ * Removing them first only narrows what passes until the first apply.
+ */
+export async function prepareFirewall(backend: FirewallBackend): Promise<void> {
+  if (backend.name === 'iptables') await removeCoexist();
+}
+
+/**
+ * CALICO_POLICY=off: no rules of ours, but workload traffic is still forwarded where dockerd's
+ * own firewall set FORWARD's policy to DROP, as it would be with no firewall at all.
+ */
+export async function forwardWithoutPolicy(log: Logger): Promise<void> {
+  await removeOtherFirewalls(log);
+  await ensureCoexist();
+}
+
 /** Removes the rules of every backend but `keep` (all of them without one). Missing is success. */
 export async function removeOtherFirewalls(log: Logger, keep?: FirewallBackend['name']): Promise<void> {
   const all: FirewallBackend[] = [new IptablesBackend()];
@@ -33,7 +52,9 @@ export async function removeOtherFirewalls(log: Logger, keep?: FirewallBackend['
       await b.remove();
     } catch (err) {
       // A backend whose tools are missing has nothing in the kernel to remove.
-      log.debug('could not remove the rules of a firewall backend not in use', { backend: b.name, error: errorMessage(err) });
+      const missing = /ENOENT|not found|could not be loaded/i.test(errorMessage(err));
+      log.log(missing ? 'debug' : 'warn', 'could not remove the rules of a firewall backend not in use', { backend: b.name, error: errorMessage(err) });
     }
   }
+  if (keep === 'iptables') await removeCoexist();
 }
