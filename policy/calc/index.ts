@@ -52,7 +52,6 @@ export interface CalculatorOptions {
 interface Ep extends Member {
   key: string;
   rec: EndpointRecord;
-  json: string;
   local: boolean;
   netKey: string;
   netName: string;
@@ -112,11 +111,11 @@ export class PolicyCalculator {
   }
 
   upsertEndpoint(key: string, rec: EndpointRecord): void {
-    const json = JSON.stringify(rec);
     const old = this.eps.get(key);
-    if (old?.json === json) return;
+    // Compared as text, recomputed rather than kept: it would be most of an endpoint's memory.
+    if (old && JSON.stringify(old.rec) === JSON.stringify(rec)) return;
     if (old) this.detach(old);
-    this.attach(this.make(key, rec, json));
+    this.attach(this.make(key, rec));
     this.sweep();
   }
 
@@ -192,14 +191,13 @@ export class PolicyCalculator {
 
   // --- endpoints ---
 
-  private make(key: string, rec: EndpointRecord, json: string): Ep {
+  private make(key: string, rec: EndpointRecord): Ep {
     const netKey = networkKey(rec.host, rec.network);
     const net = this.nets.get(netKey)?.rec;
     const netName = net?.name ?? rec.network;
     return {
       key,
       rec,
-      json,
       local: rec.host === this.opts.host && validIfName(rec.ifName),
       netKey,
       netName,
@@ -245,7 +243,15 @@ export class PolicyCalculator {
 
   private resolveIfName(ifName: string): void {
     let best: Ep | undefined;
-    for (const x of this.byIfName.get(ifName) ?? []) if (!best || x.json < best.json || (x.json === best.json && x.key < best.key)) best = x;
+    const cands = this.byIfName.get(ifName);
+    if (cands?.size === 1) [best] = cands;
+    else if (cands) {
+      let bestJson = '';
+      for (const x of cands) {
+        const json = JSON.stringify(x.rec);
+        if (!best || json < bestJson || (json === bestJson && x.key < best.key)) [best, bestJson] = [x, json];
+      }
+    }
     const cur = this.active.get(ifName);
     if (cur === best) return;
     if (cur) this.deactivate(cur);
@@ -337,7 +343,7 @@ export class PolicyCalculator {
       if (name !== ep.netName) {
         // Its `calico/network` label and profile change: as if the endpoint were upserted anew.
         this.detach(ep);
-        this.attach(this.make(ep.key, ep.rec, ep.json));
+        this.attach(this.make(ep.key, ep.rec));
       } else if (internal !== ep.internal) {
         ep.internal = internal;
         if (!ep.profile) continue;

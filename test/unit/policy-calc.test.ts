@@ -600,6 +600,7 @@ describe('PolicyCalculator: random event sequences', () => {
         const at = `seed ${seed} event ${i} (${what})`;
         const now = w.calc.desired();
         same(norm(now), norm(w.ref()), `${at}: state differs from computeDesired`);
+        same([...w.calc.localInterfaces()].sort(), [...now.endpoints.keys()].sort(), `${at}: localInterfaces differs`);
         // Deltas accumulate over several events between takes, as when the agent is busy applying.
         if (r.next() < 0.5) continue;
         const delta = w.calc.takeDelta();
