@@ -50,7 +50,12 @@ async function setup(h: Host): Promise<{ eid: string; ip: string }> {
   const d = h.node.docker;
   const eid = hex();
   const a = await d.ok('ipam', 'RequestAddress', { PoolID: h.ids.pool, Address: '', Options: null });
-  await d.ok('net', 'CreateEndpoint', { NetworkID: h.ids.nid, EndpointID: eid, Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' }, Options: {} });
+  await d.ok('net', 'CreateEndpoint', {
+    NetworkID: h.ids.nid,
+    EndpointID: eid,
+    Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' },
+    Options: {},
+  });
   await d.ok('net', 'Join', { NetworkID: h.ids.nid, EndpointID: eid, SandboxKey: '', Options: {} });
   return { eid, ip: a.Address.split('/')[0] };
 }
@@ -162,10 +167,12 @@ async function main() {
       targets: {
         setupsPerSecAtZero: { target: '>= 150', measured: base, met: base >= 150 },
         ...Object.fromEntries(
-          levels.slice(1).map((l) => [
-            `at${l.liveEndpoints}VsZero`,
-            { target: '>= 0.8', measured: r2(l.firewallOn.setupsPerSec / base), met: l.firewallOn.setupsPerSec / base >= 0.8 },
-          ]),
+          levels
+            .slice(1)
+            .map((l) => [
+              `at${l.liveEndpoints}VsZero`,
+              { target: '>= 0.8', measured: r2(l.firewallOn.setupsPerSec / base), met: l.firewallOn.setupsPerSec / base >= 0.8 },
+            ]),
         ),
         p99Ms: { target: '< 100', measured: Math.max(...levels.map((l) => l.firewallOn.p99Ms)), met: levels.every((l) => l.firewallOn.p99Ms < 100) },
         policyApplyToEnforcedP99Ms: {

@@ -13,6 +13,7 @@ import { codecs } from '../lib/datastore/codec';
 import type { KVEntry, Watch, WatchEvent } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';
 import { errorMessage } from '../lib/errors';
+import type { NetworkRecord } from '../lib/datastore/records';
 import type { Desired, FirewallBackend } from '../firewall/desired';
 import { isEmptyDelta } from '../firewall/desired';
 import { diffDesired } from '../firewall/diff';
@@ -48,6 +49,8 @@ export class PolicyAgent implements FirewallStatus {
   /** Set by a re-list: the calculator was rebuilt, so the next change is a diff against `programmed`. */
   private rebuilt = false;
   private checkDue = false;
+  /** Counts watch deliveries, so a check is not run against state that moved on during an apply. */
+  private events = 0;
   private covered = new Set<string>();
   private waiters = new Set<{ ifName: string; done: (ok: boolean) => void }>();
   /** Resolves after the first successful apply (start-up completes with rules in place). */
@@ -96,11 +99,11 @@ export class PolicyAgent implements FirewallStatus {
     // Changes the old calculator had not handed to the backend yet make a diff unsound: start over.
     if (this.programmed && !isEmptyDelta(old.takeDelta())) this.programmed = undefined;
     this.calc = this.newCalculator();
-    const networks = [];
+    const networks: NetworkRecord[] = [];
     const profiles: KVEntry[] = [];
     for (const e of entries) {
       const rec = this.upsert(e);
-      if (kindOf(e.key) === 'network' && rec) networks.push(rec as ReturnType<typeof codecs.network.decode>);
+      if (rec?.kind === 'network') networks.push(rec.rec);
       if (kindOf(e.key) === 'profile') profiles.push(e);
     }
     this.keeper.reset(networks, profiles);
@@ -109,10 +112,11 @@ export class PolicyAgent implements FirewallStatus {
   }
 
   private changes(events: WatchEvent[]): void {
+    this.events++;
     for (const ev of events) {
       if (ev.type === 'put') {
         const rec = this.upsert(ev.entry);
-        if (kindOf(ev.entry.key) === 'network') this.keeper.network(ev.entry.key, rec as ReturnType<typeof codecs.network.decode> | undefined);
+        if (kindOf(ev.entry.key) === 'network') this.keeper.network(ev.entry.key, rec?.kind === 'network' ? rec.rec : undefined);
         if (kindOf(ev.entry.key) === 'profile') this.keeper.profile(ev.entry.key.slice(keys.profiles().length), ev.entry);
       } else {
         this.remove(ev.key);
@@ -124,30 +128,24 @@ export class PolicyAgent implements FirewallStatus {
   }
 
   /** Feeds one record to the calculator; an unreadable one counts as gone, and is reported. */
-  private upsert(e: KVEntry): unknown {
+  private upsert(e: KVEntry): { kind: 'network'; rec: NetworkRecord } | { kind: Exclude<Kind, 'network'> } | undefined {
     const kind = kindOf(e.key);
     try {
       switch (kind) {
-        case 'endpoint': {
-          const r = codecs.endpoint.decode(e);
-          this.calc.upsertEndpoint(e.key, r);
-          return r;
-        }
+        case 'endpoint':
+          this.calc.upsertEndpoint(e.key, codecs.endpoint.decode(e));
+          return { kind };
         case 'network': {
-          const r = codecs.network.decode(e);
-          this.calc.upsertNetwork(e.key, r);
-          return r;
+          const rec = codecs.network.decode(e);
+          this.calc.upsertNetwork(e.key, rec);
+          return { kind, rec };
         }
-        case 'policy': {
-          const r = codecs.policy.decode(e);
-          this.calc.upsertPolicy(e.key, r);
-          return r;
-        }
-        case 'profile': {
-          const r = codecs.profile.decode(e);
-          this.calc.upsertProfile(e.key, r);
-          return r;
-        }
+        case 'policy':
+          this.calc.upsertPolicy(e.key, codecs.policy.decode(e));
+          return { kind };
+        case 'profile':
+          this.calc.upsertProfile(e.key, codecs.profile.decode(e));
+          return { kind };
         default:
           return undefined;
       }
@@ -174,6 +172,7 @@ export class PolicyAgent implements FirewallStatus {
     const delta = this.calc.takeDelta();
     const check = this.checkDue;
     this.checkDue = false;
+    const seen = this.events;
     const prev = this.programmed;
     // Until this apply succeeds the backend's state is unknown.
     this.programmed = undefined;
@@ -188,12 +187,16 @@ export class PolicyAgent implements FirewallStatus {
       how = this.rebuilt ? 'resync' : 'delta';
     }
     this.rebuilt = false;
-    // The check runs against what is in the kernel now, so it follows the change just made.
-    const repaired = check ? await backend.check(desired) : false;
+    // The check compares the kernel with what was just applied. Events that came in meanwhile
+    // have moved the calculator on (its sets change in place), so then the check waits a pass.
+    const stale = this.events !== seen;
+    if (check && stale) this.checkDue = true;
+    const repaired = check && !stale ? await backend.check(desired) : false;
     this.programmed = desired;
     this.covered = new Set(this.calc.localInterfaces());
     for (const w of this.waiters) if (this.covered.has(w.ifName)) w.done(true);
-    if (repaired) this.ctx.log.warn('the firewall in the kernel differed from what was programmed (edited or flushed by hand?); repaired', { backend: backend.name });
+    if (repaired)
+      this.ctx.log.warn('the firewall in the kernel differed from what was programmed (edited or flushed by hand?); repaired', { backend: backend.name });
     if (objects || how === 'full') {
       const s = this.calc.stats();
       this.ctx.log.log(how === 'delta' ? 'debug' : 'info', 'firewall applied', { backend: backend.name, how, objects, ...s, ms: Date.now() - t0 });

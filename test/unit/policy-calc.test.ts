@@ -3,12 +3,11 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type Delta, type Desired, type SetSpec, isEmptyDelta } from '../../firewall/desired';
 import { desiredFromJSON, desiredToJSON, diffDesired } from '../../firewall/diff';
-import { SET_NAME, policyChain } from '../../firewall/iptables/compile';
+import { SET_NAME } from '../../firewall/iptables/compile';
 import type { EndpointRecord, NetworkRecord, PolicyRecord, ProfileRecord, RuleRecord } from '../../lib/datastore/records';
 import { PolicyCalculator, computeDesired } from '../../policy/calc';
 import { selectorSetName } from '../../policy/calc/compile';
 import { defaultProfile } from '../../policy/profiles';
-import { renderPolicy } from '../../policy/render';
 
 const HOST = 'h1';
 const ep = (o: Partial<EndpointRecord> & { id: string }): EndpointRecord => ({
@@ -384,70 +383,6 @@ describe('PolicyCalculator: policies and profiles', () => {
     assert.equal(new World('accept').calc.desired().endpointToHost, 'accept');
   });
 });
-
-describe('PolicyCalculator agrees with render.ts', () => {
-  test('selector sets, dispatched interfaces and each endpoint’s policies in order are those the renderer produced', () => {
-    const w = new World()
-      .upNet(net({ id: 'n1', name: 'red' }))
-      .upNet(net({ id: 'n2', name: 'blue' }))
-      .upNet(net({ id: 'n7', host: 'h2', name: 'red' }))
-      .upEp(ep({ id: 'a', network: 'n1', sandbox: 's', ipv4: ['10.0.0.1/32'], ipv6: ['fd00::1/128'], labels: { role: 'web' } }))
-      .upEp(ep({ id: 'b', network: 'n2', sandbox: 's', ipv4: ['10.0.9.1/32'] }))
-      .upEp(ep({ id: 'c', network: 'n1', ipv4: ['10.0.0.3/32'], labels: { role: 'db', tier: 'x' } }))
-      .upEp(ep({ id: 'r', host: 'h2', network: 'n7', ipv4: ['10.0.5.1/32'], labels: { role: 'db' } }))
-      .upPol(
-        pol({
-          name: 'db-in',
-          order: 10,
-          selector: "role == 'db'",
-          ingress: [{ action: 'allow', protocol: 'tcp', source: { selector: "role == 'web'" }, destination: { ports: [5432] } }],
-        }),
-      )
-      .upPol(
-        pol({
-          name: 'all',
-          order: 20,
-          selector: 'all()',
-          types: ['ingress', 'egress'],
-          egress: [{ action: 'allow', destination: { network: 'red', notSelector: 'has(tier)' } }],
-        }),
-      )
-      .upPol(pol({ name: 'web', order: 10, selector: "role == 'web'", ingress: [{ action: 'deny', source: { selector: "role in {'db'}" } }] }));
-    const d = w.calc.desired();
-    const r = renderPolicy({
-      host: HOST,
-      endpointToHost: 'drop',
-      endpoints: [...w.endpoints.values()],
-      networks: [...w.networks.values()],
-      policies: [...w.policies.values()],
-      profiles: [],
-    });
-    let sets = 0;
-    let grouped = 0;
-    for (const s of d.sets.values()) {
-      if (s.kind !== 'addr') continue;
-      sets++;
-      const theirs = r.ipsets.find((x) => x.name === s.name);
-      assert.ok(theirs, `render has no set ${s.name}`);
-      assert.deepEqual([...s.members].sort(), theirs.members);
-    }
-    const dispatched = [...r.tables[4].matchAll(/^-A cal-from-wl -i (\S+) /gm)].map((m) => m[1]).sort();
-    assert.deepEqual([...d.endpoints.keys()].sort(), dispatched);
-    for (const e of d.endpoints.values())
-      for (const [dir, chain] of [
-        ['ingress', `cal-tw-${e.ifName}`],
-        ['egress', `cal-fw-${e.ifName}`],
-      ] as const) {
-        const theirs = [...r.tables[4].matchAll(new RegExp(`^-A ${chain} -m mark --mark 0x0/0x20000 -j (cal-p[io]-\\w+)$`, 'gm'))].map((m) => m[1]);
-        const g = e[dir].group;
-        if (g) grouped++;
-        assert.deepEqual(g ? d.groups.get(g)!.policies.map((n) => policyChain(n, dir)) : [], theirs, `${e.ifName} ${dir}`);
-      }
-    assert.ok(sets >= 6 && grouped >= 5, `compared ${sets} sets and ${grouped} groups`);
-  });
-});
-
-// --- random event sequences ---
 
 function rng(seed: number) {
   let a = seed >>> 0;
