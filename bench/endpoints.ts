@@ -104,12 +104,12 @@ async function floorRun(ns: Netns, etcd: TestEtcd, n: number, width: number): Pr
 async function main() {
   const ns = await createNetns('bench');
   const etcd = await startEtcd(ns);
-  // The floor has no firewall, so neither has calico by default; BENCH_POLICY=on shows what
-  // the firewall adds (Join waits for the new endpoint's rules).
+  // As users run it: the firewall on (Join waits for the new endpoint's rules). The floor has
+  // none; BENCH_POLICY=off shows calico without it, beside the default figure.
   const node = await startCalico(ns, {
     name: 'bench-host',
     etcd: etcd.endpoint,
-    env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500', CALICO_POLICY: process.env.BENCH_POLICY ?? 'off' },
+    env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/14', CALICO_MTU: '1500', CALICO_POLICY: process.env.BENCH_POLICY ?? 'on' },
   });
   try {
     await node.ready();

@@ -87,9 +87,10 @@ function rssMb(pid: number | undefined): number {
 async function policyLatency(a: Host, tmp: string, samples = 10): Promise<{ p50Ms: number; p99Ms: number }> {
   const lat: number[] = [];
   const file = path.join(tmp, 'latency.yaml');
+  // Polled (each poll a few ms): nft's terse listing leaves out the big sets' elements.
   const holds = async (port: number) => {
-    const nft = await a.ns.exec('nft', ['list', 'ruleset']);
-    if (nft.stdout.includes(String(port))) return true;
+    const nft = await a.ns.exec('nft', ['-t', 'list', 'table', 'inet', 'calico']).catch(() => undefined);
+    if (nft) return nft.stdout.includes(String(port));
     const ipt = await a.ns.exec('iptables-save', ['-t', 'filter']);
     return ipt.stdout.includes(`--dports ${port}`) || ipt.stdout.includes(`--dport ${port}`);
   };
