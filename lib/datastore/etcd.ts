@@ -33,7 +33,7 @@ const PAGE = 200;
  * One attempt's deadline: longer than etcd's fsync stalls (~250 ms) and most of an election,
  * short enough that a hung member leaves time in the budget for another.
  */
-const ATTEMPT_MS = 1500;
+const ATTEMPT_MS = 1000;
 /** While a watch is open, a pinned member quiet this long is probed. */
 const PROBE_MS = 2000;
 
@@ -66,6 +66,9 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
       // A restarted member is found again within a second or two, not grpc's default minutes.
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 2000,
+      // Subchannels owned by their channel, so close() also ends a connect hanging on a cut-off
+      // member (from the shared pool it kept the process alive for minutes).
+      'grpc.use_local_subchannel_pool': 1,
       // Pages keep responses small; this is only a safety margin for one huge value.
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
     },
@@ -264,7 +267,8 @@ export class EtcdKV implements KV {
       };
       const cancel = async () => {
         finish();
-        await Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
+        // A cancel waits for etcd's answer, which never comes from a member that was cut off.
+        await Promise.race([Promise.all(watchers.map((w) => w.cancel().catch(() => undefined))), sleep(ATTEMPT_MS)]);
       };
       this.watching(1);
       unsubscribe = this.members.onSwitch((from) => from === member && lost('disconnected'));
