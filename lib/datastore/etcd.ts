@@ -34,6 +34,11 @@ const PAGE = 200;
  * short enough that a hung member leaves time in the budget for another.
  */
 const ATTEMPT_MS = 1000;
+/**
+ * One call's budget, retries included: an etcd election (1-2 s with default timing, longer on a
+ * split vote) fits, with time left under the 5 s a plugin request may take at most.
+ */
+const CALL_BUDGET_MS = 4000;
 /** While a watch is open, a pinned member quiet this long is probed. */
 const PROBE_MS = 2000;
 
@@ -52,7 +57,7 @@ export interface EtcdOptions {
 export function etcdClientOptions(o: EtcdOptions): IOptions {
   const opts: IOptions = {
     hosts: o.endpoints,
-    dialTimeout: Math.min(o.callTimeoutMs ?? 3000, 2000),
+    dialTimeout: Math.min(o.callTimeoutMs ?? CALL_BUDGET_MS, 2000),
     faultHandling: {
       global: noop,
       // One failure opens a member's circuit for a second: the next attempt picks another.
@@ -113,7 +118,7 @@ export class EtcdKV implements KV {
     this.log = o.log ?? silentLogger();
     this.members = new MemberSet(o.endpoints, (hosts) => etcdClientOptions({ ...o, endpoints: hosts }), this.log);
     this.endpoints = o.endpoints.join(',');
-    this.budgetMs = o.callTimeoutMs ?? 3000;
+    this.budgetMs = o.callTimeoutMs ?? CALL_BUDGET_MS;
   }
 
   private wrap(err: unknown, what: string): Error {
