@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import { type Netns, netnsScope } from '../test/harness/netns';
 import { startEtcdCluster } from '../test/harness/etcd-cluster';
 import { type CalicoProcess, startCalico } from '../test/harness/calico';
+import { ownCpuMs, percentile, processCpuMs } from './stats';
 
 const MB = 1024 * 1024;
 const POOL = '10.96.0.0/15';
@@ -46,7 +47,7 @@ async function main() {
         await startCalico(ns, {
           name: `scale-host${i}`,
           etcd: cluster.endpoints,
-          env: { CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: POOL, CALICO_IP: ip },
+          env: { CALICO_LOG_LEVEL: 'info', CALICO_IPV4POOL_CIDR: POOL, CALICO_IP: ip },
         }),
       );
     }
@@ -59,6 +60,13 @@ async function main() {
       ),
     );
 
+    const cpuOf = () => ({
+      nodes: nodes.reduce((a, n) => a + processCpuMs(n.pid()), 0),
+      etcd: cluster.members.reduce((a, m) => a + processCpuMs(m.pid()), 0),
+      client: ownCpuMs(),
+    });
+    const cpu0 = cpuOf();
+    const latencies: number[] = [];
     const addresses: string[] = [];
     let failures = 0;
     let firstError = '';
@@ -73,7 +81,9 @@ async function main() {
         Array.from({ length: width }, async () => {
           while (issued < total) {
             issued++;
+            const s0 = performance.now();
             const r = await node.docker.ipam('RequestAddress', { PoolID: poolIds[h], Address: '', Options: null });
+            latencies.push(performance.now() - s0);
             if (r.status !== 200) {
               failures++;
               firstError ||= `${r.status} ${r.raw}`;
@@ -92,12 +102,15 @@ async function main() {
       ),
     );
     const wallS = (performance.now() - t0) / 1000;
+    const cpu1 = cpuOf();
+    const perAddress = (k: 'nodes' | 'etcd' | 'client') => +((cpu1[k] - cpu0[k]) / addresses.length).toFixed(2);
+    const sorted = latencies.sort((a, b) => a - b);
     const duplicates = addresses.length - new Set(addresses).size;
     const rss = nodes.map((n) => rssMB(n.pid()));
 
     const etcdctl = async (args: string[]) => (await cluster.fabric.exec('etcdctl', ['--endpoints', cluster.endpoints, ...args], { timeoutMs: 60_000 })).stdout;
     const status = JSON.parse(await etcdctl(['endpoint', 'status', '-w', 'json'])) as Array<{ Status: { dbSize: number; header: { revision: number } } }>;
-    const keys = JSON.parse(await etcdctl(['get', '', '--prefix', '--count-only', '-w', 'json'])) as { count: number };
+    const keys = JSON.parse(await etcdctl(['get', '--from-key', '', '--keys-only', '--limit', '1', '-w', 'json'])) as { count: number };
 
     const check = await timed(() => nodes[0].cli(['ipam', 'check', '--json', '--grace', '86400'], { allowFail: true }));
     const show = await timed(() => nodes[0].cli(['ipam', 'show', '--json']));
@@ -109,8 +122,14 @@ async function main() {
     await new Promise((r) => setTimeout(r, 5000));
     const bgp = await Promise.all(
       nodes.map(async (n, i) => {
-        const learned = (await hostNs[i].ip(['route', 'show', 'proto', 'bird'])).split('\n').filter((l) => l.trim()).length;
-        return { host: n.name, otherHostsBlocks: blocks.filter((b) => b.affinity && b.affinity !== n.name).length, birdRoutes: learned };
+        const routes = (await hostNs[i].ip(['route', 'show', 'proto', 'bird'])).split('\n').filter((l) => l.trim());
+        return {
+          host: n.name,
+          ownBlocks: blocks.filter((b) => b.affinity === n.name).length,
+          blackholes: routes.filter((l) => l.startsWith('blackhole')).length,
+          otherHostsBlocks: blocks.filter((b) => b.affinity && b.affinity !== n.name).length,
+          learnedRoutes: routes.filter((l) => / via /.test(l)).length,
+        };
       }),
     );
 
@@ -125,6 +144,8 @@ async function main() {
           seconds: Math.round(wallS),
           perSecond: Math.round(addresses.length / wallS),
           perSecondByWindow: windows,
+          latencyMs: { p50: +percentile(sorted, 50).toFixed(1), p99: +percentile(sorted, 99).toFixed(1), max: +sorted[sorted.length - 1].toFixed(1) },
+          cpuMsPerAddress: { calicoNodes: perAddress('nodes'), etcdMembers: perAddress('etcd'), client: perAddress('client') },
           duplicates,
           blocks: blocks.length,
           etcd: { dbSizeMB: status.map((s) => +(s.Status.dbSize / MB).toFixed(1)), revision: status[0]?.Status.header.revision, keys: keys.count },

@@ -22,6 +22,13 @@ import { pickUnclaimedBlock } from './placement';
 import { type Pool, type Pools, poolRecord } from './pools';
 /** How long this host's list of affine blocks is trusted before it is read again. */
 const AFFINITY_TTL_MS = 5000;
+/**
+ * How long a copy of one of this host's blocks that showed it full is trusted, even when looking
+ * "fresh" before claiming a new block. Only this host allocates from its blocks, so a full block
+ * gains a free address only by a release (often by this host too, which updates the copy). Without
+ * this every claim re-read every full block: reads grew with the square of the blocks per host.
+ */
+const FULL_TRUST_MS = 30_000;
 
 export function describeOwner(o: Owner): string {
   if (o.kind === 'endpoint') return `endpoint ${o.endpoint.slice(0, 12)} on network ${o.network.slice(0, 12)} (host ${o.host})`;
@@ -77,8 +84,10 @@ export class Allocator {
     for (const { cidr, net } of await this.affineBlockNets(family, fresh)) {
       if (!this.usable(net, pools, within)) continue;
       const cached = this.writer.cached(cidr);
-      // Skip blocks known to be full without a round trip; a stale view is corrected on claim.
-      if (cached && !fresh && !cached.rec.unallocated.some((o) => !within || within.some((w) => containsIP(w, blk.ipAt(cached.net, o))))) continue;
+      // Skip blocks known to be full without a round trip; before a claim ("fresh") only when the
+      // copy is recent, so a stale view is corrected within FULL_TRUST_MS.
+      const trusted = cached && (!fresh || (cached.at !== undefined && Date.now() - cached.at < FULL_TRUST_MS));
+      if (trusted && !cached.rec.unallocated.some((o) => !within || within.some((w) => containsIP(w, blk.ipAt(cached.net, o))))) continue;
       const ip = await this.tryAllocate(cidr, owner, within, true);
       if (ip) return ip;
     }
