@@ -9,6 +9,7 @@
  * Endpoints with veths are not made here (bench/endpoints.ts measures those).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { type Netns, netnsScope } from '../test/harness/netns';
 import { startEtcdCluster } from '../test/harness/etcd-cluster';
 import { type CalicoProcess, startCalico } from '../test/harness/calico';
@@ -60,8 +61,16 @@ async function main() {
       ),
     );
 
+    const birdPid = (n: CalicoProcess) => {
+      try {
+        return Number(fs.readFileSync(path.join(n.dataDir, 'bird', 'bird.pid'), 'utf8').trim()) || undefined;
+      } catch {
+        return undefined;
+      }
+    };
     const cpuOf = () => ({
       nodes: nodes.reduce((a, n) => a + processCpuMs(n.pid()), 0),
+      bird: nodes.reduce((a, n) => a + processCpuMs(birdPid(n)), 0),
       etcd: cluster.members.reduce((a, m) => a + processCpuMs(m.pid()), 0),
       client: ownCpuMs(),
     });
@@ -103,7 +112,7 @@ async function main() {
     );
     const wallS = (performance.now() - t0) / 1000;
     const cpu1 = cpuOf();
-    const perAddress = (k: 'nodes' | 'etcd' | 'client') => +((cpu1[k] - cpu0[k]) / addresses.length).toFixed(2);
+    const perAddress = (k: 'nodes' | 'bird' | 'etcd' | 'client') => +((cpu1[k] - cpu0[k]) / addresses.length).toFixed(2);
     const sorted = latencies.sort((a, b) => a - b);
     const duplicates = addresses.length - new Set(addresses).size;
     const rss = nodes.map((n) => rssMB(n.pid()));
@@ -145,7 +154,7 @@ async function main() {
           perSecond: Math.round(addresses.length / wallS),
           perSecondByWindow: windows,
           latencyMs: { p50: +percentile(sorted, 50).toFixed(1), p99: +percentile(sorted, 99).toFixed(1), max: +sorted[sorted.length - 1].toFixed(1) },
-          cpuMsPerAddress: { calicoNodes: perAddress('nodes'), etcdMembers: perAddress('etcd'), client: perAddress('client') },
+          cpuMsPerAddress: { calicoNodes: perAddress('nodes'), bird: perAddress('bird'), etcdMembers: perAddress('etcd'), client: perAddress('client') },
           duplicates,
           blocks: blocks.length,
           etcd: { dbSizeMB: status.map((s) => +(s.Status.dbSize / MB).toFixed(1)), revision: status[0]?.Status.header.revision, keys: keys.count },
