@@ -18,22 +18,28 @@ import { errorMessage } from '../errors';
 import type { Logger } from '../log';
 
 /** How a failed attempt is handled: try another member, pause and try again, or give up. */
-export type Fault = 'member' | 'cluster' | 'final';
+export type Fault = 'member' | 'leaderless' | 'cluster' | 'final';
 
 /**
- * `member`: this member cannot serve (connection refused or reset, a deadline, no leader).
+ * `member`: this member cannot be reached (connection refused or reset, a deadline).
+ * `leaderless`: it answered, but has no leader (an election, or it is cut off from the others):
+ * another member may have one.
  * `cluster`: the cluster is changing under the request (a leader election); any member, soon.
  * `final`: the request itself failed (compacted, invalid, denied); retrying cannot help.
  */
 export function classifyFault(err: unknown): Fault {
   const msg = errorMessage(err);
   if (/leader changed|request timed out|too many requests|timed out waiting for read index|not capable|raft proposal dropped/i.test(msg)) return 'cluster';
-  if (/no leader|UNAVAILABLE|DEADLINE_EXCEEDED|Deadline exceeded|No connection|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|socket|CANCELLED|closed|stopped/i.test(msg))
+  if (/no leader/i.test(msg)) return 'leaderless';
+  if (/UNAVAILABLE|DEADLINE_EXCEEDED|Deadline exceeded|No connection|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|socket|CANCELLED|closed|stopped/i.test(msg))
     return 'member';
   const name = (err as { constructor?: { name?: string } })?.constructor?.name ?? '';
   if (/Unavailable|DeadlineExceeded|Cancelled/.test(name)) return 'member';
   return 'final';
 }
+
+/** How long a member that said "no leader" is passed over. */
+const LEADERLESS_MS = 300;
 
 export interface Member {
   url: string;
@@ -101,11 +107,20 @@ export class MemberSet {
     if (this.pinned.downUntil > Date.now()) this.pinned = m;
   }
 
-  /** A member could not serve: mark it down and move the pin off it. */
+  /**
+   * A member could not serve: mark it down and move the pin off it. An unreachable member is
+   * marked down for longer each time; one that answers "no leader" only briefly, since during an
+   * election every member says so many times a second, and escalating those marks made the
+   * unreachable member (which fails only once per deadline) look the best choice.
+   */
   failed(m: Member, err: unknown): void {
-    m.failures++;
-    m.downUntil = Date.now() + Math.min(10_000, 1000 * 2 ** Math.min(m.failures - 1, 4));
-    if (m.failures === 1) this.log.warn('etcd member not answering; using the others', { member: m.url, error: errorMessage(err) });
+    if (classifyFault(err) === 'leaderless') m.downUntil = Math.max(m.downUntil, Date.now() + LEADERLESS_MS);
+    else {
+      m.failures++;
+      m.downUntil = Date.now() + Math.min(10_000, 1000 * 2 ** Math.min(m.failures - 1, 4));
+    }
+    if (m.failures === 1 && classifyFault(err) !== 'leaderless')
+      this.log.warn('etcd member not answering; using the others', { member: m.url, error: errorMessage(err) });
     if (this.pinned !== m) return;
     const next = this.pick(new Set([m]));
     if (next === m) return;

@@ -146,12 +146,13 @@ export class EtcdKV implements KV {
       } catch (err) {
         const fault = classifyFault(err);
         if (fault === 'final') throw this.wrap(err, what);
-        if (fault === 'member') {
+        const moveOn = fault === 'member' || fault === 'leaderless';
+        if (moveOn) {
           this.members.failed(m, err);
           tried.add(m);
         }
         // Another member right away; the same ones again (or an election) after a short pause.
-        const others = fault === 'member' && this.members.members.some((x) => !tried.has(x));
+        const others = moveOn && this.members.members.some((x) => !tried.has(x));
         const pause = others ? Math.random() * 20 : 50 + jitteredDelay(n, 50, 400);
         if (Date.now() + pause + 100 > end) throw this.wrap(err, what);
         if (!others && tried.size === this.members.members.length) tried.clear();
@@ -171,7 +172,7 @@ export class EtcdKV implements KV {
         m.client.kv
           .range({ key: buf('health'), count_only: true }, { deadline: new Date(Date.now() + ATTEMPT_MS) })
           .then(() => this.members.ok(m))
-          .catch((err) => classifyFault(err) === 'member' && this.members.failed(m, err));
+          .catch((err) => classifyFault(err) !== 'final' && classifyFault(err) !== 'cluster' && this.members.failed(m, err));
       }, PROBE_MS);
       this.probe.unref();
     } else if (this.openWatches <= 0 && this.probe) {
@@ -307,7 +308,7 @@ export class EtcdKV implements KV {
         }
       } catch (err) {
         const compacted = /compact|canceled/i.test(errorMessage(err));
-        if (!over && !compacted && classifyFault(err) === 'member') this.members.failed(member, err);
+        if (!over && !compacted && classifyFault(err) !== 'final') this.members.failed(member, err);
         await cancel();
         throw Object.assign(this.wrap(err, 'watch'), { compacted });
       }

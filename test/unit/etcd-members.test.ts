@@ -10,7 +10,7 @@ test('an election in progress is waited out, a member that cannot serve is left,
   assert.equal(classifyFault(new Error('14 UNAVAILABLE: etcdserver: leader changed')), 'cluster');
   assert.equal(classifyFault(new Error('etcdserver: request timed out')), 'cluster');
   assert.equal(classifyFault(new Error('14 UNAVAILABLE: No connection established')), 'member');
-  assert.equal(classifyFault(new Error('14 UNAVAILABLE: etcdserver: no leader')), 'member');
+  assert.equal(classifyFault(new Error('14 UNAVAILABLE: etcdserver: no leader')), 'leaderless');
   assert.equal(classifyFault(new Error('4 DEADLINE_EXCEEDED: Deadline exceeded after 1.000s')), 'member');
   assert.equal(classifyFault(new Error('etcdserver: mvcc: required revision has been compacted')), 'final');
   assert.equal(classifyFault(new Error('etcdserver: permission denied')), 'final');
@@ -51,6 +51,23 @@ test('with every member marked down a request still tries the one marked down le
     assert.equal(s.pick(new Set()), b);
     assert.equal(s.pick(new Set([b])), c);
     assert.equal(s.pick(new Set([a, b, c])), b);
+  } finally {
+    s.close();
+  }
+});
+
+test('during an election the members that answer "no leader" are tried again before one that cannot be reached', () => {
+  const s = set();
+  try {
+    const [a, b, c] = s.members;
+    s.failed(a, new Error('4 DEADLINE_EXCEEDED: Deadline exceeded after 1.000s'));
+    for (let i = 0; i < 10; i++) {
+      s.failed(b, new Error('14 UNAVAILABLE: etcdserver: no leader'));
+      s.failed(c, new Error('14 UNAVAILABLE: etcdserver: no leader'));
+    }
+    assert.notEqual(s.pick(new Set([b, c])), undefined);
+    assert.notEqual(s.pick(new Set()), a);
+    assert.ok(b.downUntil - Date.now() < 1000 && c.downUntil - Date.now() < 1000, 'a "no leader" answer marked a member down for long');
   } finally {
     s.close();
   }
