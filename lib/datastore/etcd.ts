@@ -125,7 +125,7 @@ export class EtcdKV implements KV {
     if (err instanceof UnavailableError) return err;
     if (classifyFault(err) !== 'final') {
       return new UnavailableError(
-        `etcd (${this.endpoints}) did not answer ${what} within ${this.budgetMs} ms: ${errorMessage(err)}; try again (check that most etcd members are running and reachable, and that ETCD_ENDPOINTS is right)`,
+        `etcd at ${this.endpoints} did not answer ${what} within ${this.budgetMs} ms: ${errorMessage(err)}; try again (check that most etcd members are running and reachable, and that ETCD_ENDPOINTS is right)`,
         { cause: err },
       );
     }
