@@ -8,7 +8,7 @@
  * free-port hunting is needed. destroy() kills every member and deletes every namespace and
  * data directory, whatever state the members are in.
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,6 +52,11 @@ interface StatusLine {
 }
 
 export async function startEtcdCluster(scope: NetnsScope, opts: { size?: number; extraArgs?: string[] } = {}): Promise<EtcdCluster> {
+  try {
+    execFileSync('etcdctl', ['version'], { stdio: 'ignore' });
+  } catch {
+    throw new Error('etcdctl is not installed (it tells which member leads): run scripts/install-deps.sh (Debian: etcd-client)');
+  }
   const size = opts.size ?? 3;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-test-etcd-cluster-'));
   const children: Array<ChildProcess | undefined> = [];
