@@ -38,7 +38,7 @@ async function runNode(): Promise<void> {
 const program = new Command('calico').version(VERSION).description('Calico networking for Docker: pure layer 3, addresses from etcd, routes by BGP');
 program.showHelpAfterError();
 const node = program.command('node').description('run the per-host daemon (plugin sockets, IPAM, dataplane); "node ls" lists hosts');
-node.action(() => run(runNode));
+node.action(() => run(runNode, { daemon: true }));
 nodeListCommand(node);
 poolCommands(program);
 ipamCommands(program);

@@ -22,6 +22,20 @@ import { pickUnclaimedBlock } from './placement';
 import { type Pool, type Pools, poolRecord } from './pools';
 /** How long this host's list of affine blocks is trusted before it is read again. */
 const AFFINITY_TTL_MS = 5000;
+/**
+ * How long a copy of one of this host's blocks that showed it full is trusted, even when looking
+ * "fresh" before claiming a new block. Only this host allocates from its blocks, so a full block
+ * gains a free address only by a release (often by this host too, which updates the copy). Without
+ * this every claim re-read every full block: reads grew with the square of the blocks per host.
+ */
+const FULL_TRUST_MS = 30_000;
+/**
+ * How long the set of claimed block CIDRs is reused between claims. A stale set can only make a
+ * claim pick a block another host took meanwhile; its transaction then fails on the block's
+ * absence compare and the next attempt lists afresh. Listing every block key on every claim made
+ * each claim cost more the more blocks the cluster had.
+ */
+const TAKEN_TTL_MS = 10_000;
 
 export function describeOwner(o: Owner): string {
   if (o.kind === 'endpoint') return `endpoint ${o.endpoint.slice(0, 12)} on network ${o.network.slice(0, 12)} (host ${o.host})`;
@@ -33,6 +47,7 @@ export class Allocator {
   private writer: BlockWriter;
   readonly blocks: Blocks;
   private mutex = new KeyedMutex();
+  private taken?: { at: number; bases: Set<bigint> };
   /** Parsed once: every RequestAddress walks this list. */
   private affinity?: { at: number; blocks: Array<{ cidr: string; net: Cidr }> };
 
@@ -77,8 +92,10 @@ export class Allocator {
     for (const { cidr, net } of await this.affineBlockNets(family, fresh)) {
       if (!this.usable(net, pools, within)) continue;
       const cached = this.writer.cached(cidr);
-      // Skip blocks known to be full without a round trip; a stale view is corrected on claim.
-      if (cached && !fresh && !cached.rec.unallocated.some((o) => !within || within.some((w) => containsIP(w, blk.ipAt(cached.net, o))))) continue;
+      // Skip blocks known to be full without a round trip; before a claim ("fresh") only when the
+      // copy is recent, so a stale view is corrected within FULL_TRUST_MS.
+      const trusted = cached && (!fresh || (cached.at !== undefined && Date.now() - cached.at < FULL_TRUST_MS));
+      if (trusted && !cached.rec.unallocated.some((o) => !within || within.some((w) => containsIP(w, blk.ipAt(cached.net, o))))) continue;
       const ip = await this.tryAllocate(cidr, owner, within, true);
       if (ip) return ip;
     }
@@ -112,7 +129,7 @@ export class Allocator {
         }
         // Block keys alone: a claim must not read every block document (at thousands of blocks
         // that listing is megabytes, and it ran on every new block of every host).
-        const taken = new Set((await this.blocks.cidrs()).map((c) => c.base));
+        const taken = await this.takenBlocks(attempt > 0);
         let lostRace = false;
         for (const pool of current) {
           const candidate = pickUnclaimedBlock(pool.net, pool.blockSize, taken, this.host, within);
@@ -140,6 +157,13 @@ export class Allocator {
           `remove unused containers, release leaked addresses ("calico ipam check"), or use a larger subnet or another pool`,
       );
     });
+  }
+
+  private async takenBlocks(fresh: boolean): Promise<Set<bigint>> {
+    if (fresh || !this.taken || Date.now() - this.taken.at > TAKEN_TTL_MS) {
+      this.taken = { at: Date.now(), bases: new Set((await this.blocks.cidrs()).map((c) => c.base)) };
+    }
+    return this.taken.bases;
   }
 
   private tryAllocate(cidr: string, owner: Owner, within: Cidr[] | undefined, mustBeMine: boolean): Promise<IP | undefined> {
@@ -178,12 +202,14 @@ export class Allocator {
       // A failed compare may be our own claim, applied although its reply was lost.
       const now = await this.writer.read(cidr);
       const handles = Object.values(rec.allocations).map((o) => o.handle);
+      this.taken?.bases.add(net.base);
       if (!now || now.rec.affinity !== this.host || !handles.every((h) => blk.heldBy(now.rec, now.net, h))) return false;
       this.rememberAffinity(cidr);
       return true;
     }
     this.writer.remember(cidr, rec, rev);
     this.rememberAffinity(cidr);
+    this.taken?.bases.add(net.base);
     this.log.info('claimed block', { block: cidr, host: this.host });
     return true;
   }

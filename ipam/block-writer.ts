@@ -16,6 +16,8 @@ export interface CachedBlock {
   rec: BlockRecord;
   mod: string;
   net: Cidr;
+  /** When this copy was read from etcd or written there (Date.now()); unset for copies being decided. */
+  at?: number;
 }
 
 /** One change: return the new record (null deletes it) with extra ops, or `done` to write nothing. */
@@ -49,7 +51,7 @@ export class BlockWriter {
   }
 
   remember(cidr: string, rec: BlockRecord, mod: string): void {
-    this.cache.set(cidr, { rec, mod, net: this.netOf(rec) });
+    this.cache.set(cidr, { rec, mod, net: this.netOf(rec), at: Date.now() });
   }
 
   /** A block's CIDR never changes, so its parsed form is reused (parsing is most of a small change's cost). */
@@ -65,7 +67,7 @@ export class BlockWriter {
       return undefined;
     }
     const rec = codecs.block.decode(e);
-    const c = { rec, mod: e.mod, net: this.netOf(rec) };
+    const c = { rec, mod: e.mod, net: this.netOf(rec), at: Date.now() };
     this.cache.set(cidr, c);
     return c;
   }

@@ -8,6 +8,7 @@ set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have etcd || need+=(etcd-server)
+have etcdctl || need+=(etcd-client)
 have ip || need+=(iproute2)
 have ping || need+=(iputils-ping)
 have bird || need+=(bird2)

@@ -1,21 +1,25 @@
 /**
  * KV on etcd v3 (npm etcd3, used through its raw RPC clients so every request is ours to shape).
  *
- * Failover: ETCD_ENDPOINTS may name several members. Each call runs under one overall budget
- * and is retried, with jitter, on another member when an attempt fails in a way a retry can
- * fix (unavailable, deadline, leader changed, a member's circuit open). Retrying a transaction
- * whose reply was lost is safe because every write in this project is guarded by compares or
- * idempotent (see KV.txn), and the allocator recognises its own allocations by their handle.
- * A member that fails has its circuit opened for a second, so calls go to the others meanwhile.
- * etcd3's own retries stay off: they would re-send blindly, outside our budget.
+ * Failover: ETCD_ENDPOINTS may name several members. Requests go to one pinned member and move
+ * to another when it fails (etcd-members.ts). Each call runs under one overall budget; an
+ * attempt has a short deadline of its own, so a member that hangs (partitioned: packets dropped)
+ * costs one attempt, and is retried at once on another member; an election in progress ("leader
+ * changed") is waited out with short jittered pauses. Retrying a transaction whose reply was
+ * lost is safe because every write in this project is guarded by compares or idempotent (see
+ * KV.txn), and the allocator recognises its own allocations by their handle. etcd3's own
+ * retries stay off: they would re-send blindly, outside our budget.
  *
  * Listings are paged at one revision; watches are list-then-watch (list-watch.ts) over etcd's
- * watch stream, resumed from the last revision delivered, re-listed after a compaction.
+ * watch stream on the pinned member, resumed from the last revision delivered on whichever
+ * member is pinned next, re-listed after a compaction. While a watch is open the pinned member
+ * is probed when it has been quiet, so a watch on a member that was cut off moves within seconds.
  */
 import fs from 'node:fs';
 import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, noop } from 'cockatiel';
-import { CompareResult, CompareTarget, Etcd3, GRPCGenericError, SortOrder, SortTarget, isRecoverableError, type IOptions, type Watcher } from 'etcd3';
+import { CompareResult, CompareTarget, Etcd3, SortOrder, SortTarget, isRecoverableError, type IOptions, type Watcher } from 'etcd3';
 import { UnavailableError, errorMessage } from '../errors';
+import { type Member, MemberSet, classifyFault, requireLeader } from './etcd-members';
 import type { Logger } from '../log';
 import { silentLogger } from '../log';
 import { jitteredDelay, sleep } from '../retry';
@@ -25,6 +29,18 @@ import { type WatchSource, listWatch } from './list-watch';
 export const KEY_PREFIX = '/calico-libnetwork/v1/';
 /** Keys per page of a listing: small enough that pages of full blocks stay far below 4 MB. */
 const PAGE = 200;
+/**
+ * One attempt's deadline: longer than etcd's fsync stalls (~250 ms) and most of an election,
+ * short enough that a hung member leaves time in the budget for another.
+ */
+const ATTEMPT_MS = 1000;
+/**
+ * One call's budget, retries included: an etcd election (1-2 s with default timing, longer on a
+ * split vote) fits, with time left under the 5 s a plugin request may take at most.
+ */
+const CALL_BUDGET_MS = 4000;
+/** While a watch is open, a pinned member quiet this long is probed. */
+const PROBE_MS = 2000;
 
 export interface EtcdOptions {
   endpoints: string[];
@@ -41,7 +57,7 @@ export interface EtcdOptions {
 export function etcdClientOptions(o: EtcdOptions): IOptions {
   const opts: IOptions = {
     hosts: o.endpoints,
-    dialTimeout: Math.min(o.callTimeoutMs ?? 3000, 2000),
+    dialTimeout: Math.min(o.callTimeoutMs ?? CALL_BUDGET_MS, 2000),
     faultHandling: {
       global: noop,
       // One failure opens a member's circuit for a second: the next attempt picks another.
@@ -52,6 +68,12 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
     grpcOptions: {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
+      // A restarted member is found again within a second or two, not grpc's default minutes.
+      'grpc.initial_reconnect_backoff_ms': 200,
+      'grpc.max_reconnect_backoff_ms': 2000,
+      // Subchannels owned by their channel, so close() also ends a connect hanging on a cut-off
+      // member (from the shared pool it kept the process alive for minutes).
+      'grpc.use_local_subchannel_pool': 1,
       // Pages keep responses small; this is only a safety margin for one huge value.
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
     },
@@ -81,65 +103,94 @@ function prefixEnd(p: Buffer): Buffer {
 }
 const unprefix = (k: Buffer) => k.toString().slice(KEY_PREFIX.length);
 
-function transient(err: unknown): boolean {
-  if (err instanceof UnavailableError) return true;
-  if (typeof err !== 'object' || err === null) return false;
-  if (isRecoverableError(err as Error)) return true;
-  // Raised by the member when a request was in flight across an election.
-  return /leader changed|no leader|request timed out|too many requests|BrokenCircuit|circuit/i.test(errorMessage(err));
-}
-
 export class EtcdKV implements KV {
+  /** Leases only (a lease's keep-alive stream picks a live member by itself); requests go through `members`. */
   readonly client: Etcd3;
+  private members: MemberSet;
   private endpoints: string;
   private budgetMs: number;
   private log: Logger;
+  private openWatches = 0;
+  private probe?: NodeJS.Timeout;
 
   constructor(o: EtcdOptions) {
-    this.client = new Etcd3(etcdClientOptions(o));
-    this.endpoints = o.endpoints.join(',');
-    this.budgetMs = o.callTimeoutMs ?? 3000;
+    this.client = requireLeader(new Etcd3(etcdClientOptions(o)));
     this.log = o.log ?? silentLogger();
+    this.members = new MemberSet(o.endpoints, (hosts) => etcdClientOptions({ ...o, endpoints: hosts }), this.log);
+    this.endpoints = o.endpoints.join(',');
+    this.budgetMs = o.callTimeoutMs ?? CALL_BUDGET_MS;
   }
 
   private wrap(err: unknown, what: string): Error {
-    if (err instanceof GRPCGenericError || transient(err) || (err instanceof Error && /ECONNREFUSED|timed out|No connection/i.test(err.message))) {
+    if (err instanceof UnavailableError) return err;
+    if (classifyFault(err) !== 'final') {
       return new UnavailableError(
-        `etcd at ${this.endpoints} did not answer (${what}): ${errorMessage(err)}; check that etcd is running and reachable, and that ETCD_ENDPOINTS is right`,
+        `etcd at ${this.endpoints} did not answer ${what} within ${this.budgetMs} ms: ${errorMessage(err)}; try again (check that most etcd members are running and reachable, and that ETCD_ENDPOINTS is right)`,
         { cause: err },
       );
     }
     return err instanceof Error ? err : new Error(String(err));
   }
 
-  /** Runs one request, retried on other members within the call's budget. */
-  private async call<T>(what: string, attempt: (deadline: Date) => Promise<T>): Promise<T> {
+  /** Runs one request on the pinned member, retried on others (or after an election) within the call's budget. */
+  private async call<T>(what: string, attempt: (client: Etcd3, deadline: Date) => Promise<T>): Promise<T> {
     const end = Date.now() + this.budgetMs;
+    const tried = new Set<Member>();
     for (let n = 0; ; n++) {
-      // Each attempt gets most of what is left, so a hung member leaves time for another.
+      const m = this.members.pick(tried);
       const left = end - Date.now();
-      const deadline = new Date(Date.now() + Math.max(200, n === 0 ? Math.min(left, Math.max(1000, left * 0.6)) : left));
       try {
-        return await attempt(deadline);
+        const res = await attempt(m.client, new Date(Date.now() + Math.max(200, Math.min(left, ATTEMPT_MS))));
+        this.members.ok(m);
+        return res;
       } catch (err) {
-        const pause = 20 + jitteredDelay(n, 50, 400);
-        if (!transient(err) || Date.now() + pause + 200 > end) throw this.wrap(err, what);
-        this.log.debug('etcd request failed; retrying on another member', { what, attempt: n + 1, error: errorMessage(err) });
+        const fault = classifyFault(err);
+        if (fault === 'final') throw this.wrap(err, what);
+        const moveOn = fault === 'member' || fault === 'leaderless';
+        if (moveOn) {
+          this.members.failed(m, err);
+          tried.add(m);
+        }
+        // Another member right away; the same ones again (or an election) after a short pause.
+        const others = moveOn && this.members.members.some((x) => !tried.has(x));
+        const pause = others ? Math.random() * 20 : 50 + jitteredDelay(n, 50, 400);
+        if (Date.now() + pause + 100 > end) throw this.wrap(err, what);
+        if (!others && tried.size === this.members.members.length) tried.clear();
+        this.log.debug('etcd request failed; retrying', { what, member: m.url, attempt: n + 1, error: errorMessage(err) });
         await sleep(pause);
       }
     }
   }
 
+  /** While watches are open: a quiet pinned member is asked something cheap, so a silent failure moves the watches. */
+  private watching(delta: number): void {
+    this.openWatches += delta;
+    if (this.openWatches > 0 && !this.probe) {
+      this.probe = setInterval(() => {
+        const m = this.members.current();
+        if (Date.now() - m.lastOk < PROBE_MS) return;
+        m.client.kv
+          .range({ key: buf('health'), count_only: true }, { deadline: new Date(Date.now() + ATTEMPT_MS) })
+          .then(() => this.members.ok(m))
+          .catch((err) => classifyFault(err) !== 'final' && classifyFault(err) !== 'cluster' && this.members.failed(m, err));
+      }, PROBE_MS);
+      this.probe.unref();
+    } else if (this.openWatches <= 0 && this.probe) {
+      clearInterval(this.probe);
+      this.probe = undefined;
+    }
+  }
+
   async get(key: string): Promise<KVEntry | undefined> {
-    const res = await this.call(`get ${key}`, (deadline) => this.client.kv.range({ key: buf(key) }, { deadline }));
+    const res = await this.call(`get ${key}`, (c, deadline) => c.kv.range({ key: buf(key) }, { deadline }));
     const kv = res.kvs[0];
     return kv ? { key, value: kv.value.toString(), mod: kv.mod_revision } : undefined;
   }
 
   /** One page of keys under `prefix` from `start` (inclusive), at `revision` (0: now). */
   private async page(prefix: string, start: Buffer, revision: string, keysOnly: boolean) {
-    const res = await this.call(`list ${prefix}`, (deadline) =>
-      this.client.kv.range(
+    const res = await this.call(`list ${prefix}`, (c, deadline) =>
+      c.kv.range(
         {
           key: start,
           range_end: prefixEnd(buf(prefix)),
@@ -184,7 +235,7 @@ export class EtcdKV implements KV {
     const success = ops.map((op) =>
       'put' in op ? { request_put: { key: buf(op.put), value: Buffer.from(op.value) } } : { request_delete_range: { key: buf(op.del) } },
     );
-    const res = await this.call('transaction', (deadline) => this.client.kv.txn({ compare, success, failure: [] }, { deadline }));
+    const res = await this.call('transaction', (c, deadline) => c.kv.txn({ compare, success, failure: [] }, { deadline }));
     return res.succeeded ? res.header.revision : undefined;
   }
 
@@ -204,25 +255,43 @@ export class EtcdKV implements KV {
       return { entries: [...first.entries, ...rest.flatMap((r) => r.entries)], revision: first.revision };
     },
     watchFrom: async (prefixes, from, onEvents, onLost) => {
+      // On the pinned member; when requests move off it (it failed them), the watch moves too.
+      const member = this.members.current();
       const watchers: Watcher[] = [];
       let over = false;
+      let unsubscribe = () => undefined as unknown;
+      const finish = () => {
+        if (!over) this.watching(-1);
+        over = true;
+        unsubscribe();
+      };
       const lost = (reason: 'compacted' | 'disconnected', err?: unknown) => {
         if (over) return;
-        over = true;
+        finish();
+        if (reason === 'disconnected' && err !== undefined) this.members.failed(member, err);
         onLost(reason, err);
       };
       const cancel = async () => {
-        over = true;
-        await Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
+        finish();
+        // A cancel waits for etcd's answer, which never comes from a member that was cut off.
+        await Promise.race([Promise.all(watchers.map((w) => w.cancel().catch(() => undefined))), sleep(ATTEMPT_MS)]);
       };
+      this.watching(1);
+      unsubscribe = this.members.onSwitch((from) => from === member && lost('disconnected'));
       try {
         for (const p of prefixes) {
-          const w = await this.client
+          const w = member.streams
             .watch()
             .prefix(KEY_PREFIX + p)
             .startRevision(from.toString())
-            .create();
+            .watcher();
           watchers.push(w);
+          const connected = new Promise<void>((resolve, reject) => {
+            w.once('connected', () => resolve());
+            w.once('error', reject);
+            w.once('disconnected', reject);
+            setTimeout(() => reject(new Error(`no watch stream from ${member.url} within ${2 * ATTEMPT_MS} ms (DEADLINE_EXCEEDED)`)), 2 * ATTEMPT_MS).unref();
+          });
           w.on('data', (res: { events: Array<{ type: string; kv: { key: Buffer; value: Buffer; mod_revision: string } }> }) => {
             if (over) return;
             const events: WatchEvent[] = res.events.map((ev) =>
@@ -235,10 +304,13 @@ export class EtcdKV implements KV {
           // etcd cancels a watch whose start revision was compacted; any cancel is treated so.
           w.on('error', (err) => lost('compacted', err));
           w.on('disconnected', (err) => lost('disconnected', err));
+          await connected;
         }
       } catch (err) {
+        const compacted = /compact|canceled/i.test(errorMessage(err));
+        if (!over && !compacted && classifyFault(err) !== 'final') this.members.failed(member, err);
         await cancel();
-        throw Object.assign(this.wrap(err, 'watch'), { compacted: /compact|canceled/i.test(errorMessage(err)) });
+        throw Object.assign(this.wrap(err, 'watch'), { compacted });
       }
       return cancel;
     },
@@ -258,15 +330,10 @@ export class EtcdKV implements KV {
       throw this.wrap(err, 'lease grant');
     }
     return {
+      // Through the member set like any write, so a member failing costs a retry, not the put.
       put: async (key, value) => {
-        try {
-          await l
-            .put(KEY_PREFIX + key)
-            .value(value)
-            .exec();
-        } catch (err) {
-          throw this.wrap(err, `put ${key} on a lease`);
-        }
+        const lease = await l.grant();
+        await this.call(`put ${key} on a lease`, (c, deadline) => c.kv.put({ key: buf(key), value: Buffer.from(value), lease }, { deadline }));
       },
       revoke: () => l.revoke().catch(() => undefined),
       onLost: (fn) => void l.once('lost', (err: Error) => fn(err)),
@@ -274,6 +341,8 @@ export class EtcdKV implements KV {
   }
 
   close(): Promise<void> {
+    if (this.probe) clearInterval(this.probe);
+    this.members.close();
     this.client.close();
     return Promise.resolve();
   }
