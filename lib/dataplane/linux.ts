@@ -272,6 +272,12 @@ export class LinuxDataplane implements Dataplane {
     await attempt(what, () => this.nl.deleteLink(link.index));
   }
 
+  /** Whether a link of this name exists: one RTM_GETLINK, which the kernel answers without the rtnl lock that deletions hold. */
+  async hasLink(name: string): Promise<boolean> {
+    if (!isValidIfName(name)) throw new BadRequestError(`failed to look up link: invalid interface name ${JSON.stringify(name)}`);
+    return (await attempt(`look up link ${name}`, () => this.nl.getLink(name))) !== undefined;
+  }
+
   async ensureRoute(hostIfName: string, ip: string): Promise<void> {
     if (!isValidIfName(hostIfName)) {
       throw new BadRequestError(`failed to add route: invalid interface name ${JSON.stringify(hostIfName)}`);
