@@ -60,6 +60,7 @@ export class Reconciler {
 
   private async pass(): Promise<void> {
     const { ctx } = this;
+    const t0 = performance.now();
     // Order matters: the kernel first, then Docker, then etcd. CreateEndpoint starts writing the
     // record before Join makes the link, and DeleteEndpoint removes the link before the record,
     // so a link seen here has its record in the later listing, or in the writes still in flight
@@ -99,7 +100,15 @@ export class Reconciler {
         ctx.log.warn('repair failed; the next pass retries', { repair: r.kind, error: errorMessage(err) });
       }
     }
-    ctx.log.debug('reconciliation pass done', { repairs: plan.repairs.length, docker: dockerEndpoints ? 'answered' : 'unreachable' });
+    // Its duration and sizes show how a pass grows with the endpoints of the host (bench/scale-host.ts reads them).
+    ctx.log.debug('reconciliation pass done', {
+      repairs: plan.repairs.length,
+      docker: dockerEndpoints ? 'answered' : 'unreachable',
+      durationMs: Math.round(performance.now() - t0),
+      links: links.length,
+      endpoints: endpoints.length,
+      blocks: blocks.length,
+    });
   }
 
   private async apply(r: Repair): Promise<void> {

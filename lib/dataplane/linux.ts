@@ -22,6 +22,7 @@ import {
 import { confKey, isValidIfName, neighKey, PROC_SYS, sysctlPath, writeSysctl } from './sysctl';
 import { hostCidr as hostCidrOf, parseIP } from '../ip';
 import { WORKLOAD_PREFIX } from './types';
+import { LinkDeleter } from './link-deleter';
 import { MTU_MAX, MTU_MIN, validMtu } from '../limits';
 import type { Dataplane, EndpointWiring, WiringResult, WorkloadRoute } from './types';
 
@@ -132,6 +133,7 @@ function validateWiring(w: EndpointWiring): { ipv4: string[]; ipv6: string[] } {
 /** {@link Dataplane} on the real kernel, in the network namespace of this process. */
 export class LinuxDataplane implements Dataplane {
   private readonly nl: RtNetlink;
+  private readonly deleter: LinkDeleter;
   /** Root under which sysctls are written: `/proc/sys` unless told otherwise. */
   readonly procSys: string;
 
@@ -146,10 +148,12 @@ export class LinuxDataplane implements Dataplane {
     const opts: LinuxDataplaneOptions = options instanceof RtNetlink ? { netlink: options } : options;
     this.procSys = opts.procSys ?? PROC_SYS;
     this.nl = opts.netlink ?? new RtNetlink({ onError: (err) => this.logger?.warn('netlink socket error', { err: err.message }) });
+    this.deleter = new LinkDeleter(this.nl);
   }
 
   async wireEndpoint(w: EndpointWiring): Promise<WiringResult> {
     const { ipv4, ipv6 } = validateWiring(w);
+    await this.deleter.idle(w.hostIfName);
     const { link, created } = await this.ensurePair(w);
     try {
       this.configureSysctls(w.hostIfName, ipv6.length > 0);
@@ -265,11 +269,19 @@ export class LinuxDataplane implements Dataplane {
       );
     }
     const what = `delete link ${hostIfName}`;
-    const link = await attempt(what, () => this.nl.getLink(hostIfName));
-    if (link === undefined) return;
-    if (link.kind !== 'veth') throw new ConflictError(`failed to ${what}: it is not a veth, so not a workload's`);
-    // Deleting the host end deletes the peer, the addresses and the routes with it.
-    await attempt(what, () => this.nl.deleteLink(link.index));
+    // Deleting the host end deletes the peer, the addresses and the routes with it; deletions
+    // asked for while one runs go together in the next request (link-deleter.ts).
+    await attempt(what, () =>
+      this.deleter.delete(hostIfName, (link) => {
+        if (link.kind !== 'veth') throw new ConflictError(`failed to ${what}: it is not a veth, so not a workload's`);
+      }),
+    );
+  }
+
+  /** Whether a link of this name exists: one RTM_GETLINK, which the kernel answers without the rtnl lock that deletions hold. */
+  async hasLink(name: string): Promise<boolean> {
+    if (!isValidIfName(name)) throw new BadRequestError(`failed to look up link: invalid interface name ${JSON.stringify(name)}`);
+    return (await attempt(`look up link ${name}`, () => this.nl.getLink(name))) !== undefined;
   }
 
   async ensureRoute(hostIfName: string, ip: string): Promise<void> {
@@ -279,6 +291,7 @@ export class LinuxDataplane implements Dataplane {
     if (!isIPv4(ip) && !(isIPv6(ip) && !ip.includes('%'))) {
       throw new BadRequestError(`failed to add route via ${hostIfName}: invalid IP address ${JSON.stringify(ip)}`);
     }
+    await this.deleter.idle(hostIfName);
     const link = await attempt(`look up link ${hostIfName}`, () => this.nl.getLink(hostIfName));
     if (!link) throw new NotFoundError(`failed to add route ${hostCidr(ip)}: link ${hostIfName} not found`);
     await this.addHostRoute(link, ip);

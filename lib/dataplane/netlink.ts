@@ -401,6 +401,31 @@ export class RtNetlink {
     }
   }
 
+  /** Puts a link in device group `group` (IFLA_GROUP), which {@link deleteGroup} deletes at once. */
+  async setLinkGroup(index: number, group: number): Promise<'ok' | 'no-link'> {
+    try {
+      await this.call((s, o) => s.setLink({ index }, { group }, o));
+      return 'ok';
+    } catch (err) {
+      if (isNetlinkCode(err, 'ENODEV')) return 'no-link';
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes every link of device group `group` in one RTM_DELLINK (no index, no name): the
+   * kernel unregisters them as one batch, paying its RCU grace periods once for all of them.
+   */
+  async deleteGroup(group: number): Promise<'deleted' | 'missing'> {
+    try {
+      await this.call((s, o) => s.delLink({}, { group }, o));
+      return 'deleted';
+    } catch (err) {
+      if (isNetlinkCode(err, 'ENODEV')) return 'missing';
+      throw err;
+    }
+  }
+
   async addAddress(spec: AddressSpec): Promise<AddOutcome> {
     const { family, bytes } = ipBytes(spec.ip);
     const flags: rt.AddressFlags = spec.nodad ? { nodad: true } : {};

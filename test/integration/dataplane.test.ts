@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { EndpointWiring } from '../../lib/dataplane/types';
-import type { CliOptions, CommandResult, DataplaneCommand, DataplaneImpl, LoopProbeResult } from '../harness/dataplane-cli';
+import type { BenchResult, CliOptions, CommandResult, DataplaneCommand, DataplaneImpl, LoopProbeResult } from '../harness/dataplane-cli';
 import { canCreateNetns, createNetns, linkNetns, netnsScope, runNodeInNetns, withNetns, type Netns } from '../harness/netns';
 
 const skip = canCreateNetns() ? false : 'needs root and iproute2 (ip netns)';
@@ -538,6 +538,28 @@ test('while 50 endpoints are unwired through ThreadedDataplane the main event lo
   assert.ok(threaded.maxGapMs < 50, `the main loop stalled: ${summary}`);
   // A 5 ms timer fired all along while unwires were pending, not just once at the end.
   assert.ok(threaded.ticks >= (threaded.elapsedMs / 5) * 0.3, `too few timer ticks: ${summary}`);
+});
+
+/**
+ * Deletions asked for together go to the kernel together (link-deleter.ts): one RTM_DELLINK
+ * for a device group pays the kernel's RCU waits once. Measured in a namespace on a 2-vCPU VM,
+ * 20 veths: 380 ms one by one, 23 ms as one group. Both ways here, on each implementation.
+ */
+test('veths unwired at once are deleted in batches, several times faster than one by one, and nothing else is touched', { skip }, async (t) => {
+  const scope = scopeFor(t);
+  for (const impl of IMPLS) {
+    const ns = await scope.create('dp-host');
+    await ns.ip(['link', 'add', 'calikeep', 'type', 'veth', 'peer', 'name', 'tmpkeep']);
+    const [seq, par, left] = await dataplane(ns, [{ op: 'bench', count: 24, width: 1 }, { op: 'bench', count: 24, width: 24 }, { op: 'listLinks' }], { impl });
+    assert.deepEqual(left, { ok: true, value: ['calikeep'] }, `${impl}: only the link nobody unwired is left`);
+    const ms = (r: CommandResult | undefined) => {
+      assert.ok(r?.ok, JSON.stringify(r));
+      return (r.value as BenchResult).unwireTotalMs;
+    };
+    const summary = `${impl}: 24 unwired one by one in ${ms(seq)} ms, all at once in ${ms(par)} ms`;
+    t.diagnostic(summary);
+    assert.ok(ms(par) * 3 < ms(seq), summary);
+  }
 });
 
 test('a worker that dies fails its in-flight call as retryable, is restarted, and the process survives', { skip }, async (t) => {

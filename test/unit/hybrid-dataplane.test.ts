@@ -57,3 +57,19 @@ test('close closes both', () => {
   new HybridDataplane(fake('local', log), fake('threads', log)).close();
   assert.deepEqual(log.sort(), ['local:close', 'threads:close']);
 });
+
+test('an unwire of a link the main thread no longer sees returns without a worker call; one it sees, or cannot look up, goes to the worker', async () => {
+  const log: string[] = [];
+  const present = new Set(['calia']);
+  const local = Object.assign(fake('local', log), {
+    hasLink: async (n: string) => {
+      if (n === 'calibad') throw new Error('netlink said no');
+      return present.has(n);
+    },
+  });
+  const dp = new HybridDataplane(local, fake('threads', log));
+  await dp.unwireEndpoint('calia');
+  await dp.unwireEndpoint('caligone');
+  await dp.unwireEndpoint('calibad');
+  assert.deepEqual(log, ['threads:unwire calia:start', 'threads:unwire calia:end', 'threads:unwire calibad:start', 'threads:unwire calibad:end']);
+});
