@@ -144,6 +144,8 @@ async function main() {
     const [a, b, c] = hosts;
     fs.writeFileSync(path.join(tmp, 'policies.yaml'), labelPolicies());
     await a.node.cli(['policy', 'apply', '-f', path.join(tmp, 'policies.yaml')]);
+    // A container that stays on A throughout: a policy is programmed only where it selects one.
+    await setup(a);
     const levels = [];
     let live = 0;
     for (const level of LEVELS) {

@@ -198,8 +198,10 @@ export class PolicyAgent implements FirewallStatus {
     if (repaired)
       this.ctx.log.warn('the firewall in the kernel differed from what was programmed (edited or flushed by hand?); repaired', { backend: backend.name });
     if (objects || how === 'full') {
-      const s = this.calc.stats();
-      this.ctx.log.log(how === 'delta' ? 'debug' : 'info', 'firewall applied', { backend: backend.name, how, objects, ...s, ms: Date.now() - t0 });
+      // A policy or profile change is a state change worth a line; endpoints come and go per request.
+      const rules = delta.policies.upsert.length + delta.policies.remove.length + delta.profiles.upsert.length + delta.profiles.remove.length;
+      const level = how !== 'delta' || rules ? 'info' : 'debug';
+      this.ctx.log.log(level, 'firewall applied', { backend: backend.name, how, objects, ...this.calc.stats(), ms: Date.now() - t0 });
     }
     this.markApplied();
   }

@@ -13,9 +13,11 @@
  *   group, profile): so an endpoint is only elements, never chains of its own.
  * - A group chain per family holds its policies' rules inline, in order (`pass` is `return` to
  *   the tier chain, which goes on to the profile); it ends in the default deny. Runs of at least
- *   {@link MIN_BLOCK} allow rules with one protocol and destination ports become one port
- *   lookup (`th dport vmap`) into small chains holding only the rules whose ports cover that
- *   interval, so a packet does not walk one rule per policy rule. Profiles compile the same way.
+ *   {@link MIN_BLOCK} rules that each name a protocol and destination ports (any action but
+ *   `pass`) become one lookup by protocol and then by port (`th dport vmap`) into small chains
+ *   holding, in their order, only the rules whose protocol and ports cover that interval: a
+ *   packet can match no other rule of the run, so it does not walk one rule per policy rule.
+ *   Profiles compile the same way.
  */
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
@@ -35,7 +37,7 @@ export const TO_HOST = 'cal-to-host';
 export const FROM_MAP = 'cal-from-wl-map';
 export const TO_MAP = 'cal-to-wl-map';
 export const OWN: Record<Family, string> = { 4: 'cal-own4', 6: 'cal-own6' };
-/** Allow runs at least this long become a port lookup; shorter ones are cheaper walked. */
+/** Runs at least this long become a port lookup; shorter ones are cheaper walked. */
 export const MIN_BLOCK = 4;
 
 /** Chain name → its rules (the text after `add rule TABLE <chain> `). */
@@ -107,14 +109,19 @@ export function ruleText(r: RuleSpec, f: Family): string {
 }
 
 const PORTED = new Set([6, 17, 132]);
-const mergeable = (r: RuleSpec) => r.action === 'allow' && r.protocol !== undefined && PORTED.has(r.protocol) && !!r.dst.ports?.length;
+/**
+ * A rule that can only match packets of its protocol and destination ports. `pass` is left out:
+ * its `return` would leave only the lookup's chain, not the group chain.
+ */
+const mergeable = (r: RuleSpec) => r.action !== 'pass' && r.protocol !== undefined && PORTED.has(r.protocol) && !!r.dst.ports?.length;
 
 /**
- * One run of allow rules with one protocol and destination ports as a port lookup: the port
- * space cut at every range's ends; each piece jumps to a chain of the rules (in order) covering
- * it, with the destination port left out of their matches. Pieces with the same rules share a chain.
+ * One protocol's rules of a run as a port lookup: the port space cut at every range's ends;
+ * each piece jumps to a chain of the rules (in order) covering it, with the protocol and
+ * destination port left out of their matches. A piece's chain ends by falling back to the rule
+ * after the lookup, as walking the run would. Pieces with the same rules share a chain.
  */
-function block(run: readonly RuleSpec[], f: Family, owner: string, chains: Chains, n: { k: number }): string {
+function portLookup(run: readonly RuleSpec[], f: Family, owner: string, chains: Chains, n: { k: number }): string {
   const cuts = new Set<number>();
   for (const r of run) for (const [a, b] of r.dst.ports!) cuts.add(a).add(b + 1);
   const edges = [...cuts].sort((x, y) => x - y);
@@ -124,8 +131,12 @@ function block(run: readonly RuleSpec[], f: Family, owner: string, chains: Chain
     const [lo, hi] = [edges[i], edges[i + 1] - 1];
     const covering = run.filter((r) => r.dst.ports!.some(([a, b]) => a <= lo && hi <= b));
     if (!covering.length) continue;
-    // Rules equal but for their ports are one rule here.
-    const rules = [...new Set(covering.map((r) => [...matches(r, f, false).slice(1), 'accept'].join(' ')))];
+    // A terminal rule equal to one before it can never be reached; a log rule still logs.
+    const rules: string[] = [];
+    for (const r of covering) {
+      const text = [...matches(r, f, false).slice(1), VERDICT[r.action](r)].join(' ');
+      if (r.action === 'log' || !rules.includes(text)) rules.push(text);
+    }
     const key = rules.join('\n');
     let chain = byRules.get(key);
     if (!chain) {
@@ -138,7 +149,27 @@ function block(run: readonly RuleSpec[], f: Family, owner: string, chains: Chain
     else pieces.push({ lo, hi, chain });
   }
   const elems = pieces.map((x) => `${x.lo === x.hi ? x.lo : `${x.lo}-${x.hi}`} : jump ${x.chain}`);
-  return `meta l4proto ${run[0].protocol} th dport vmap { ${elems.join(', ')} }`;
+  return `th dport vmap { ${elems.join(', ')} }`;
+}
+
+/** A run of mergeable rules: by protocol (each protocol's rules keep their order), then by port. */
+function block(run: readonly RuleSpec[], f: Family, owner: string, chains: Chains, n: { k: number }): string {
+  const protocols = [...new Set(run.map((r) => r.protocol!))];
+  if (protocols.length === 1) return `meta l4proto ${protocols[0]} ${portLookup(run, f, owner, chains, n)}`;
+  const jumps = protocols.map((p) => {
+    const chain = `${owner}-q${n.k++}`;
+    chains.set(chain, [
+      portLookup(
+        run.filter((r) => r.protocol === p),
+        f,
+        owner,
+        chains,
+        n,
+      ),
+    ]);
+    return `${p} : jump ${chain}`;
+  });
+  return `meta l4proto vmap { ${jumps.join(', ')} }`;
 }
 
 /** A rule list as the rules of chain `owner` (plus its port-lookup chains), then `tail`. */
@@ -148,7 +179,7 @@ export function compileRules(owner: string, rules: readonly RuleSpec[], f: Famil
   const n = { k: 0 };
   for (let i = 0; i < rules.length;) {
     let j = i;
-    while (j < rules.length && mergeable(rules[j]) && rules[j].protocol === rules[i].protocol) j++;
+    while (j < rules.length && mergeable(rules[j])) j++;
     if (j - i >= MIN_BLOCK) {
       main.push(block(rules.slice(i, j), f, owner, chains, n));
       i = j;

@@ -150,6 +150,31 @@ for (const backend of BACKENDS) {
       ]);
     });
 
+    test('a long run of port rules mixing deny, log, allow and protocols keeps first-match order', async () => {
+      const rules = v4(
+        R({ action: 'deny', protocol: 6, src: src(['cal4s-a']), dst: dport(80) }),
+        R({ protocol: 6, dst: dport([80, 81]) }),
+        R({ action: 'deny', protocol: 17, dst: dport(80) }),
+        R({ action: 'log', protocol: 6, dst: dport(81) }),
+        R({ protocol: 6, src: src(['cal4s-c']), dst: dport(443) }),
+      );
+      await w.apply(
+        desired({
+          sets: { 'cal4s-a': ['10.65.0.1'], 'cal4s-c': ['10.65.0.3'] },
+          policies: { m: { ingress: rules } },
+          groups: { 'i-m': ['m'] },
+          tiers: { b: { ingress: { group: 'i-m', profile: 'net' } } },
+        }),
+      );
+      await expectTraffic([
+        ['a', '10.65.0.2', 80, false],
+        ['a', '10.65.0.2', 81, true],
+        ['ext', '10.65.0.2', 80, true],
+        ['c', '10.65.0.2', 443, true],
+        ['a', '10.65.0.2', 443, false],
+      ]);
+    });
+
     test('a selector set changed member by member lets the new member in and keeps the removed one out', async () => {
       const state = (members: string[]) =>
         desired({

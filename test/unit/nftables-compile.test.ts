@@ -65,6 +65,38 @@ describe('nftables compile: runs of allow rules', () => {
     for (const [name, rs] of chains) if (name !== 'g4-big') assert.equal(rs.length, 1);
   });
 
+  test('a run mixing protocols and allow, deny and log is looked up by protocol, then port, each piece keeping the rules in order', () => {
+    const rules = [
+      R({ action: 'deny', protocol: 6, src: { ...none, sets: ['cal4s-a'] }, dst: { ...none, ports: [[80, 80]] } }),
+      allowPort('cal4s-b', 80, 90),
+      R({ action: 'deny', protocol: 17, dst: { ...none, ports: [[80, 80]] } }),
+      R({ action: 'log', protocol: 6, dst: { ...none, ports: [[85, 85]] } }),
+      allowPort('cal4s-c', 85),
+    ];
+    const chains = C.compileRules('g4-m', rules, 4, ['drop']);
+    const main = chains.get('g4-m')!;
+    assert.equal(main.length, 2);
+    const m = /^meta l4proto vmap \{ 6 : jump (\S+), 17 : jump (\S+) \}$/.exec(main[0]);
+    assert.ok(m, main[0]);
+    const piece = (chain: string, port: string) => {
+      const e = /vmap \{ (.*) \}$/
+        .exec(chains.get(chain)![0])![1]
+        .split(', ')
+        .map((x) => x.split(' : jump '));
+      return chains.get(Object.fromEntries(e)[port])!;
+    };
+    assert.deepEqual(piece(m[1], '80'), ['ip saddr @cal4s-a drop', 'ip saddr @cal4s-b accept']);
+    assert.deepEqual(piece(m[1], '85'), ['ip saddr @cal4s-b accept', 'log prefix "calico p "', 'ip saddr @cal4s-c accept']);
+    assert.deepEqual(piece(m[2], '80'), ['drop']);
+  });
+
+  test('a pass rule ends a run (its return must leave the group chain, not a lookup chain)', () => {
+    const rules = [1, 2, 3, 4, 5].map((k) => allowPort('cal4s-a', k));
+    rules.splice(2, 0, R({ action: 'pass', protocol: 6, dst: { ...none, ports: [[9, 9]] } }));
+    const main = C.compileRules('g4-p', rules, 4).get('g4-p')!;
+    assert.ok(main.includes('meta l4proto 6 th dport 9 return'), main.join('\n'));
+  });
+
   test('short runs, other actions and rules without ports stay in order, one rule each', () => {
     const rules = [
       allowPort('cal4s-a', 80),
