@@ -8,7 +8,7 @@
  * BENCH_LEVELS (default 0,2000,10000). At each level host A (and the reference host C) set up
  * BENCH_SETUPS endpoints (default 400) with 8 in flight and tear them down again; reported:
  * setups/s, p50/p99, `calico node` CPU per setup, RSS of A's `calico node`, and how long a
- * policy change takes from `calico policy apply` returning until A's kernel holds it. 20 label
+ * policy change takes from its write to etcd until A's kernel holds it. 20 label
  * policies (100 rules) select the endpoints throughout. Prints JSON.
  */
 import fs from 'node:fs';
@@ -83,30 +83,51 @@ function rssMb(pid: number | undefined): number {
   return m ? Math.round(Number(m[1]) / 1024) : NaN;
 }
 
-/** From `calico policy apply` returning until the kernel of A's namespace holds the new port. */
-async function policyLatency(a: Host, tmp: string, samples = 10): Promise<{ p50Ms: number; p99Ms: number }> {
+/**
+ * From the policy's write to etcd (bench/policy-etcd.ts, in A's namespace, as `calico policy
+ * apply` writes it) until A's agent logs "firewall applied" for it: it logs that line once the
+ * backend's transaction returned, so the rules are in the kernel then.
+ */
+async function policyLatency(a: Host, etcd: string, tmp: string, samples = 10): Promise<{ p50Ms: number; p99Ms: number; agentApplyP50Ms: number }> {
   const lat: number[] = [];
-  const file = path.join(tmp, 'latency.yaml');
-  // Polled (each poll a few ms): nft's terse listing leaves out the big sets' elements.
-  const holds = async (port: number) => {
-    const nft = await a.ns.exec('nft', ['-t', 'list', 'table', 'inet', 'calico']).catch(() => undefined);
-    if (nft) return nft.stdout.includes(String(port));
-    const ipt = await a.ns.exec('iptables-save', ['-t', 'filter']);
-    return ipt.stdout.includes(`--dports ${port}`) || ipt.stdout.includes(`--dport ${port}`);
-  };
+  const apply: number[] = [];
+  const file = path.join(tmp, 'latency.json');
   for (let i = 0; i < samples; i++) {
-    const port = 40000 + Math.floor(Math.random() * 20000);
-    fs.writeFileSync(
-      file,
-      `kind: Policy\nname: bench-latency\nselector: all()\ningress:\n  - action: allow\n    protocol: tcp\n    destination:\n      ports: [${port}]\n`,
-    );
-    await a.node.cli(['policy', 'apply', '-f', file]);
-    const t0 = performance.now();
-    while (!(await holds(port))) if (performance.now() - t0 > 10_000) throw new Error('a policy change was not enforced within 10 s');
-    lat.push(performance.now() - t0);
+    const port = 40000 + i;
+    const rec = {
+      name: 'bench-latency',
+      order: 1,
+      selector: 'all()',
+      types: ['ingress'],
+      ingress: [{ action: 'allow', protocol: 'tcp', destination: { ports: [port] } }],
+      egress: [],
+    };
+    fs.writeFileSync(file, JSON.stringify([rec]));
+    const mark = a.node.logs().length;
+    const w = JSON.parse(
+      (await a.ns.exec(process.execPath, [path.join(__dirname, 'policy-etcd.js'), 'apply', etcd, file], { timeoutMs: 60_000 })).stdout.trim(),
+    ) as {
+      t0: number;
+    };
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const line = a.node
+        .logs()
+        .slice(mark)
+        .split('\n')
+        .find((l) => l.includes('"firewall applied"') && l.includes('"how":"delta"'));
+      if (line) {
+        const l = JSON.parse(line) as { timestamp: string; ms: number };
+        lat.push(Date.parse(l.timestamp) - w.t0);
+        apply.push(l.ms);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error('a policy change was not enforced within 10 s');
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
-  lat.sort((x, y) => x - y);
-  return { p50Ms: r2(percentile(lat, 50)), p99Ms: r2(percentile(lat, 99)) };
+  const sorted = (xs: number[]) => [...xs].sort((x, y) => x - y);
+  return { p50Ms: r2(percentile(sorted(lat), 50)), p99Ms: r2(percentile(sorted(lat), 99)), agentApplyP50Ms: r2(percentile(sorted(apply), 50)) };
 }
 
 function labelPolicies(): string {
@@ -136,7 +157,14 @@ async function main() {
       const node = await startCalico(ns, {
         name,
         etcd: fabric.etcd.endpoint,
-        env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'warn', CALICO_IPV4POOL_CIDR: '10.64.0.0/12', CALICO_MTU: '1500', CALICO_POLICY: policy },
+        // A logs at info: the policy latency is read from its "firewall applied" line.
+        env: {
+          CALICO_IP: ip,
+          CALICO_LOG_LEVEL: name === 'fsa' ? 'info' : 'warn',
+          CALICO_IPV4POOL_CIDR: '10.64.0.0/12',
+          CALICO_MTU: '1500',
+          CALICO_POLICY: policy,
+        },
       });
       await node.ready();
       hosts.push({ name, ns, node, ids: await network(node) });
@@ -157,7 +185,7 @@ async function main() {
         liveEndpoints: live,
         firewallOn: on,
         firewallOff: off,
-        policyApplyToEnforced: await policyLatency(a, tmp),
+        policyApplyToEnforced: await policyLatency(a, fabric.etcd.endpoint, tmp),
         calicoNodeRssMb: rssMb(a.node.pid()),
         growSetupsPerSec: grow.lat.length ? r2((grow.lat.length / grow.wallMs) * 1000) : undefined,
       });
