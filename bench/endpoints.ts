@@ -114,15 +114,7 @@ async function main() {
   try {
     await node.ready();
     const d = node.docker;
-    const pool = await d.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
-    const nid = hex();
-    await d.ok('net', 'CreateNetwork', {
-      NetworkID: nid,
-      Options: { 'com.docker.network.generic': {} },
-      IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }],
-      IPv6Data: [],
-    });
-    const ids = { pool: pool.PoolID, nid };
+    const ids = await d.createIPv4Network();
     await calicoRun(node, etcd, ids, WARMUP, 8, false);
     const results: Record<string, ReturnType<typeof pooled>> = {};
     const floor: Record<string, ReturnType<typeof pooled>> = {};

@@ -18,8 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { netnsScope, type Netns } from '../test/harness/netns';
 import { startFabric } from '../test/harness/fabric';
 import { startCalico, type CalicoProcess } from '../test/harness/calico';
-import { drive, processCpuMs, summarise } from './stats';
-import { percentile } from './stats';
+import { drive, percentile, processCpuMs, rssMB, summarise } from './stats';
 
 const LEVELS = (process.env.BENCH_LEVELS ?? '0,2000,10000').split(',').map(Number);
 const SETUPS = Number(process.env.BENCH_SETUPS ?? 400);
@@ -31,19 +30,6 @@ interface Host {
   ns: Netns;
   node: CalicoProcess;
   ids: { pool: string; nid: string };
-}
-
-async function network(node: CalicoProcess): Promise<Host['ids']> {
-  const d = node.docker;
-  const pool = await d.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
-  const nid = hex();
-  await d.ok('net', 'CreateNetwork', {
-    NetworkID: nid,
-    Options: { 'com.docker.network.generic': {} },
-    IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }],
-    IPv6Data: [],
-  });
-  return { pool: pool.PoolID, nid };
 }
 
 async function setup(h: Host): Promise<{ eid: string; ip: string }> {
@@ -76,11 +62,6 @@ async function measureStarts(h: Host) {
   await drive(eps.length, 8, async (i) => teardown(h, eps[i]));
   const s = summarise(run.lat, run.wallMs);
   return { setupsPerSec: s.opsPerSec, p50Ms: s.p50Ms, p99Ms: s.p99Ms, cpuMsPerSetup: r2(cpuMs / SETUPS) };
-}
-
-function rssMb(pid: number | undefined): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Math.round(Number(m[1]) / 1024) : NaN;
 }
 
 /**
@@ -167,7 +148,7 @@ async function main() {
         },
       });
       await node.ready();
-      hosts.push({ name, ns, node, ids: await network(node) });
+      hosts.push({ name, ns, node, ids: await node.docker.createIPv4Network() });
     }
     const [a, b, c] = hosts;
     fs.writeFileSync(path.join(tmp, 'policies.yaml'), labelPolicies());
@@ -186,7 +167,7 @@ async function main() {
         firewallOn: on,
         firewallOff: off,
         policyApplyToEnforced: await policyLatency(a, fabric.etcd.endpoint, tmp),
-        calicoNodeRssMb: rssMb(a.node.pid()),
+        calicoNodeRssMb: rssMB(a.node.pid()),
         growSetupsPerSec: grow.lat.length ? r2((grow.lat.length / grow.wallMs) * 1000) : undefined,
       });
       process.stderr.write(`level ${live}: ${JSON.stringify(levels[levels.length - 1])}\n`);

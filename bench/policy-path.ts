@@ -83,16 +83,9 @@ export async function measurePath(o: { seconds: number; reps: number; tmp: strin
     await node.ready();
     const n = node;
     const d = n.docker;
-    const pool = await d.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
-    const nid = hex();
-    await d.ok('net', 'CreateNetwork', {
-      NetworkID: nid,
-      Options: { 'com.docker.network.generic': {} },
-      IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }],
-      IPv6Data: [],
-    });
+    const { pool, nid } = await d.createIPv4Network();
     const endpoint = async (eid: string) => {
-      const a = (await d.ok('ipam', 'RequestAddress', { PoolID: pool.PoolID, Address: '', Options: null })).Address as string;
+      const a = (await d.ok('ipam', 'RequestAddress', { PoolID: pool, Address: '', Options: null })).Address as string;
       await d.ok('net', 'CreateEndpoint', { NetworkID: nid, EndpointID: eid, Interface: { Address: a, AddressIPv6: '', MacAddress: '' }, Options: {} });
       return { addr: a, join: await d.ok('net', 'Join', { NetworkID: nid, EndpointID: eid, SandboxKey: '', Options: {} }) };
     };

@@ -8,27 +8,14 @@
  * long that restart took to be ready, `calico ipam check`; then the teardown of every endpoint
  * (Leave, DeleteEndpoint, ReleaseAddress). Progress goes to stderr, the JSON report to stdout.
  */
-import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createNetns } from '../test/harness/netns';
 import { startEtcd } from '../test/harness/etcd';
 import { startCalico, type CalicoProcess } from '../test/harness/calico';
-import { percentile, processCpuMs } from './stats';
+import { percentile, processCpuMs, rssMB, timed } from './stats';
 
 const STEP = 1000;
 const hex = () => randomBytes(32).toString('hex');
-
-function rssMB(pid: number | undefined): number {
-  if (!pid) return 0;
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Math.round(Number(m[1]) / 1024) : 0;
-}
-
-async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const t0 = performance.now();
-  const value = await fn();
-  return { ms: Math.round(performance.now() - t0), value };
-}
 
 /** Runs `n` jobs, `width` at a time. */
 async function pool(n: number, width: number, job: (i: number) => Promise<void>): Promise<void> {
@@ -63,14 +50,7 @@ async function main() {
   try {
     await node.ready();
     const d = node.docker;
-    const p = await d.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
-    const nid = hex();
-    await d.ok('net', 'CreateNetwork', {
-      NetworkID: nid,
-      Options: { 'com.docker.network.generic': {} },
-      IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: p.Pool, Gateway: p.Data['com.docker.network.gateway'] }],
-      IPv6Data: [],
-    });
+    const { pool: poolId, nid } = await d.createIPv4Network();
     const eps: Array<{ eid: string; ip: string }> = [];
     const windows: Array<{ live: number; startsPerSec: number; p50Ms: number; p99Ms: number; cpuMsPerStart: number; rssMB: number }> = [];
     let lat: number[] = [];
@@ -82,7 +62,7 @@ async function main() {
       const s0 = performance.now();
       const eid = hex();
       try {
-        const a = await d.ok('ipam', 'RequestAddress', { PoolID: p.PoolID, Address: '', Options: null });
+        const a = await d.ok('ipam', 'RequestAddress', { PoolID: poolId, Address: '', Options: null });
         await d.ok('net', 'CreateEndpoint', {
           NetworkID: nid,
           EndpointID: eid,
@@ -138,7 +118,7 @@ async function main() {
         const { eid, ip } = eps[i];
         await d.ok('net', 'Leave', { NetworkID: nid, EndpointID: eid });
         await d.ok('net', 'DeleteEndpoint', { NetworkID: nid, EndpointID: eid });
-        await d.ok('ipam', 'ReleaseAddress', { PoolID: p.PoolID, Address: ip });
+        await d.ok('ipam', 'ReleaseAddress', { PoolID: poolId, Address: ip });
       }),
     );
     const report = {

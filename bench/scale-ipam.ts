@@ -13,22 +13,10 @@ import path from 'node:path';
 import { type Netns, netnsScope } from '../test/harness/netns';
 import { startEtcdCluster } from '../test/harness/etcd-cluster';
 import { type CalicoProcess, startCalico } from '../test/harness/calico';
-import { ownCpuMs, percentile, processCpuMs } from './stats';
+import { ownCpuMs, percentile, processCpuMs, rssMB, timed } from './stats';
 
 const MB = 1024 * 1024;
 const POOL = '10.96.0.0/15';
-
-function rssMB(pid: number | undefined): number {
-  if (!pid) return 0;
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Math.round(Number(m[1]) / 1024) : 0;
-}
-
-async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const t0 = performance.now();
-  const value = await fn();
-  return { ms: Math.round(performance.now() - t0), value };
-}
 
 async function main() {
   const [totalText, hostsText, widthText] = process.argv.slice(2);

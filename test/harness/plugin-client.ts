@@ -3,6 +3,7 @@
  * pkg/plugins client does (no Content-Type, the v1.2 Accept header, JSON with a trailing
  * newline, or an empty body for argument-less calls and for retried requests).
  */
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 
 export interface Reply {
@@ -57,6 +58,22 @@ export class FakeDocker {
 
   ipam(method: string, body?: unknown) {
     return callPlugin(this.ipamSock, `IpamDriver.${method}`, body);
+  }
+
+  /**
+   * An IPv4 network as `docker network create -d calico --ipam-driver calico-ipam` makes it
+   * (RequestPool, then CreateNetwork with the pool and its gateway), under a random ID.
+   */
+  async createIPv4Network(): Promise<{ pool: string; nid: string }> {
+    const pool = await this.ok('ipam', 'RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
+    const nid = randomBytes(32).toString('hex');
+    await this.ok('net', 'CreateNetwork', {
+      NetworkID: nid,
+      Options: { 'com.docker.network.generic': {} },
+      IPv4Data: [{ AddressSpace: 'CalicoLocalAddressSpace', Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }],
+      IPv6Data: [],
+    });
+    return { pool: pool.PoolID as string, nid };
   }
 
   /** Asserts success and returns the body. */

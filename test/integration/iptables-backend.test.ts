@@ -5,12 +5,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync } from 'node:child_process';
-import path from 'node:path';
-import readline from 'node:readline';
-import type { Desired, EndpointSpec, FamilyRules, RuleSpec, SetSpec } from '../../firewall/desired';
-import { desiredToJSON, deltaToJSON, diffDesired } from '../../firewall/diff';
+import { execFileSync } from 'node:child_process';
+import type { Desired, EndpointSpec } from '../../firewall/desired';
 import { canCreateNetns, createNetns, type Netns } from '../harness/netns';
+import { both, none, rule, set } from '../harness/desired-builders';
+import { backendRunner } from '../harness/firewall';
 
 const hasTools = (() => {
   try {
@@ -22,39 +21,7 @@ const hasTools = (() => {
   }
 })();
 const skip = canCreateNetns() && hasTools ? false : 'needs root, iproute2, ipset and iptables';
-const RUNNER = path.join(__dirname, '..', 'harness', 'backend-runner.js');
 
-/** A backend living in `ns`, driven request by request. */
-function runner(ns: Netns) {
-  const child: ChildProcess = ns.spawn(process.execPath, [RUNNER, 'iptables']);
-  const replies = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const call = async (req: unknown) => {
-    child.stdin!.write(JSON.stringify(req) + '\n');
-    const r = JSON.parse(String((await replies.next()).value)) as { ok: boolean; value?: unknown; error?: string };
-    if (!r.ok) throw new Error(r.error);
-    return r.value;
-  };
-  return {
-    apply: (d: Desired, prev?: Desired) => call({ op: 'apply', desired: desiredToJSON(d), ...(prev ? { delta: deltaToJSON(diffDesired(prev, d)) } : {}) }),
-    check: (d: Desired) => call({ op: 'check', desired: desiredToJSON(d) }) as Promise<boolean>,
-    remove: () => call({ op: 'remove' }),
-  };
-}
-
-const none = { sets: [], notSets: [] };
-const rule = (r: Partial<RuleSpec>): RuleSpec => ({ action: 'allow', src: none, dst: none, logPrefix: 'calico p', ...r });
-/** A rule list per family: each family keeps the rules whose sets are all of that family. */
-const refs = (r: RuleSpec) => [...r.src.sets, ...r.dst.sets, r.src.nets, r.dst.nets, r.src.notNets, r.dst.notNets].filter(Boolean) as string[];
-const both = (rs: RuleSpec[]): FamilyRules => ({
-  4: rs.filter((r) => refs(r).every((n) => n.startsWith('cal4'))),
-  6: rs.filter((r) => refs(r).every((n) => n.startsWith('cal6'))),
-});
-const set = (name: string, members: string[], kind: SetSpec['kind'] = 'addr'): SetSpec => ({
-  name,
-  family: name.startsWith('cal4') ? 4 : 6,
-  kind,
-  members: new Set(members),
-});
 const ep = (n: number, group?: string, v6 = false): EndpointSpec => ({
   ifName: `cali${String(n).padStart(11, '0')}`,
   addrs: { 4: [`10.65.0.${n}`], 6: v6 ? [`fd65::${n}`, `fd65::1:${n}`] : [] },
@@ -126,7 +93,7 @@ describe('iptables backend against the kernel', { skip }, () => {
   });
 
   test('a sequence of deltas ends exactly where one full apply of the last state does', async () => {
-    const ra = runner(a);
+    const ra = backendRunner(a, 'iptables');
     const steps = [
       state({ endpoints: [ep(1)] }),
       state({ endpoints: [ep(1), ep(2, 'i-0123456789abcdef', true)] }),
@@ -137,7 +104,7 @@ describe('iptables backend against the kernel', { skip }, () => {
     await ra.apply(steps[0]);
     for (let i = 1; i < steps.length; i++) await ra.apply(steps[i], steps[i - 1]);
     assert.equal(await ra.check(steps[steps.length - 1]), false, 'nothing to repair after the deltas');
-    const rb = runner(b);
+    const rb = backendRunner(b, 'iptables');
     await rb.apply(steps[steps.length - 1]);
     assert.deepEqual(await kernel(a), await kernel(b));
     const k = await kernel(a);
@@ -149,7 +116,7 @@ describe('iptables backend against the kernel', { skip }, () => {
   });
 
   test('the periodic check finds flushed chains, removed sets and jumps, and repairs them', async () => {
-    const r = runner(a);
+    const r = backendRunner(a, 'iptables');
     const d = state({ endpoints: [ep(1), ep(2, 'i-0123456789abcdef', true)] });
     await r.apply(d);
     const want = await kernel(a);
@@ -168,7 +135,7 @@ describe('iptables backend against the kernel', { skip }, () => {
   });
 
   test('remove takes out every chain, jump and set of ours and nothing else', async () => {
-    const r = runner(a);
+    const r = backendRunner(a, 'iptables');
     await a.exec('iptables', ['-N', 'not-ours']);
     await r.apply(state({ endpoints: [ep(1)] }));
     await r.remove();

@@ -7,8 +7,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import type { Desired, EndpointSpec, FamilyRules, RuleSpec, SetSpec } from '../../firewall/desired';
+import type { Desired, EndpointSpec } from '../../firewall/desired';
 import { canCreateNetns, createNetns, type Netns } from '../harness/netns';
+import { both, none, rule, set } from '../harness/desired-builders';
 import { addonLoads, backendRunner, nftTable } from '../harness/firewall';
 
 const hasTools = (() => {
@@ -21,19 +22,6 @@ const hasTools = (() => {
 })();
 const skip = canCreateNetns() && hasTools && addonLoads() ? false : 'needs root, iproute2, nft, iptables and the libnftables addon (scripts/install-deps.sh)';
 
-const none = { sets: [], notSets: [] };
-const rule = (r: Partial<RuleSpec>): RuleSpec => ({ action: 'allow', src: none, dst: none, logPrefix: 'calico p', ...r });
-const refs = (r: RuleSpec) => [...r.src.sets, ...r.dst.sets, r.src.nets, r.dst.nets, r.src.notNets, r.dst.notNets].filter(Boolean) as string[];
-const both = (rs: RuleSpec[]): FamilyRules => ({
-  4: rs.filter((r) => refs(r).every((n) => n.startsWith('cal4'))),
-  6: rs.filter((r) => refs(r).every((n) => n.startsWith('cal6'))),
-});
-const set = (name: string, members: string[], kind: SetSpec['kind'] = 'addr'): SetSpec => ({
-  name,
-  family: name.startsWith('cal4') ? 4 : 6,
-  kind,
-  members: new Set(members),
-});
 const ep = (n: number, group?: string, v6 = false): EndpointSpec => ({
   ifName: `cali${String(n).padStart(11, '0')}`,
   addrs: { 4: [`10.65.0.${n}`], 6: v6 ? [`fd65::${n}`, `fd65::1:${n}`] : [] },
