@@ -1,7 +1,9 @@
 /**
  * The embedded default: with ETCD_ENDPOINTS unset, `calico node` runs a private single-member
  * etcd on loopback with its data under CALICO_DATA_DIR, and stops it on exit. Enough for one
- * host; a cluster shares an external etcd.
+ * host; a cluster shares an external etcd. It serves TLS only and demands a client certificate
+ * only root can read (embedded-tls.ts); a data directory from a version that served plain HTTP
+ * keeps its data: the certificates are made and the listeners change, nothing else.
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawnBound } from '../lib/child';
@@ -11,6 +13,7 @@ import path from 'node:path';
 import { UnavailableError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { sleep } from '../lib/retry';
+import { type EmbeddedTls, ensureEmbeddedTls, readCredentials } from './embedded-tls';
 import { EtcdMaintenance, MAINTENANCE_DEFAULTS, type MaintenanceOptions } from './etcd-maintenance';
 
 export async function freePort(): Promise<number> {
@@ -47,6 +50,8 @@ export class EmbeddedEtcd {
   private child?: ChildProcess;
   private maintenance?: EtcdMaintenance;
   endpoint = '';
+  /** The CA and client certificate to reach it with, once started. */
+  tls?: EmbeddedTls;
 
   constructor(
     private dataDir: string,
@@ -96,10 +101,14 @@ export class EmbeddedEtcd {
   async start(timeoutMs = 20_000): Promise<string> {
     const dir = path.join(this.dataDir, 'etcd');
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // etcd warns about, and other users could read, a data directory an older version left open.
+    fs.chmodSync(dir, 0o700);
     await this.reapOrphan(dir);
+    const tls = (this.tls = await ensureEmbeddedTls(this.dataDir));
     const [client, peer] = [await freePort(), await freePort()];
-    this.endpoint = `http://127.0.0.1:${client}`;
-    const peerUrl = `http://127.0.0.1:${peer}`;
+    this.endpoint = `https://127.0.0.1:${client}`;
+    // The peer listener too: a single member has no peers, but an open one would accept raft messages.
+    const peerUrl = `https://127.0.0.1:${peer}`;
     const args = [
       '--name',
       'calico-embedded',
@@ -115,6 +124,20 @@ export class EmbeddedEtcd {
       peerUrl,
       '--initial-cluster',
       `calico-embedded=${peerUrl}`,
+      '--client-cert-auth',
+      '--trusted-ca-file',
+      tls.caFile,
+      '--cert-file',
+      tls.serverCertFile,
+      '--key-file',
+      tls.serverKeyFile,
+      '--peer-client-cert-auth',
+      '--peer-trusted-ca-file',
+      tls.caFile,
+      '--peer-cert-file',
+      tls.serverCertFile,
+      '--peer-key-file',
+      tls.serverKeyFile,
       // Every IPAM write adds a revision of a block document. EtcdMaintenance compacts to the
       // newest 10,000 revisions every 30 s; etcd's own revision auto-compaction (on its own,
       // coarser schedule) is the backstop should that loop not run. The quota is etcd's 2 GiB default, stated:
@@ -143,7 +166,7 @@ export class EmbeddedEtcd {
       if (exited) break;
       if (await reachable(client)) {
         this.log.info('embedded etcd started', { endpoint: this.endpoint, dataDir: dir });
-        this.maintenance = new EtcdMaintenance(this.endpoint, this.log, this.maintenanceOptions);
+        this.maintenance = new EtcdMaintenance(this.endpoint, this.log, this.maintenanceOptions, readCredentials(tls));
         this.maintenance.start();
         return this.endpoint;
       }

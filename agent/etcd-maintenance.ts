@@ -7,7 +7,7 @@
  * bounds the size; defragmenting gives the space back). A NOSPACE alarm, should the quota
  * still be reached, is cleared once space was recovered, so writes resume without an operator.
  */
-import { AlarmAction, AlarmType, Etcd3 } from 'etcd3';
+import { AlarmAction, AlarmType, Etcd3, type IOptions } from 'etcd3';
 import { errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 
@@ -40,8 +40,9 @@ export class EtcdMaintenance {
     endpoint: string,
     private log: Logger,
     private opts: MaintenanceOptions = MAINTENANCE_DEFAULTS,
+    credentials?: IOptions['credentials'],
   ) {
-    this.client = new Etcd3({ hosts: [endpoint] });
+    this.client = new Etcd3({ hosts: [endpoint], ...(credentials ? { credentials } : {}) });
   }
 
   start(): void {

@@ -140,6 +140,8 @@ export class CalicoNode {
     await this.startup.run(async () => {
       let endpoints = config.etcdEndpoints;
       try {
+        // The embedded etcd is reached with its own certificates, an external one as configured.
+        let tls: Pick<Config, 'etcdCaFile' | 'etcdCertFile' | 'etcdKeyFile' | 'etcdUsername' | 'etcdPassword'> = config;
         if (!endpoints) {
           if (!this.etcd) {
             this.etcd = new EmbeddedEtcd(config.dataDir, config.etcdBinary, log);
@@ -147,14 +149,16 @@ export class CalicoNode {
             fs.writeFileSync(embeddedEndpointFile(config), url + '\n');
           }
           endpoints = [this.etcd.endpoint];
+          const t = this.etcd.tls!;
+          tls = { etcdCaFile: t.caFile, etcdCertFile: t.certFile, etcdKeyFile: t.keyFile };
         }
         this.kv ??= new EtcdKV({
           endpoints,
-          caFile: config.etcdCaFile,
-          certFile: config.etcdCertFile,
-          keyFile: config.etcdKeyFile,
-          username: config.etcdUsername,
-          password: config.etcdPassword,
+          caFile: tls.etcdCaFile,
+          certFile: tls.etcdCertFile,
+          keyFile: tls.etcdKeyFile,
+          username: tls.etcdUsername,
+          password: tls.etcdPassword,
           log,
         });
         for (const [family, cidr] of [

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { EmbeddedEtcd } from '../agent/embedded-etcd';
+import { readCredentials } from '../agent/embedded-tls';
 import { Allocator } from '../ipam/allocator';
 import { Pools } from '../ipam/pools';
 import { EtcdKV } from '../lib/datastore/etcd';
@@ -31,8 +32,9 @@ async function main() {
   const log = createLogger('warn');
   const etcd = new EmbeddedEtcd(dir, 'etcd', log);
   const endpoint = await etcd.start();
-  const kv = new EtcdKV({ endpoints: [endpoint] });
-  const status = new Etcd3({ hosts: [endpoint] });
+  const tls = etcd.tls!;
+  const kv = new EtcdKV({ endpoints: [endpoint], caFile: tls.caFile, certFile: tls.certFile, keyFile: tls.keyFile });
+  const status = new Etcd3({ hosts: [endpoint], credentials: readCredentials(tls) });
   try {
     const pools = new Pools(kv);
     await pools.ensureDefault(4, '10.90.0.0/16');

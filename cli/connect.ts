@@ -2,10 +2,12 @@
 import fs from 'node:fs';
 import { type Config, embeddedEndpointFile, loadConfig } from '../lib/config';
 import { EtcdKV } from '../lib/datastore/etcd';
-import { UnavailableError } from '../lib/errors';
+import { embeddedTlsDir, embeddedTlsFiles } from '../agent/embedded-tls';
+import { BadRequestError, UnavailableError } from '../lib/errors';
 
 export function connect(cfg: Config = loadConfig()): EtcdKV {
   let endpoints = cfg.etcdEndpoints;
+  let tls: Pick<Config, 'etcdCaFile' | 'etcdCertFile' | 'etcdKeyFile' | 'etcdUsername' | 'etcdPassword'> = cfg;
   if (!endpoints) {
     const file = embeddedEndpointFile(cfg);
     try {
@@ -13,16 +15,28 @@ export function connect(cfg: Config = loadConfig()): EtcdKV {
     } catch {
       throw new UnavailableError(`ETCD_ENDPOINTS is not set and no embedded etcd is recorded in ${file}: start "calico node" first, or set ETCD_ENDPOINTS`);
     }
+    const t = embeddedTlsFiles(cfg.dataDir);
+    try {
+      for (const f of [t.caFile, t.certFile, t.keyFile]) fs.accessSync(f, fs.constants.R_OK);
+    } catch (err) {
+      const denied = (err as NodeJS.ErrnoException).code === 'EACCES';
+      throw new BadRequestError(
+        denied
+          ? `the embedded etcd's client certificate in ${embeddedTlsDir(cfg.dataDir)} is readable by root only: run calico as root (sudo calico ...)`
+          : `the embedded etcd's client certificate is missing from ${embeddedTlsDir(cfg.dataDir)}: restart "calico node" (it makes them), or set ETCD_ENDPOINTS`,
+      );
+    }
+    tls = { etcdCaFile: t.caFile, etcdCertFile: t.certFile, etcdKeyFile: t.keyFile };
   }
   return new EtcdKV({
     endpoints,
     // A one-shot command can wait longer than a plugin request: it includes connecting.
     callTimeoutMs: 10_000,
-    caFile: cfg.etcdCaFile,
-    certFile: cfg.etcdCertFile,
-    keyFile: cfg.etcdKeyFile,
-    username: cfg.etcdUsername,
-    password: cfg.etcdPassword,
+    caFile: tls.etcdCaFile,
+    certFile: tls.etcdCertFile,
+    keyFile: tls.etcdKeyFile,
+    username: tls.etcdUsername,
+    password: tls.etcdPassword,
   });
 }
 

@@ -36,7 +36,7 @@ test('without ETCD_ENDPOINTS calico node runs a private etcd, the CLI uses it, a
   node = await startCalico(ns, { name: 'emb-host' });
   await node.ready();
   const endpointFile = path.join(node.dataDir, 'etcd.endpoint');
-  assert.match(fs.readFileSync(endpointFile, 'utf8'), /^http:\/\/127\.0\.0\.1:\d+\n$/);
+  assert.match(fs.readFileSync(endpointFile, 'utf8'), /^https:\/\/127\.0\.0\.1:\d+\n$/);
   assert.ok(fs.existsSync(path.join(node.dataDir, 'etcd', 'member')), 'etcd data is under CALICO_DATA_DIR/etcd');
   assert.equal(etcdPids(node.dataDir).length, 1);
   const env = { ...node.env };
