@@ -21,6 +21,9 @@ have nft || need+=(nftables)
 have make || need+=(make)
 have cc || need+=(gcc libc6-dev)
 have python3 || need+=(python3)
+# The image build (scripts/build-image.sh): debootstrap for its base images; openssl for the embedded etcd's certificates.
+have debootstrap || need+=(debootstrap)
+have openssl || need+=(openssl)
 have node || { echo "Node.js 20 is required (https://nodejs.org or Debian's nodejs from bookworm-backports)" >&2; exit 1; }
 
 if [ "${#need[@]}" -gt 0 ]; then

@@ -17,7 +17,7 @@ export async function installPlugin(
   opts: { name: string; etcd: string; nodeName: string; env?: Record<string, string> },
 ): Promise<InstalledPlugin> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-plugin-'));
-  const built = await runCmd(path.resolve(__dirname, '../../../scripts/build-plugin.sh'), [path.join(dir, 'plugin')], { timeoutMs: 300_000 });
+  const built = await runCmd(path.resolve(__dirname, '../../../scripts/build-plugin.sh'), [path.join(dir, 'plugin')], { timeoutMs: 900_000 });
   if (built.code !== 0) throw new Error(`build-plugin.sh failed: ${built.stderr}`);
   for (const d of ['data', 'certs']) fs.mkdirSync(path.join(dir, d));
   await h.dockerOk(['plugin', 'create', opts.name, path.join(dir, 'plugin')]);
