@@ -8,15 +8,27 @@ import type { NodeContext } from '../agent/context';
 import { BadRequestError } from '../lib/errors';
 import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseAddressWithPrefix, parseCidr, parseIP, shown } from '../lib/ip';
 import type { Routes } from '../lib/server';
-import { parseRequest } from '../lib/validate';
+import { parseRequest, printable } from '../lib/validate';
 import { ANY_POOL, type PoolRef, allocationScope, decodePoolId, encodePoolId } from './poolid';
 import { ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest } from './protocol';
 
 export const LOCAL_ADDRESS_SPACE = 'CalicoLocalAddressSpace';
 export const GLOBAL_ADDRESS_SPACE = 'CalicoGlobalAddressSpace';
 const GATEWAY_KEY = 'com.docker.network.gateway';
+/** Docker 29+ names the endpoint (the container) an address is for. */
+const ENDPOINT_NAME_KEY = 'com.docker.network.endpoint.name';
+const MAX_NAME = 256;
 /** IPAM options Docker itself may add; anything else is a user `--ipam-opt` we do not know. */
 const KNOWN_IPAM_OPTIONS = new Set(['com.docker.network.ipam.serial']);
+
+/** The endpoint name Docker sent, if it is one worth recording (a name, not any text). */
+export function endpointName(value: string | undefined): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (value.length > MAX_NAME || !printable(value)) {
+    throw new BadRequestError(`invalid IpamDriver.RequestAddress request: field "Options.${ENDPOINT_NAME_KEY}": ${shown(value)} is no endpoint name`);
+  }
+  return value;
+}
 
 export class IpamHandlers {
   constructor(private ctx: NodeContext) {}
@@ -85,7 +97,7 @@ export class IpamHandlers {
     }
     const ref = decodePoolId(req.PoolID);
     await this.ctx.ready();
-    const owner = this.ctx.allocator.newOwner(req.PoolID);
+    const owner = this.ctx.allocator.newOwner(req.PoolID, endpointName(req.Options?.[ENDPOINT_NAME_KEY]));
     if (req.Address) {
       const ip = parseIP(req.Address, 'Address');
       if (ip.family !== ref.family) throw new BadRequestError(`requested address ${req.Address} is not an IPv${ref.family} address`);
