@@ -1,5 +1,6 @@
 /** Interface names derived from the endpoint ID: Linux allows 15 characters. */
 import { BadRequestError } from '../lib/errors';
+import { shown } from '../lib/ip';
 
 export const HOST_IF_PREFIX = 'cali';
 export const TEMP_IF_PREFIX = 'tmp';
@@ -26,12 +27,11 @@ export const IFNAME_OPTION = 'com.docker.network.endpoint.ifname';
  */
 export function containerIfName(value: unknown): string | undefined {
   if (value === undefined || value === null || value === '') return undefined;
-  const bad = (why: string) =>
-    new BadRequestError(`invalid --driver-opt ${IFNAME_OPTION}=${typeof value === 'string' ? JSON.stringify(value) : String(value)}: ${why}`);
+  const bad = (why: string) => new BadRequestError(`invalid --driver-opt ${IFNAME_OPTION}=${shown(value)}: ${why}`);
   if (typeof value !== 'string') throw bad('the interface name must be a string');
   if (Buffer.byteLength(value) > 15) throw bad('an interface name has at most 15 characters');
   if (value === '.' || value === '..') throw bad('"." and ".." are no interface names');
-  if (/[\/:\s]/.test(value) || [...value].some((c) => c.charCodeAt(0) < 0x21 || c.charCodeAt(0) === 0x7f))
+  if (/[/:\s]/.test(value) || [...value].some((c) => c.charCodeAt(0) < 0x21 || c.charCodeAt(0) === 0x7f))
     throw bad('an interface name has no slash, colon, space or control character');
   return value;
 }

@@ -244,3 +244,49 @@ describe("Docker 27+'s rollbacks", () => {
     assert.equal(check.code, 0, check.stdout + check.stderr);
   });
 });
+
+describe('prefix-size subnets (--subnet 0.0.0.0/24)', () => {
+  const pool = (Pool: string, V6 = false) => ({ AddressSpace: SPACE, Pool, SubPool: '', Options: {}, V6 });
+
+  test('each network gets its own free /24 inside the Calico pool, its containers take addresses from it, and ReleasePool frees it', async () => {
+    const a = await docker.ok('ipam', 'RequestPool', pool('0.0.0.0/24'));
+    const b = await docker.ok('ipam', 'RequestPool', pool('0.0.0.0/24'));
+    assert.match(a.Pool, /^10\.65\.\d+\.0\/24$/);
+    assert.match(b.Pool, /^10\.65\.\d+\.0\/24$/);
+    assert.notEqual(a.Pool, b.Pool);
+    assert.deepEqual(a.Data, { 'com.docker.network.gateway': '0.0.0.0/0' });
+    const id = hex();
+    await docker.ok('net', 'CreateNetwork', {
+      NetworkID: id,
+      Options: { 'com.docker.network.generic': {} },
+      IPv4Data: [{ AddressSpace: SPACE, Pool: a.Pool, Gateway: a.Data['com.docker.network.gateway'] }],
+      IPv6Data: [],
+    });
+    const addr = await docker.ok('ipam', 'RequestAddress', { PoolID: a.PoolID, Address: '', Options: null });
+    assert.equal(addr.Address.split('.').slice(0, 3).join('.'), a.Pool.split('.').slice(0, 3).join('.'));
+    await docker.ok('ipam', 'ReleaseAddress', { PoolID: a.PoolID, Address: addr.Address.split('/')[0] });
+    await docker.ok('ipam', 'ReleaseAddress', { PoolID: a.PoolID, Address: '0.0.0.0' });
+    assert.deepEqual(await docker.ok('ipam', 'ReleasePool', { PoolID: a.PoolID }), {});
+    // A replayed ReleasePool is harmless.
+    assert.deepEqual(await docker.ok('ipam', 'ReleasePool', { PoolID: a.PoolID }), {});
+    await docker.ok('net', 'DeleteNetwork', { NetworkID: id });
+    // a's /24 is the lowest free one again; b's stays taken.
+    const c = await docker.ok('ipam', 'RequestPool', pool('0.0.0.0/24'));
+    assert.equal(c.Pool, a.Pool);
+    for (const p of [b, c]) await docker.ok('ipam', 'ReleasePool', { PoolID: p.PoolID });
+  });
+
+  test('the sizes run out with a message naming the pools, and IPv6 sizes come from the IPv6 pool', async () => {
+    const halves = [await docker.ok('ipam', 'RequestPool', pool('0.0.0.0/17')), await docker.ok('ipam', 'RequestPool', pool('0.0.0.0/17'))];
+    assert.deepEqual(halves.map((h) => h.Pool).sort(), ['10.65.0.0/17', '10.65.128.0/17']);
+    const none = await docker.ipam('RequestPool', pool('0.0.0.0/24'));
+    assert.notEqual(none.status, 200);
+    assert.match(none.body.Err, /no free \/24 .*10\.65\.0\.0\/16/);
+    const withRange = await docker.ipam('RequestPool', { ...pool('0.0.0.0/24'), SubPool: '10.65.0.0/25' });
+    assert.equal(withRange.status, 400);
+    for (const h of halves) await docker.ok('ipam', 'ReleasePool', { PoolID: h.PoolID });
+    const v6 = await docker.ok('ipam', 'RequestPool', pool('::/120', true));
+    assert.match(v6.Pool, /^fd65::[0-9a-f]*\/120$/);
+    await docker.ok('ipam', 'ReleasePool', { PoolID: v6.PoolID });
+  });
+});
