@@ -56,6 +56,9 @@ networks:
     driver: calico
     ipam:
       driver: calico-ipam
+      # A size, not a network: calico-ipam picks a free /24 inside a Calico pool.
+      config:
+        - subnet: 0.0.0.0/24
 `;
 
 const POLICY = `kind: Policy
@@ -119,6 +122,14 @@ test('docker-compose up creates both calico networks and every service joins wit
   }, 'labels of every service learned');
 });
 
+test('the network asking for a /24 by size gets a free /24 of the Calico pool, and its service an address in it', async () => {
+  // Docker 20.10 shows the subnet as configured (0.0.0.0/24); the node's log names the one picked.
+  const claimed = [...h.node.logs().matchAll(/claimed a subnet.*?(10\.65\.\d+)\.0\/24/g)].map((m) => m[1]);
+  assert.equal(claimed.length, 1, 'one subnet claimed');
+  const adminIp = await h.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${PROJECT}_back").IPAddress}}`, `${PROJECT}_admin_1`]);
+  assert.equal(adminIp.split('.').slice(0, 3).join('.'), claimed[0]);
+});
+
 test('services on one network reach each other by service name through Docker DNS', async () => {
   await until(() => tcp(`${PROJECT}_web_1`, 'db'), 'web reaches db by name');
   assert.equal(await tcp(`${PROJECT}_client_1`, 'web'), true);
@@ -169,4 +180,12 @@ test('docker-compose down leaves no veth, endpoint, network or allocation', asyn
   const check = await h.calico(['ipam', 'check', '--grace', '0', '--json']);
   assert.equal(check.code, 0, check.stdout);
   assert.equal((await h.calico(['policy', 'rm', 'web-to-db'])).code, 0);
+  // The claimed /24 was released with the network: a new size request takes it again.
+  assert.match(h.node.logs(), /released a claimed subnet/);
+  const again = `${PROJECT}-again`;
+  await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', '--subnet', '0.0.0.0/24', again]);
+  const claimed = [...h.node.logs().matchAll(/claimed a subnet.*?(10\.65\.\d+\.0\/24)/g)].map((m) => m[1]);
+  assert.equal(claimed.length, 2);
+  assert.equal(claimed[1], claimed[0]);
+  await h.dockerOk(['network', 'rm', again]);
 });
