@@ -10,7 +10,7 @@ import { BadRequestError, ConflictError, NotFoundError, errorMessage } from '../
 import { type IP, hostCidr, parseAddressWithPrefix } from '../lib/ip';
 import { KeyedMutex } from '../lib/retry';
 import { parseRequest } from '../lib/validate';
-import { hostIfName } from './names';
+import { IFNAME_OPTION, containerIfName, hostIfName } from './names';
 import { claimInterface, mayRemoveInterface } from './ownership';
 import { CreateEndpointRequest, DeleteEndpointRequest, EndpointRequest } from './protocol';
 import type { Sandboxes } from './sandboxes';
@@ -57,6 +57,7 @@ export class EndpointHandlers {
   private async create(req: CreateEndpointRequest) {
     const iface = req.Interface ?? {};
     const ifName = hostIfName(req.EndpointID);
+    const dstName = containerIfName(req.Options?.[IFNAME_OPTION]);
     const addrs: IP[] = [];
     for (const [field, value, family] of [
       ['Interface.Address', iface.Address, 4],
@@ -102,6 +103,7 @@ export class EndpointHandlers {
       ipv4,
       ipv6,
       labels: existing?.labels ?? {},
+      ...(dstName !== undefined ? { dstName } : {}),
       createdAt: existing?.createdAt ?? new Date().toISOString(),
       ...(existing?.containerId ? { containerId: existing.containerId } : {}),
       ...(existing?.containerName ? { containerName: existing.containerName } : {}),

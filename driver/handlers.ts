@@ -11,8 +11,10 @@ import { DiscoveryRequest, EndpointRequest } from './protocol';
 /**
  * Scope "local": networks belong to each Docker daemon (swarm services use --config-from).
  * ConnectivityScope "global": containers on different hosts reach each other (routed by BGP).
+ * GwAllocChecker: Docker 28+ asks GwAllocCheck whether to reserve gateway addresses; engines
+ * before 28 ignore the field.
  */
-export const NETWORK_CAPABILITIES = { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false };
+export const NETWORK_CAPABILITIES = { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: true };
 
 export function networkDriverRoutes(ctx: NodeContext, sandboxes: Sandboxes): Routes {
   const net = new NetworkHandlers(ctx);
@@ -24,6 +26,7 @@ export function networkDriverRoutes(ctx: NodeContext, sandboxes: Sandboxes): Rou
   };
   return {
     '/NetworkDriver.GetCapabilities': { hasBody: false, handler: () => NETWORK_CAPABILITIES },
+    '/NetworkDriver.GwAllocCheck': { hasBody: true, handler: (b) => net.gwAllocCheck(b) },
     '/NetworkDriver.CreateNetwork': { hasBody: true, handler: (b) => net.createNetwork(b) },
     '/NetworkDriver.DeleteNetwork': { hasBody: true, handler: (b) => net.deleteNetwork(b) },
     '/NetworkDriver.AllocateNetwork': { hasBody: true, handler: (b) => net.allocateNetwork(b) },

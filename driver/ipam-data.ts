@@ -27,7 +27,9 @@ export interface CheckedIpamData {
 /** The gateway check needs no datastore, so it runs before anything waits for etcd. */
 export function checkGateways(v4: IpamData[], v6: IpamData[]): void {
   // RequestPool answered the gateway marker; any other gateway means another IPAM driver ran.
-  if (v4.some((d) => d.Gateway !== ANY_POOL[4]) || v6.some((d) => d.Gateway !== ANY_POOL[6])) throw new BadRequestError(NOT_CALICO_IPAM);
+  // None at all: Docker 28+ reserved none because GwAllocCheck said to skip it.
+  const other = (d: IpamData, family: 4 | 6) => !!d.Gateway && d.Gateway !== ANY_POOL[family];
+  if (v4.some((d) => other(d, 4)) || v6.some((d) => other(d, 6))) throw new BadRequestError(NOT_CALICO_IPAM);
 }
 
 const named = (field: string, err: unknown) =>

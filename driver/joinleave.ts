@@ -84,7 +84,7 @@ export class JoinLeaveHandlers {
     }
     this.ctx.log.info('endpoint joined', { endpoint: ep.id, interface: ep.ifName, mtu, gateway: first });
     const res: JoinResponse = {
-      InterfaceName: { SrcName: tempIfName(req.EndpointID), DstPrefix: CONTAINER_IF_PREFIX },
+      InterfaceName: { SrcName: tempIfName(req.EndpointID), DstPrefix: CONTAINER_IF_PREFIX, ...(ep.dstName ? { DstName: ep.dstName } : {}) },
       Gateway: first && ipv4.length ? IPV4_GATEWAY : '',
       StaticRoutes: first && ipv4.length ? [{ Destination: `${IPV4_GATEWAY}/32`, RouteType: 1 }] : [],
       // A second interface needs no gateway service: the container's first one routes.

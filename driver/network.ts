@@ -9,7 +9,7 @@ import type { NetworkRecord } from '../lib/datastore/records';
 import { parseRequest } from '../lib/validate';
 import { checkGateways, checkIpamData } from './ipam-data';
 import { parseNetworkOptions } from './options';
-import { AllocateNetworkRequest, CreateNetworkRequest, DeleteNetworkRequest, NetworkRequest } from './protocol';
+import { AllocateNetworkRequest, CreateNetworkRequest, DeleteNetworkRequest, GwAllocCheckRequest, NetworkRequest } from './protocol';
 
 export class NetworkHandlers {
   constructor(private ctx: NodeContext) {}
@@ -48,6 +48,15 @@ export class NetworkHandlers {
     await this.ctx.records.deleteNetwork(req.NetworkID);
     this.ctx.log.info('network deleted', { network: req.NetworkID });
     return {};
+  }
+
+  /**
+   * Docker 28+, before IPAM: no calico network uses a gateway from its subnet (containers route
+   * through the link-local one), so Docker need reserve none, in either family.
+   */
+  gwAllocCheck(body: unknown) {
+    parseRequest(GwAllocCheckRequest, body, 'NetworkDriver.GwAllocCheck');
+    return { SkipIPv4: true, SkipIPv6: true };
   }
 
   /** Swarm managers only (Scope "global"); echo the options so workers receive them. */

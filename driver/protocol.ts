@@ -33,6 +33,7 @@ export const CreateNetworkRequest = z.object({
 export type CreateNetworkRequest = z.infer<typeof CreateNetworkRequest>;
 
 export const NetworkRequest = z.object({ NetworkID: id });
+export const GwAllocCheckRequest = z.object({ Options: options });
 export const DeleteNetworkRequest = z.object({ NetworkID: storedId });
 
 export const AllocateNetworkRequest = z.object({
@@ -73,7 +74,8 @@ export const DiscoveryRequest = z.object({
 
 /** Join's answer: what Docker moves into the sandbox and how the container routes. */
 export interface JoinResponse {
-  InterfaceName: { SrcName: string; DstPrefix: string };
+  /** DstName: the name asked for with `--driver-opt com.docker.network.endpoint.ifname=NAME`. */
+  InterfaceName: { SrcName: string; DstPrefix: string; DstName?: string };
   Gateway: string;
   GatewayIPv6?: string;
   StaticRoutes: Array<{ Destination: string; RouteType: 0 | 1; NextHop?: string }>;

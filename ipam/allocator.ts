@@ -38,9 +38,10 @@ const FULL_TRUST_MS = 30_000;
 const TAKEN_TTL_MS = 10_000;
 
 export function describeOwner(o: Owner): string {
-  if (o.kind === 'endpoint') return `endpoint ${o.endpoint.slice(0, 12)} on network ${o.network.slice(0, 12)} (host ${o.host})`;
+  const named = o.name !== undefined ? `${o.name}'s ` : '';
+  if (o.kind === 'endpoint') return `${named}endpoint ${o.endpoint.slice(0, 12)} on network ${o.network.slice(0, 12)} (host ${o.host})`;
   if (o.kind === 'aux') return `an aux address of network ${o.network.slice(0, 12)} (host ${o.host})`;
-  return `a request on host ${o.host} that is not yet attached to an endpoint (since ${o.since})`;
+  return `a request${o.name !== undefined ? ` for ${o.name}` : ''} on host ${o.host} that is not yet attached to an endpoint (since ${o.since})`;
 }
 
 export class Allocator {
@@ -62,8 +63,10 @@ export class Allocator {
   }
 
   /** A fresh owner for one request; its handle recognises the request's own writes on a replay. */
-  newOwner(pool: string): PendingOwner {
-    return { kind: 'pending', host: this.host, pool, handle: randomBytes(12).toString('base64url'), since: new Date().toISOString() };
+  newOwner(pool: string, name?: string): PendingOwner {
+    const owner: PendingOwner = { kind: 'pending', host: this.host, pool, handle: randomBytes(12).toString('base64url'), since: new Date().toISOString() };
+    if (name !== undefined) owner.name = name;
+    return owner;
   }
 
   /** Blocks affine to this host, cached briefly: only this host claims them. */
@@ -316,7 +319,15 @@ export class Allocator {
       const owner = c && blk.ownerOf(c.rec, c.net, ip);
       if (!c || !owner || owner.kind === 'endpoint' || (owner.kind === 'aux' && owner.network === network)) return { done: undefined };
       return {
-        write: blk.setOwner(c.rec, c.net, ip, { kind: 'aux', host: owner.host, pool: owner.pool, handle: owner.handle, since: owner.since, network }),
+        write: blk.setOwner(c.rec, c.net, ip, {
+          kind: 'aux',
+          host: owner.host,
+          pool: owner.pool,
+          handle: owner.handle,
+          since: owner.since,
+          network,
+          ...(owner.name !== undefined ? { name: owner.name } : {}),
+        }),
         result: undefined,
       };
     });
@@ -333,6 +344,7 @@ export class Allocator {
       pool: owner.pool,
       handle: owner.handle,
       since: owner.since,
+      ...(owner.name !== undefined ? { name: owner.name } : {}),
       network: ep.network,
       endpoint: ep.id,
     });

@@ -8,18 +8,35 @@ import type { NodeContext } from '../agent/context';
 import { BadRequestError } from '../lib/errors';
 import { type Cidr, containsCidr, containsIP, formatCidr, formatIP, hostCidr, parseAddressWithPrefix, parseCidr, parseIP, shown } from '../lib/ip';
 import type { Routes } from '../lib/server';
-import { parseRequest } from '../lib/validate';
+import { parseRequest, printable } from '../lib/validate';
 import { ANY_POOL, type PoolRef, allocationScope, decodePoolId, encodePoolId } from './poolid';
+import { SubnetClaims, isPrefixRequest } from './subnets';
 import { ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest } from './protocol';
 
 export const LOCAL_ADDRESS_SPACE = 'CalicoLocalAddressSpace';
 export const GLOBAL_ADDRESS_SPACE = 'CalicoGlobalAddressSpace';
 const GATEWAY_KEY = 'com.docker.network.gateway';
+/** Docker 29+ names the endpoint (the container) an address is for. */
+const ENDPOINT_NAME_KEY = 'com.docker.network.endpoint.name';
+const MAX_NAME = 256;
 /** IPAM options Docker itself may add; anything else is a user `--ipam-opt` we do not know. */
 const KNOWN_IPAM_OPTIONS = new Set(['com.docker.network.ipam.serial']);
 
+/** The endpoint name Docker sent, if it is one worth recording (a name, not any text). */
+export function endpointName(value: string | undefined): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (value.length > MAX_NAME || !printable(value)) {
+    throw new BadRequestError(`invalid IpamDriver.RequestAddress request: field "Options.${ENDPOINT_NAME_KEY}": ${shown(value)} is no endpoint name`);
+  }
+  return value;
+}
+
 export class IpamHandlers {
-  constructor(private ctx: NodeContext) {}
+  private subnets: SubnetClaims;
+
+  constructor(private ctx: NodeContext) {
+    this.subnets = new SubnetClaims(ctx.kv, ctx.host);
+  }
 
   capabilities() {
     // Allocations live in etcd, so Docker need not replay them after a restart.
@@ -48,12 +65,20 @@ export class IpamHandlers {
         throw new BadRequestError(`there is no enabled IPv${ref.family} Calico IP pool; add one with "calico pool add <cidr>"`);
       }
     } else {
-      const subnet = parseCidr(req.Pool, '--subnet');
+      let subnet = parseCidr(req.Pool, '--subnet');
       if (req.V6 != null && (subnet.family === 6) !== req.V6) {
         throw new BadRequestError(`--subnet ${req.Pool} is not an IPv${req.V6 ? 6 : 4} network`);
       }
-      await this.ctx.pools.covering(subnet);
-      ref = { family: subnet.family, subnet };
+      const claimed = isPrefixRequest(subnet);
+      if (claimed) {
+        if (req.SubPool) throw new BadRequestError(`--ip-range needs a real --subnet, not the size ${req.Pool}: give the subnet itself`);
+        const pools = (await this.ctx.pools.enabled(subnet.family)).map((p) => p.net);
+        subnet = await this.subnets.claim(pools, subnet.prefix, req.Pool);
+        this.ctx.log.info('claimed a subnet', { subnet: formatCidr(subnet), asked: req.Pool });
+      } else {
+        await this.ctx.pools.covering(subnet);
+      }
+      ref = { family: subnet.family, subnet, ...(claimed ? { claimed } : {}) };
       if (req.SubPool) {
         const range = parseCidr(req.SubPool, '--ip-range');
         if (!containsCidr(subnet, range)) throw new BadRequestError(`--ip-range ${req.SubPool} is not inside --subnet ${formatCidr(subnet)}`);
@@ -69,10 +94,15 @@ export class IpamHandlers {
     };
   }
 
-  releasePool(body: unknown) {
+  async releasePool(body: unknown) {
     const req = parseRequest(ReleasePoolRequest, body, 'IpamDriver.ReleasePool');
-    decodePoolId(req.PoolID);
-    // Pools are configured by operators, not created per network: nothing to free.
+    const ref = decodePoolId(req.PoolID);
+    // Pools are configured by operators, not created per network: only a claimed subnet is freed.
+    if (ref.claimed && ref.subnet) {
+      await this.ctx.ready();
+      await this.subnets.release(ref.subnet);
+      this.ctx.log.info('released a claimed subnet', { subnet: formatCidr(ref.subnet) });
+    }
     return {};
   }
 
@@ -85,7 +115,7 @@ export class IpamHandlers {
     }
     const ref = decodePoolId(req.PoolID);
     await this.ctx.ready();
-    const owner = this.ctx.allocator.newOwner(req.PoolID);
+    const owner = this.ctx.allocator.newOwner(req.PoolID, endpointName(req.Options?.[ENDPOINT_NAME_KEY]));
     if (req.Address) {
       const ip = parseIP(req.Address, 'Address');
       if (ip.family !== ref.family) throw new BadRequestError(`requested address ${req.Address} is not an IPv${ref.family} address`);

@@ -12,21 +12,34 @@ export interface PoolRef {
   subnet?: Cidr;
   /** `--ip-range`, inside subnet. */
   range?: Cidr;
+  /** The subnet was picked for a prefix-size request (`--subnet 0.0.0.0/24`): ReleasePool frees it. */
+  claimed?: boolean;
 }
+
+const CLAIMED = 'claimed';
 
 const PREFIX: Record<Family, string> = { 4: 'CalicoPoolIPv4', 6: 'CalicoPoolIPv6' };
 
 export function encodePoolId(ref: PoolRef): string {
-  return [PREFIX[ref.family], ...(ref.subnet ? [formatCidr(ref.subnet)] : []), ...(ref.range ? [formatCidr(ref.range)] : [])].join('|');
+  const parts = [PREFIX[ref.family], ...(ref.subnet ? [formatCidr(ref.subnet)] : []), ...(ref.range ? [formatCidr(ref.range)] : [])];
+  // A claimed subnet has no ip-range (RequestPool refuses one), so the marker takes its place.
+  if (ref.claimed && ref.subnet && !ref.range) parts.push(CLAIMED);
+  return parts.join('|');
 }
 
 export function decodePoolId(id: string): PoolRef {
-  const [head, subnet, range, ...rest] = id.split('|');
+  const [head, subnet, ...tail] = id.split('|');
+  let range: string | undefined = tail[0];
+  const rest = tail.slice(1);
   const family: Family | undefined = head === PREFIX[4] ? 4 : head === PREFIX[6] ? 6 : undefined;
   if (!family || rest.length) {
     throw new BadRequestError(`PoolID "${shown(id)}" was not issued by calico-ipam; the network must be created with --ipam-driver calico-ipam`);
   }
   const ref: PoolRef = { family };
+  if (range === CLAIMED && subnet) {
+    ref.claimed = true;
+    range = undefined;
+  }
   // Every part is checked as RequestPool made it: a forged PoolID must not widen what it scopes.
   if (subnet) ref.subnet = parseCidr(subnet, 'PoolID subnet', true);
   if (range) ref.range = parseCidr(range, 'PoolID ip-range', true);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what calico-libnetwork needs on Debian 12 (run as root): etcd for the embedded
 # datastore, iproute2 for namespaces, nftables with libnftables (the firewall) and a C toolchain
-# for its addon, and for the tests BIRD, Docker and busybox. Packages already present are left
+# for its addon, and for the tests BIRD, Docker, docker-compose and busybox. Packages already present are left
 # alone and the addon is rebuilt only when its source changed, so a second run is quick.
 set -euo pipefail
 
@@ -13,6 +13,8 @@ have ip || need+=(iproute2)
 have ping || need+=(iputils-ping)
 have bird || need+=(bird2)
 have dockerd || need+=(docker.io)
+# Debian 12's is compose v1 (1.29, python); the e2e suite drives it with file format 2.4.
+have docker-compose || need+=(docker-compose)
 have busybox || need+=(busybox-static)
 have iptables || need+=(iptables)
 have ipset || need+=(ipset)

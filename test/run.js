@@ -18,7 +18,7 @@ const needs = {
   unit: { root: false, bins: [] },
   contract: { root: true, bins: base },
   integration: { root: true, bins: [...base, 'bird', 'iptables', 'ipset', 'nft', 'etcdctl'] },
-  e2e: { root: true, bins: [...base, 'bird', 'iptables', 'ipset', 'nft', 'etcdctl', 'dockerd', 'docker', 'busybox'] },
+  e2e: { root: true, bins: [...base, 'bird', 'iptables', 'ipset', 'nft', 'etcdctl', 'dockerd', 'docker', 'docker-compose', 'busybox'] },
 };
 const asked = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(needs);
 for (const s of asked) {

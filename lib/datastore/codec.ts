@@ -72,8 +72,9 @@ export class Codec<T> {
 const KIND_CODE = { pending: 0, endpoint: 1, aux: 2 } as const;
 const KIND_NAME = ['pending', 'endpoint', 'aux'] as const;
 
-/** [ordinal, kind, host, pool, network (-1: none), endpoint ('' : none), handle, since (epoch ms, or the text when it is no ISO time)] */
-type WireOwner = [number, number, number, number, number, string, string, number | string];
+/** [ordinal, kind, host, pool, network (-1: none), endpoint ('' : none), handle, since (epoch ms, or the text when it is no ISO time), name?] */
+type WireOwner =
+  [number, number, number, number, number, string, string, number | string] | [number, number, number, number, number, string, string, number | string, string];
 
 /** An ISO timestamp as epoch milliseconds when that round-trips exactly, else the text itself. */
 function packTime(iso: string): number | string {
@@ -100,16 +101,20 @@ const blockWire: Wire<R.BlockRecord> = {
       if (i === undefined) index.set(s, (i = strings.push(s) - 1));
       return i;
     };
-    const a: WireOwner[] = Object.entries(rec.allocations).map(([ord, o]) => [
-      Number(ord),
-      KIND_CODE[o.kind],
-      ref(o.host),
-      ref(o.pool),
-      o.kind === 'pending' ? -1 : ref(o.network),
-      o.kind === 'endpoint' ? o.endpoint : '',
-      o.handle,
-      packTime(o.since),
-    ]);
+    const a: WireOwner[] = Object.entries(rec.allocations).map(([ord, o]) => {
+      const w: WireOwner = [
+        Number(ord),
+        KIND_CODE[o.kind],
+        ref(o.host),
+        ref(o.pool),
+        o.kind === 'pending' ? -1 : ref(o.network),
+        o.kind === 'endpoint' ? o.endpoint : '',
+        o.handle,
+        packTime(o.since),
+      ];
+      // Only named owners carry the ninth field, so blocks written without names keep their size.
+      return o.name !== undefined ? [...w, o.name] : w;
+    });
     const out: WireBlock = { v: 2, cidr: rec.cidr, affinity: rec.affinity, s: strings, a, free: rec.unallocated };
     return out;
   },
@@ -121,7 +126,7 @@ const blockWire: Wire<R.BlockRecord> = {
     const allocations: Record<string, unknown> = {};
     for (const o of w.a) {
       if (!Array.isArray(o)) return { ...w, allocations: null }; // let the schema name the field
-      const [ord, kind, host, pool, network, endpoint, handle, since] = o;
+      const [ord, kind, host, pool, network, endpoint, handle, since, ownerName] = o;
       const owner: Record<string, unknown> = {
         kind: KIND_NAME[kind],
         host: name(host),
@@ -131,6 +136,7 @@ const blockWire: Wire<R.BlockRecord> = {
       };
       if (kind !== KIND_CODE.pending) owner.network = name(network);
       if (kind === KIND_CODE.endpoint) owner.endpoint = endpoint;
+      if (ownerName !== undefined) owner.name = ownerName;
       allocations[String(ord)] = owner;
     }
     return { cidr: w.cidr, affinity: w.affinity, allocations, unallocated: w.free };

@@ -27,6 +27,8 @@ const ownerBase = {
   /** Random per-request ID: lets an ambiguous etcd write be recognised as ours. */
   handle: z.string(),
   since: z.string(),
+  /** Docker's endpoint (container) name, which Docker 29+ sends with RequestAddress. */
+  name: z.string().optional(),
 };
 
 /**
@@ -103,6 +105,8 @@ export const EndpointRecord = z.object({
   ipv6: z.array(z.string()),
   containerId: z.string().optional(),
   containerName: z.string().optional(),
+  /** The container interface name asked for (com.docker.network.endpoint.ifname), answered at Join. */
+  dstName: z.string().optional(),
   /** Docker's SandboxKey (the container's netns path), learned at Join. */
   sandbox: z.string().optional(),
   labels: z.record(z.string(), z.string()),

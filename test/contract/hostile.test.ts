@@ -376,7 +376,7 @@ describe('slow and vanishing clients', () => {
 describe('after all of it', () => {
   test('the node is up, ipam check is clean, Docker being away was logged once and nothing was unhandled', async () => {
     assert.ok(node.pid(), 'calico node exited');
-    assert.deepEqual(await docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false });
+    assert.deepEqual(await docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: true });
     const check = await node.cli(['ipam', 'check', '--grace', '0', '--json'], { allowFail: true });
     assert.deepEqual(JSON.parse(check.stdout).problems, []);
     assert.equal(check.code, 0);

@@ -95,7 +95,7 @@ describe('plugin activation', () => {
     const act = await import('../harness/plugin-client');
     assert.deepEqual((await act.callPlugin(docker.networkSock, 'Plugin.Activate')).body, { Implements: ['NetworkDriver'] });
     assert.deepEqual((await act.callPlugin(docker.ipamSock, 'Plugin.Activate')).body, { Implements: ['IpamDriver'] });
-    assert.deepEqual(await docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false });
+    assert.deepEqual(await docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: true });
     assert.deepEqual(await docker.ok('ipam', 'GetCapabilities'), { RequiresMACAddress: false, RequiresRequestReplay: false });
     assert.deepEqual(await docker.ok('ipam', 'GetDefaultAddressSpaces'), {
       LocalDefaultAddressSpace: 'CalicoLocalAddressSpace',
@@ -373,7 +373,7 @@ describe('restarts', () => {
     assert.equal(await node.stop('SIGTERM'), 0);
     await node.restart();
     // Docker re-activates, then replays nothing: the network and endpoint come from etcd.
-    assert.deepEqual(await docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false });
+    assert.deepEqual(await docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: true });
     await node.ready();
     assert.deepEqual(await docker.ok('net', 'Join', { NetworkID: net.id, EndpointID: ep.eid, SandboxKey: '', Options: null }), ep.join);
     // Daemon-restart stale cleanup (§5.7): Leave, DeleteEndpoint, ReleaseAddress.

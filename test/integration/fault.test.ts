@@ -42,7 +42,7 @@ test('a node started while etcd is down answers Activate and GetCapabilities at 
   node = await startCalico(ns, { name: 'ft-host', etcd: etcd.endpoint });
   const t0 = Date.now();
   assert.deepEqual((await callPlugin(node.docker.networkSock, 'Plugin.Activate')).body, { Implements: ['NetworkDriver'] });
-  assert.deepEqual(await node.docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false });
+  assert.deepEqual(await node.docker.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: true });
   assert.deepEqual(await node.docker.ok('ipam', 'GetCapabilities'), { RequiresMACAddress: false, RequiresRequestReplay: false });
   assert.ok(Date.now() - t0 < 1000, 'capabilities waited for etcd');
   const early = await node.docker.ipam('RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', SubPool: '', Options: null, V6: false });
@@ -83,7 +83,7 @@ test('with etcd stopped mid-run requests fail fast and clearly, write nothing, a
   }
   // Calls that need no etcd keep working.
   assert.deepEqual(await d.ok('net', 'Leave', { NetworkID: nid, EndpointID: hex() }), {});
-  assert.deepEqual(await d.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: false });
+  assert.deepEqual(await d.ok('net', 'GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global', GwAllocChecker: true });
 
   await etcd.start();
   const b = await until(
