@@ -20,7 +20,7 @@ type V3 = { kind: string; metadata: { name: string }; spec: Record<string, unkno
 
 /** The `wide` (and default) table per kind; the default leaves out the widest columns. */
 function tableOf(kind: GetKind, rs: V3[], wide: boolean): string {
-  const s = (r: V3) => r.spec as Record<string, unknown>;
+  const s = (r: V3) => r.spec;
   const count = (v: unknown) => (Array.isArray(v) ? v.length : 0);
   switch (kind) {
     case 'IPPool':

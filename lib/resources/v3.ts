@@ -161,7 +161,7 @@ function mapPolicy(name: string, spec: z.infer<typeof GlobalNetworkPolicySpec>, 
   // ones `calico policy apply` makes; its paths are the spec's paths.
   const r = PolicySchema.safeParse(short);
   if (!r.success) fail(['spec', ...(r.error.issues[0].path as Array<string | number>)], r.error.issues[0].message);
-  return normalise(r.data!);
+  return normalise(r.data);
 }
 
 /** Checks and maps one v3 item; `fail` throws with the item named. */
@@ -182,11 +182,11 @@ export function mapResource(item: unknown, fail: Fail): Resource {
         : issue.message;
     fail(issue.path as Array<string | number>, msg);
   }
-  const d = r.data!;
+  const d = r.data;
   const name = d.metadata.name;
   switch (d.kind) {
     case 'IPPool': {
-      const spec = d.spec as z.infer<typeof IPPoolSpec>;
+      const spec = d.spec;
       let cidr: string;
       try {
         cidr = formatCidr(parseCidr(spec.cidr, 'pool CIDR', true));
@@ -202,7 +202,7 @@ export function mapResource(item: unknown, fail: Fail): Resource {
     case 'BGPConfiguration': {
       // Calico's per-node BGPConfigurations ("node.<name>") have no counterpart: settings are global.
       if (name !== 'default') fail(['metadata', 'name'], 'only the global BGPConfiguration "default" is supported');
-      const spec = d.spec as z.infer<typeof BGPConfigurationSpec>;
+      const spec = d.spec;
       const settings: Partial<BgpSettings> = {
         ...(spec.asNumber !== undefined ? { asn: spec.asNumber } : {}),
         ...(spec.nodeToNodeMeshEnabled !== undefined ? { nodeMesh: spec.nodeToNodeMeshEnabled } : {}),
@@ -210,7 +210,7 @@ export function mapResource(item: unknown, fail: Fail): Resource {
       return { kind: 'BGPConfiguration', name: 'default', settings };
     }
     case 'BGPPeer': {
-      const spec = d.spec as z.infer<typeof BGPPeerSpec>;
+      const spec = d.spec;
       let ip: string;
       try {
         ip = formatIP(parseIP(spec.peerIP, 'peer address'));
@@ -220,7 +220,7 @@ export function mapResource(item: unknown, fail: Fail): Resource {
       return { kind: 'BGPPeer', name, peer: { name, ip, asn: spec.asNumber, ...(spec.node ? { host: spec.node } : {}) } };
     }
     case 'GlobalNetworkPolicy':
-      return { kind: 'GlobalNetworkPolicy', name, policy: mapPolicy(name, d.spec as z.infer<typeof GlobalNetworkPolicySpec>, fail) };
+      return { kind: 'GlobalNetworkPolicy', name, policy: mapPolicy(name, d.spec, fail) };
   }
   return fail(['kind'], 'unreachable');
 }
