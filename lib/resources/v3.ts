@@ -10,6 +10,8 @@ import { BadRequestError } from '../errors';
 import { formatCidr, formatIP, parseCidr, parseIP } from '../ip';
 import { ASN_RANGE, validAsn } from '../limits';
 import { PolicySchema, normalise } from '../../policy/model';
+import { NETWORK_LABEL } from '../../policy/profiles';
+import { quote } from '../../policy/selector';
 
 export const API_VERSION = 'projectcalico.org/v3';
 const dnsName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and dashes');
@@ -256,7 +258,7 @@ function ruleToV3(r: RuleRecord): Record<string, unknown> {
   const entity = (e: RuleEntity) => {
     // `network:` is the short shape's sugar for a selector on the network label; v3 has no such field.
     const { network, ...rest } = e;
-    const sel = network !== undefined ? `calico.network == ${JSON.stringify(network)}` : undefined;
+    const sel = network !== undefined ? `${NETWORK_LABEL} == ${quote(network)}` : undefined;
     return { ...rest, ...(sel ? { selector: rest.selector ? `(${rest.selector}) && ${sel}` : sel } : {}) };
   };
   return {

@@ -234,3 +234,11 @@ describe('writeResources, deleteResources, getResources', () => {
     assert.deepEqual(codecs.policy.decode((await kv.get(keys.policy('p')))!).types, ['ingress']);
   });
 });
+
+test("a short policy's network: reads back as a selector on the calico/network label that selects the same", () => {
+  const [r] = parseManifest('kind: Policy\nname: p\ningress: [{action: allow, source: {network: "net1", selector: "a == \'b\'"}}]\n');
+  const v3 = policyToV3(r.kind === 'GlobalNetworkPolicy' ? r.policy : (undefined as never));
+  assert.deepEqual((v3.spec.ingress as Array<{ source: unknown }>)[0].source, { selector: "(a == 'b') && calico/network == 'net1'" });
+  const [again] = parseManifest(JSON.stringify(v3));
+  assert.ok(again.kind === 'GlobalNetworkPolicy' && again.policy.ingress[0].source?.selector);
+});
