@@ -170,3 +170,21 @@ test('bad files exit non-zero, name the item and field, and write nothing', asyn
   assert.notEqual(kind.code, 0);
   assert.match(kind.stderr, /unknown resource kind "widgets"/);
 });
+
+test('an applied pool keeps its name when the node carves blocks from it, and cannot be deleted while an address is in use', async () => {
+  const d = node.docker;
+  const applied = await cli('apply', '-f', file(`${V}kind: IPPool\nmetadata: {name: orange}\nspec: {cidr: 10.93.0.0/16}\n`));
+  assert.equal(applied.code, 0, applied.stderr);
+  const req = { AddressSpace: 'CalicoLocalAddressSpace', Pool: '10.93.0.0/16', SubPool: '', Options: null, V6: false };
+  const { PoolID } = (await d.ok('ipam', 'RequestPool', req)) as { PoolID: string };
+  const { Address } = (await d.ok('ipam', 'RequestAddress', { PoolID, Address: '', Options: null })) as { Address: string };
+  assert.match(Address, /^10\.93\./);
+  assert.equal((parse((await cli('get', 'ippool', 'orange', '-o', 'yaml')).stdout) as { spec: { cidr: string } }).spec.cidr, '10.93.0.0/16');
+  const inUse = await cli('delete', 'ippool', 'orange');
+  assert.notEqual(inUse.code, 0);
+  assert.match(inUse.stderr, /still has 1 address\(es\) in use/);
+  await d.ok('ipam', 'ReleaseAddress', { PoolID, Address: Address.split('/')[0] });
+  const gone = await cli('delete', 'ippool', 'orange');
+  assert.equal(gone.code, 0, gone.stderr);
+  assert.ok(!(await poolNames()).includes('orange'));
+});
