@@ -9,6 +9,7 @@ import { ipamCommands } from './ipam';
 import { endpointCommands, nodeListCommand, statusCommand } from './inspect';
 import { policyCommands } from './policy';
 import { poolCommands } from './pool';
+import { resourceCommands } from './resources';
 import { run } from './run';
 
 async function runNode(): Promise<void> {
@@ -46,6 +47,7 @@ endpointCommands(program);
 statusCommand(program);
 bgpCommands(program, node);
 policyCommands(program);
+resourceCommands(program);
 program.parseAsync(process.argv).catch((err) => {
   process.stderr.write(`calico: ${String(err)}\n`);
   process.exitCode = 2;

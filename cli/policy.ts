@@ -9,7 +9,7 @@ import { withKv } from './connect';
 import { print, table } from './output';
 import { run } from './run';
 
-async function readInput(file: string): Promise<string> {
+export async function readInput(file: string): Promise<string> {
   if (file === '-') {
     const chunks: Buffer[] = [];
     for await (const c of process.stdin) chunks.push(c as Buffer);

@@ -13,7 +13,7 @@ import { type Cidr, type Family, type IP, containsCidr, containsIP, formatCidr, 
 import { Blocks } from './blocks';
 
 export const DEFAULT_BLOCK_SIZE: Record<Family, number> = { 4: 26, 6: 122 };
-const BLOCK_LIMITS: Record<Family, [number, number]> = { 4: [20, 32], 6: [116, 128] };
+export const BLOCK_LIMITS: Record<Family, [number, number]> = { 4: [20, 32], 6: [116, 128] };
 
 export interface Pool extends PoolRecord {
   net: Cidr;
@@ -23,7 +23,14 @@ export interface Pool extends PoolRecord {
 
 /** The stored form of a pool, without what toPool adds. */
 export function poolRecord(p: Pool): PoolRecord {
-  return { cidr: p.cidr, family: p.family, blockSize: p.blockSize, disabled: p.disabled, createdAt: p.createdAt };
+  return {
+    cidr: p.cidr,
+    family: p.family,
+    blockSize: p.blockSize,
+    disabled: p.disabled,
+    createdAt: p.createdAt,
+    ...(p.name !== undefined ? { name: p.name } : {}),
+  };
 }
 
 function toPool(e: KVEntry): Pool {

@@ -16,6 +16,8 @@ export const PoolRecord = z.object({
   blockSize: z.number().int(),
   disabled: z.boolean(),
   createdAt: z.string(),
+  /** metadata.name of a pool written as a v3 IPPool (`calico apply`); `calico pool add` sets none. */
+  name: z.string().optional(),
 });
 export type PoolRecord = z.infer<typeof PoolRecord>;
 

@@ -1,0 +1,289 @@
+/**
+ * Calico's `projectcalico.org/v3` resources (IPPool, BGPConfiguration, BGPPeer,
+ * GlobalNetworkPolicy) read from a manifest and mapped onto the records the rest of the project
+ * already keeps, and back for `calico get`. Schemas are strict: a field Calico has and we do not
+ * is refused by name, never dropped, because a dropped field would change what the manifest means.
+ */
+import { z } from 'zod';
+import type { BgpSettings, PeerRecord, PolicyRecord, RuleEntity, RuleRecord } from '../datastore/records';
+import { BadRequestError } from '../errors';
+import { formatCidr, formatIP, parseCidr, parseIP } from '../ip';
+import { ASN_RANGE, validAsn } from '../limits';
+import { PolicySchema, normalise } from '../../policy/model';
+import { NETWORK_LABEL } from '../../policy/profiles';
+import { quote } from '../../policy/selector';
+
+export const API_VERSION = 'projectcalico.org/v3';
+const dnsName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a DNS label: lower-case letters, digits and dashes');
+const metadata = z
+  .object({ name: dnsName, labels: z.record(z.string(), z.string()).optional(), annotations: z.record(z.string(), z.string()).optional() })
+  .strict();
+const asNumber = z.number().int().refine(validAsn, `must be an AS number, ${ASN_RANGE}`);
+
+/**
+ * The IPPool fields beyond cidr/blockSize/disabled and the values today's dataplane matches.
+ * Outgoing NAT and encapsulation are issue 13: open them here when they are implemented.
+ */
+export const POOL_FIELD_SUPPORT: Record<string, { accepts: readonly unknown[]; why: string }> = {
+  natOutgoing: { accepts: [false], why: 'outgoing NAT is not supported yet; use false or leave it out' },
+  ipipMode: { accepts: ['Never'], why: 'IP-in-IP encapsulation is not supported yet; use Never or leave it out' },
+  vxlanMode: { accepts: ['Never'], why: 'VXLAN encapsulation is not supported yet; use Never or leave it out' },
+  nodeSelector: { accepts: ['all()'], why: 'pools for some nodes only are not supported yet; every host uses every pool, so use all() or leave it out' },
+};
+const poolOption = (field: string) => z.unknown().refine((v) => POOL_FIELD_SUPPORT[field].accepts.includes(v), POOL_FIELD_SUPPORT[field].why);
+
+const IPPoolSpec = z
+  .object({
+    cidr: z.string(),
+    blockSize: z.number().int().optional(),
+    disabled: z.boolean().optional(),
+    ...Object.fromEntries(Object.keys(POOL_FIELD_SUPPORT).map((f) => [f, poolOption(f).optional()])),
+  })
+  .strict();
+
+const BGPConfigurationSpec = z
+  .object({
+    asNumber: asNumber.optional(),
+    nodeToNodeMeshEnabled: z.boolean().optional(),
+    // BIRD's log level follows the node's; Info is what it logs today.
+    logSeverityScreen: z.literal('Info', { message: "only Info is supported: BIRD logs at the node's level" }).optional(),
+  })
+  .strict();
+
+const BGPPeerSpec = z.object({ peerIP: z.string(), asNumber, node: z.string().min(1).optional() }).strict();
+
+const port = z.union([z.number(), z.string()]);
+const v3Entity = z
+  .object({
+    selector: z.string().optional(),
+    notSelector: z.string().optional(),
+    nets: z.array(z.string()).optional(),
+    notNets: z.array(z.string()).optional(),
+    ports: z.array(port).optional(),
+    notPorts: z.array(port).optional(),
+    namespaceSelector: z
+      .unknown()
+      .refine(() => false, 'namespaces are a Kubernetes notion with no Docker counterpart; select endpoints by their labels instead')
+      .optional(),
+    serviceAccounts: z
+      .unknown()
+      .refine(() => false, 'service accounts are a Kubernetes notion with no Docker counterpart')
+      .optional(),
+    services: z
+      .unknown()
+      .refine(() => false, 'services are a Kubernetes notion with no Docker counterpart')
+      .optional(),
+  })
+  .strict();
+const notYet = (what: string) =>
+  z
+    .unknown()
+    .refine(() => false, `${what} is not supported yet`)
+    .optional();
+const v3Rule = z
+  .object({
+    action: z.enum(['Allow', 'Deny', 'Log', 'Pass']),
+    protocol: z.union([z.enum(['TCP', 'UDP', 'ICMP', 'ICMPv6', 'SCTP']), z.number()]).optional(),
+    source: v3Entity.optional(),
+    destination: v3Entity.optional(),
+    icmp: notYet('matching ICMP type and code'),
+    notICMP: notYet('notICMP'),
+    notProtocol: notYet('notProtocol'),
+    ipVersion: notYet('ipVersion (a rule matches both families by its nets)'),
+    http: notYet('HTTP matching'),
+    metadata: z
+      .object({ annotations: z.record(z.string(), z.string()).optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+const GlobalNetworkPolicySpec = z
+  .object({
+    order: z.number().optional(),
+    selector: z.string().optional(),
+    types: z.array(z.enum(['Ingress', 'Egress'])).optional(),
+    ingress: z.array(v3Rule).optional(),
+    egress: z.array(v3Rule).optional(),
+    tier: z.literal('default', { message: 'tiers are not supported: every policy is in the default tier' }).optional(),
+    doNotTrack: notYet('doNotTrack'),
+    preDNAT: notYet('preDNAT'),
+    applyOnForward: notYet('applyOnForward'),
+    namespaceSelector: notYet('namespaceSelector (namespaces are a Kubernetes notion)'),
+    serviceAccountSelector: notYet('serviceAccountSelector (service accounts are a Kubernetes notion)'),
+  })
+  .strict();
+
+const envelope = <K extends string, S extends z.ZodType>(kind: K, spec: S) =>
+  z.object({ apiVersion: z.literal(API_VERSION, { message: `must be ${API_VERSION}` }), kind: z.literal(kind), metadata, spec }).strict();
+const SCHEMAS = {
+  IPPool: envelope('IPPool', IPPoolSpec),
+  BGPConfiguration: envelope('BGPConfiguration', BGPConfigurationSpec),
+  BGPPeer: envelope('BGPPeer', BGPPeerSpec),
+  GlobalNetworkPolicy: envelope('GlobalNetworkPolicy', GlobalNetworkPolicySpec),
+};
+
+export interface PoolSpec {
+  cidr: string;
+  blockSize?: number;
+  disabled: boolean;
+  name: string;
+}
+/** One manifest item, mapped onto the record it writes. */
+export type Resource =
+  | { kind: 'IPPool'; name: string; pool: PoolSpec }
+  | { kind: 'BGPConfiguration'; name: 'default'; settings: Partial<BgpSettings> }
+  | { kind: 'BGPPeer'; name: string; peer: PeerRecord }
+  | { kind: 'GlobalNetworkPolicy'; name: string; policy: PolicyRecord };
+
+type Fail = (path: Array<string | number>, message: string) => never;
+
+function mapEntity(e: z.infer<typeof v3Entity>): Record<string, unknown> {
+  const { selector, notSelector, nets, notNets, ports, notPorts } = e;
+  return Object.fromEntries(Object.entries({ selector, notSelector, nets, notNets, ports, notPorts }).filter(([, v]) => v !== undefined));
+}
+
+function mapPolicy(name: string, spec: z.infer<typeof GlobalNetworkPolicySpec>, fail: Fail): PolicyRecord {
+  const rule = (r: z.infer<typeof v3Rule>) => ({
+    action: r.action.toLowerCase(),
+    ...(r.protocol !== undefined ? { protocol: typeof r.protocol === 'string' ? r.protocol.toLowerCase() : r.protocol } : {}),
+    ...(r.source ? { source: mapEntity(r.source) } : {}),
+    ...(r.destination ? { destination: mapEntity(r.destination) } : {}),
+  });
+  const short = {
+    kind: 'Policy',
+    name,
+    ...(spec.order !== undefined ? { order: spec.order } : {}),
+    ...(spec.selector !== undefined ? { selector: spec.selector } : {}),
+    // Calico's default differs from the short shape's: Ingress always, Egress when there are egress rules.
+    types: spec.types ? spec.types.map((t) => t.toLowerCase()) : ['ingress', ...(spec.egress?.length ? ['egress'] : [])],
+    ...(spec.ingress ? { ingress: spec.ingress.map(rule) } : {}),
+    ...(spec.egress ? { egress: spec.egress.map(rule) } : {}),
+  };
+  // The short shape's checks (selectors parse, port limits, ports need a protocol) are the
+  // ones `calico policy apply` makes; its paths are the spec's paths.
+  const r = PolicySchema.safeParse(short);
+  if (!r.success) fail(['spec', ...(r.error.issues[0].path as Array<string | number>)], r.error.issues[0].message);
+  return normalise(r.data);
+}
+
+/** Checks and maps one v3 item; `fail` throws with the item named. */
+export function mapResource(item: unknown, fail: Fail): Resource {
+  const o = (item ?? {}) as { kind?: unknown; apiVersion?: unknown };
+  const kind = o.kind;
+  if (kind === 'Profile') fail(['kind'], 'profiles are kept by calico node, one per network; read them with "calico get profile"');
+  if (kind === 'GlobalNetworkSet' || kind === 'NetworkPolicy' || kind === 'NetworkSet' || kind === 'HostEndpoint')
+    fail(['kind'], `${kind} is not supported yet; supported kinds: ${Object.keys(SCHEMAS).join(', ')} and Policy`);
+  if (typeof kind !== 'string' || !(kind in SCHEMAS))
+    fail(['kind'], `unknown kind ${JSON.stringify(kind)}; supported kinds: ${Object.keys(SCHEMAS).join(', ')} and Policy`);
+  const r = SCHEMAS[kind as keyof typeof SCHEMAS].safeParse(item);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const msg =
+      issue.code === 'unrecognized_keys'
+        ? `unknown field ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}: Calico's field is not supported here`
+        : issue.message;
+    fail(issue.path as Array<string | number>, msg);
+  }
+  const d = r.data;
+  const name = d.metadata.name;
+  switch (d.kind) {
+    case 'IPPool': {
+      const spec = d.spec;
+      let cidr: string;
+      try {
+        cidr = formatCidr(parseCidr(spec.cidr, 'pool CIDR', true));
+      } catch (err) {
+        return fail(['spec', 'cidr'], (err as Error).message);
+      }
+      return {
+        kind: 'IPPool',
+        name,
+        pool: { name, cidr, disabled: spec.disabled ?? false, ...(spec.blockSize !== undefined ? { blockSize: spec.blockSize } : {}) },
+      };
+    }
+    case 'BGPConfiguration': {
+      // Calico's per-node BGPConfigurations ("node.<name>") have no counterpart: settings are global.
+      if (name !== 'default') fail(['metadata', 'name'], 'only the global BGPConfiguration "default" is supported');
+      const spec = d.spec;
+      const settings: Partial<BgpSettings> = {
+        ...(spec.asNumber !== undefined ? { asn: spec.asNumber } : {}),
+        ...(spec.nodeToNodeMeshEnabled !== undefined ? { nodeMesh: spec.nodeToNodeMeshEnabled } : {}),
+      };
+      return { kind: 'BGPConfiguration', name: 'default', settings };
+    }
+    case 'BGPPeer': {
+      const spec = d.spec;
+      let ip: string;
+      try {
+        ip = formatIP(parseIP(spec.peerIP, 'peer address'));
+      } catch (err) {
+        return fail(['spec', 'peerIP'], (err as Error).message);
+      }
+      return { kind: 'BGPPeer', name, peer: { name, ip, asn: spec.asNumber, ...(spec.node ? { host: spec.node } : {}) } };
+    }
+    case 'GlobalNetworkPolicy':
+      return { kind: 'GlobalNetworkPolicy', name, policy: mapPolicy(name, d.spec, fail) };
+  }
+  return fail(['kind'], 'unreachable');
+}
+
+const meta = (name: string) => ({ name });
+const v3 = (kind: string, name: string, spec: Record<string, unknown>) => ({ apiVersion: API_VERSION, kind, metadata: meta(name), spec });
+
+export function poolToV3(p: { cidr: string; blockSize: number; disabled: boolean; name?: string }) {
+  return v3('IPPool', p.name ?? poolName(p.cidr), {
+    cidr: p.cidr,
+    blockSize: p.blockSize,
+    disabled: p.disabled,
+    natOutgoing: false,
+    ipipMode: 'Never',
+    vxlanMode: 'Never',
+    nodeSelector: 'all()',
+  });
+}
+/** A pool made by `calico pool add` has no name: its CIDR spelt as a DNS label stands in. */
+export const poolName = (cidr: string) =>
+  cidr
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
+
+export const bgpConfigToV3 = (s: BgpSettings) =>
+  v3('BGPConfiguration', 'default', { asNumber: s.asn, nodeToNodeMeshEnabled: s.nodeMesh, logSeverityScreen: 'Info' });
+export const peerToV3 = (p: PeerRecord) => v3('BGPPeer', p.name, { peerIP: p.ip, asNumber: p.asn, ...(p.host ? { node: p.host } : {}) });
+
+const cap = (s: string) => s[0].toUpperCase() + s.slice(1);
+const PROTO: Record<string, string> = { tcp: 'TCP', udp: 'UDP', icmp: 'ICMP', icmpv6: 'ICMPv6', sctp: 'SCTP' };
+function ruleToV3(r: RuleRecord): Record<string, unknown> {
+  const entity = (e: RuleEntity) => {
+    // `network:` is the short shape's sugar for a selector on the network label; v3 has no such field.
+    const { network, ...rest } = e;
+    const sel = network !== undefined ? `${NETWORK_LABEL} == ${quote(network)}` : undefined;
+    return { ...rest, ...(sel ? { selector: rest.selector ? `(${rest.selector}) && ${sel}` : sel } : {}) };
+  };
+  return {
+    action: cap(r.action),
+    ...(r.protocol !== undefined ? { protocol: typeof r.protocol === 'string' ? PROTO[r.protocol] : r.protocol } : {}),
+    ...(r.source ? { source: entity(r.source) } : {}),
+    ...(r.destination ? { destination: entity(r.destination) } : {}),
+  };
+}
+export function policyToV3(p: PolicyRecord) {
+  return v3('GlobalNetworkPolicy', p.name, {
+    order: p.order,
+    selector: p.selector,
+    types: p.types.map(cap),
+    ...(p.ingress.length ? { ingress: p.ingress.map(ruleToV3) } : {}),
+    ...(p.egress.length ? { egress: p.egress.map(ruleToV3) } : {}),
+  });
+}
+
+export function badItem(file: string, count: number, i: number, item: unknown): Fail {
+  return (path, message) => {
+    const m = (item as { metadata?: { name?: unknown }; kind?: unknown; name?: unknown }) ?? {};
+    const name = typeof m.metadata?.name === 'string' ? m.metadata.name : typeof m.name === 'string' ? m.name : undefined;
+    const kind = typeof m.kind === 'string' ? `${m.kind} ` : '';
+    const what = `${count > 1 ? `item ${i + 1}` : 'the resource'}${name ? ` (${kind}${name})` : ''}`;
+    throw new BadRequestError(`${file}: ${what}${path.length ? `, field ${path.join('.')}` : ''}: ${message}`);
+  };
+}
