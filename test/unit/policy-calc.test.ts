@@ -521,8 +521,6 @@ function randomEvent(r: ReturnType<typeof rng>, w: World): string {
 describe('PolicyCalculator: random event sequences', () => {
   test('after every event the incremental state equals computeDesired, and the deltas taken every few events replay it exactly', () => {
     let events = 0;
-    // CPU time, not wall time: the machine running the suite may be shared.
-    const cpu = process.cpuUsage();
     // POLICY_CALC_SEEDS=200 for a deeper one-off run.
     const seeds = Number(process.env.POLICY_CALC_SEEDS ?? 6);
     for (let seed = 1; seed <= seeds; seed++) {
@@ -555,9 +553,7 @@ describe('PolicyCalculator: random event sequences', () => {
       );
       assert.equal(w.calc.stats().endpoints, 0);
     }
+    // Correctness only: the per-event cost is measured in bench/policy-calc.ts, not timed here.
     assert.ok(events >= 3000);
-    const used = process.cpuUsage(cpu);
-    const ms = (used.user + used.system) / 1000;
-    assert.ok(ms < (10_000 * seeds) / 6, `${events} events took ${ms} ms of CPU`);
   });
 });
