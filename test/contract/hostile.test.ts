@@ -9,15 +9,17 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { createNetns, type Netns } from '../harness/netns';
-import { startEtcd, type TestEtcd } from '../harness/etcd';
-import { startCalico, type CalicoProcess } from '../harness/calico';
+import type { Netns } from '../harness/netns';
+import type { TestEtcd } from '../harness/etcd';
+import type { CalicoProcess } from '../harness/calico';
+import { startContractHost, type ContractHost } from '../harness/contract-host';
 import type { FakeDocker, Reply } from '../harness/plugin-client';
 
 const hex = () => randomBytes(32).toString('hex');
 const PREFIX = '/calico-libnetwork/v1/';
 const V4 = { AddressSpace: 'CalicoLocalAddressSpace', Pool: '0.0.0.0/0', Gateway: '0.0.0.0/0' };
 
+let host: ContractHost | undefined;
 let ns: Netns;
 let etcd: TestEtcd;
 let node: CalicoProcess;
@@ -123,19 +125,14 @@ async function teardown(nid: string, ep: { eid: string; a: string }): Promise<vo
 const routesVia = async (ifName: string) => (await ns.ipJson<Array<{ dst: string }>>(['route', 'show', 'dev', ifName])).map((r) => r.dst).sort();
 
 before(async () => {
-  ns = await createNetns('hs');
-  etcd = await startEtcd(ns);
-  node = await startCalico(ns, { name: 'hs-host', etcd: etcd.endpoint, env: { DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
-  await node.ready();
-  docker = node.docker;
+  host = await startContractHost('hs');
+  ({ ns, etcd, node, docker } = host);
   // A client that never finishes its headers, left running while everything else goes on.
   slowClient = rawExchange(docker.networkSock, ['POST /NetworkDriver.CreateNetwork HTTP/1.1\r\nHost: x\r\n'], 20_000);
 });
 
 after(async () => {
-  await node?.destroy();
-  await etcd?.destroy();
-  await ns?.destroy();
+  await host?.destroy();
 });
 
 describe('CreateNetwork IPAM data is checked like RequestPool checks a subnet', () => {

@@ -6,32 +6,26 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createNetns, type Netns } from '../harness/netns';
-import { startEtcd, type TestEtcd } from '../harness/etcd';
-import { startCalico, type CalicoProcess } from '../harness/calico';
+import type { Netns } from '../harness/netns';
+import type { CalicoProcess } from '../harness/calico';
+import { startContractHost, type ContractHost } from '../harness/contract-host';
 import type { FakeDocker } from '../harness/plugin-client';
 
 const hex = () => randomBytes(32).toString('hex');
 const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 
+let host: ContractHost | undefined;
 let ns: Netns;
-let etcd: TestEtcd;
 let node: CalicoProcess;
 let docker: FakeDocker;
 
 before(async () => {
-  ns = await createNetns('ct');
-  etcd = await startEtcd(ns);
-  // No Docker answers here: Docker awareness is optional and must never block a request.
-  node = await startCalico(ns, { name: 'ct-host', etcd: etcd.endpoint, env: { DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
-  await node.ready();
-  docker = node.docker;
+  host = await startContractHost('ct');
+  ({ ns, node, docker } = host);
 });
 
 after(async () => {
-  await node?.destroy();
-  await etcd?.destroy();
-  await ns?.destroy();
+  await host?.destroy();
 });
 
 /** `docker network create -d calico --ipam-driver calico-ipam [opts] NAME` (§5.1). */

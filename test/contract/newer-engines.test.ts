@@ -7,31 +7,26 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createNetns, type Netns } from '../harness/netns';
-import { startEtcd, type TestEtcd } from '../harness/etcd';
-import { startCalico, type CalicoProcess } from '../harness/calico';
+import type { Netns } from '../harness/netns';
+import type { CalicoProcess } from '../harness/calico';
+import { startContractHost, type ContractHost } from '../harness/contract-host';
 import type { FakeDocker } from '../harness/plugin-client';
 
 const hex = () => randomBytes(32).toString('hex');
 const SPACE = 'CalicoLocalAddressSpace';
 
+let host: ContractHost | undefined;
 let ns: Netns;
-let etcd: TestEtcd;
 let node: CalicoProcess;
 let docker: FakeDocker;
 
 before(async () => {
-  ns = await createNetns('ng');
-  etcd = await startEtcd(ns);
-  node = await startCalico(ns, { name: 'ng-host', etcd: etcd.endpoint, env: { DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
-  await node.ready();
-  docker = node.docker;
+  host = await startContractHost('ng');
+  ({ ns, node, docker } = host);
 });
 
 after(async () => {
-  await node?.destroy();
-  await etcd?.destroy();
-  await ns?.destroy();
+  await host?.destroy();
 });
 
 type Family = 'v4' | 'v6';
