@@ -5,8 +5,8 @@
  * follows the daemon's event stream, inspects asynchronously and writes what it learns to the
  * records. Docker being unreachable only delays this; plugin requests never depend on it.
  */
-import Docker from 'dockerode';
 import type { NodeContext } from './context';
+import { DockerApi } from './docker-api';
 import { errorMessage } from '../lib/errors';
 import { jitteredDelay, sleep } from '../lib/retry';
 import { ID_PATTERN, printable } from '../lib/validate';
@@ -38,24 +38,18 @@ export function validDockerName(name: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/.test(name);
 }
 
-function dockerOptions(dockerHost: string): Docker.DockerOptions {
-  if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length), timeout: 10_000 };
-  const u = new URL(dockerHost.replace(/^tcp:/, 'http:'));
-  return { host: u.hostname, port: Number(u.port || 2375), protocol: 'http', timeout: 10_000 };
-}
-
 const same = (a: Record<string, string>, b: Record<string, string>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
 
 export class DockerWatcher {
-  private docker: Docker;
+  private docker: DockerApi;
   private stopped = false;
-  private stream?: NodeJS.ReadableStream & { destroy?: () => void };
+  private stream?: { destroy(): void };
 
   constructor(
     private ctx: NodeContext,
     dockerHost: string,
   ) {
-    this.docker = new Docker(dockerOptions(dockerHost));
+    this.docker = new DockerApi(dockerHost);
   }
 
   start(): void {
@@ -64,7 +58,7 @@ export class DockerWatcher {
 
   stop(): void {
     this.stopped = true;
-    this.stream?.destroy?.();
+    this.stream?.destroy();
   }
 
   private async loop(): Promise<void> {
@@ -91,7 +85,7 @@ export class DockerWatcher {
 
   /** Resolves when the event stream ends (Docker restarted), rejects if it cannot be opened. */
   private async follow(): Promise<void> {
-    const stream = (await this.docker.getEvents({ filters: { type: ['network', 'container'] } })) as NodeJS.ReadableStream & { destroy?: () => void };
+    const stream = await this.docker.events(['network', 'container']);
     this.stream = stream;
     let buf = '';
     return new Promise<void>((resolve) => {
@@ -161,7 +155,7 @@ export class DockerWatcher {
   }
 
   private async learnContainer(id: string): Promise<void> {
-    const info = await this.docker.getContainer(id).inspect();
+    const info = await this.docker.inspectContainer(id);
     if (!ID_PATTERN.test(info.Id)) return;
     const raw = info.Name.replace(/^\//, '');
     const name = validDockerName(raw) ? raw : undefined;
