@@ -27,6 +27,9 @@ RUN node node_modules/typescript/bin/tsc -p tsconfig.json \
 # against the Node headers in the base image.
 RUN cc -O2 -Wall -shared -fPIC -DNODE_GYP_MODULE_NAME=calico_nft -I/usr/local/include/node \
       firewall/nftables/native/calico_nft.c -lnftables -o dist/firewall/nftables/calico_nft.node
+# And the allocator controls lib/memory loads beside its module.
+RUN cc -O2 -Wall -shared -fPIC -DNODE_GYP_MODULE_NAME=calico_memory -I/usr/local/include/node \
+      lib/memory/native/calico_memory.c -o dist/lib/memory/calico_memory.node
 
 # Everything calico node runs: iproute2, iptables, ipset, nft (libnftables), BIRD 2, etcd, openssl.
 FROM ${RUNTIME_BASE}

@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { CalicoNode, VERSION } from '../agent/node';
 import { loadConfig } from '../lib/config';
 import { createLogger } from '../lib/log';
+import { startMemoryKeeper } from '../lib/memory';
 import { bgpCommands } from './bgp';
 import { ipamCommands } from './ipam';
 import { endpointCommands, nodeListCommand, statusCommand } from './inspect';
@@ -15,6 +16,8 @@ import { run } from './run';
 async function runNode(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.logLevel, { node: config.nodeName });
+  // Before the dataplane's threads exist: the allocator's arena cap applies to threads that start after it.
+  const memory = startMemoryKeeper(log);
   const node = new CalicoNode({ config, log });
   await node.start();
   let stopping = false;
@@ -22,6 +25,7 @@ async function runNode(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal });
+    memory?.stop();
     node.stop().then(
       () => process.exit(0),
       (err) => {

@@ -107,7 +107,7 @@ fi
 srcs=(Dockerfile package.json package-lock.json tsconfig.json plugin-config.json node_modules
   driver ipam lib agent cli routing policy firewall bench demo test)
 [ -d node_modules ] || { echo "node_modules is missing: run scripts/install-deps.sh" >&2; exit 1; }
-tar -c --dereference --exclude=firewall/nftables/native/build --exclude='*.tsbuildinfo' "${srcs[@]}" |
+tar -c --dereference --exclude=firewall/nftables/native/build --exclude=lib/memory/native/build --exclude='*.tsbuildinfo' "${srcs[@]}" |
   docker build --network none --build-arg "BUILD_BASE=$build_base" --build-arg "RUNTIME_BASE=$runtime_base" -t "$tag" - >"$cache/build.log" 2>&1 ||
   { tail -40 "$cache/build.log" >&2; echo "docker build failed (see $cache/build.log)" >&2; exit 1; }
 echo "image ready: $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'))"

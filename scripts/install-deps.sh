@@ -44,11 +44,15 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
 fi
 npm run build --silent
 
-# The libnftables addon the nftables backend loads (firewall/nftables/addon.ts finds it here).
-addon=firewall/nftables/native
-out="$addon/build/Release/calico_nft.node"
-if [ ! -f "$out" ] || [ "$addon/calico_nft.c" -nt "$out" ] || [ "$addon/binding.gyp" -nt "$out" ]; then
-  echo "building the libnftables addon"
+# The native addons, built where their loaders look in the source tree: libnftables for the
+# nftables backend (firewall/nftables/addon.ts) and glibc's allocator controls (lib/memory).
+build_addon() { # dir name [libraries...]
+  local addon=$1 name=$2
+  shift 2
+  local out="$addon/build/Release/$name.node"
+  if [ -f "$out" ] && [ ! "$addon/$name.c" -nt "$out" ] && [ ! "$addon/binding.gyp" -nt "$out" ]; then return 0; fi
+  echo "building the $name addon"
+  local gyp inc
   gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
   inc="$(dirname "$(readlink -f "$(command -v node)")")/../include/node"
   [ -f "$inc/node_api.h" ] || inc=/usr/include/node
@@ -57,9 +61,11 @@ if [ ! -f "$out" ] || [ "$addon/calico_nft.c" -nt "$out" ] || [ "$addon/binding.
     (cd "$addon" && node "$gyp" rebuild --loglevel=warn --nodedir="$(dirname "$(dirname "$inc")")" >/dev/null)
   elif [ -f "$inc/node_api.h" ]; then
     mkdir -p "$(dirname "$out")"
-    cc -O2 -Wall -shared -fPIC -DNODE_GYP_MODULE_NAME=calico_nft -I"$inc" "$addon/calico_nft.c" -lnftables -o "$out"
+    cc -O2 -Wall -shared -fPIC -DNODE_GYP_MODULE_NAME="$name" -I"$inc" "$addon/$name.c" "$@" -o "$out"
   else
-    echo "Node's headers (node_api.h) are missing: cannot build the libnftables addon" >&2
+    echo "Node's headers (node_api.h) are missing: cannot build the $name addon" >&2
     exit 1
   fi
-fi
+}
+build_addon firewall/nftables/native calico_nft -lnftables
+build_addon lib/memory/native calico_memory

@@ -54,6 +54,12 @@ import {
  */
 export const DEFAULT_WORKERS = 2;
 
+/**
+ * A worker holds no state beyond one call's netlink messages, but V8 sizes each isolate's young
+ * generation as for a large program (up to 16 MB per semi-space), which it then keeps resident.
+ */
+const WORKER_HEAP = { maxYoungGenerationSizeMb: 4 };
+
 export interface ThreadedDataplaneOptions {
   /** Root of the sysctl tree, `/proc/sys` by default (a managed plugin: `/host/proc/sys`). */
   procSys?: string;
@@ -130,7 +136,7 @@ class WorkerSlot {
     let worker: Worker;
     const state = new Int32Array(new SharedArrayBuffer(4));
     try {
-      worker = new Worker(this.cfg.workerPath, { workerData: { ...this.cfg.init, state: state.buffer } satisfies WorkerInit });
+      worker = new Worker(this.cfg.workerPath, { workerData: { ...this.cfg.init, state: state.buffer } satisfies WorkerInit, resourceLimits: WORKER_HEAP });
     } catch (err) {
       this.lastError = errorMessage(err);
       this.crashed(`could not start: ${this.lastError}`);

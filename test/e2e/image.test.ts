@@ -12,7 +12,7 @@ import { runCmd } from '../harness/docker';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-image-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-test('the image builds without a registry and holds node, the nftables addon, iptables, ipset, nft, BIRD, etcd and openssl', async () => {
+test('the image builds without a registry and holds node, the nftables and memory addons, iptables, ipset, nft, BIRD, etcd and openssl', async () => {
   const rootfs = path.join(dir, 'rootfs');
   const built = await runCmd(path.resolve(__dirname, '../../../scripts/build-image.sh'), ['--rootfs', rootfs], { timeoutMs: 900_000 });
   assert.equal(built.code, 0, built.stderr);
@@ -23,6 +23,11 @@ test('the image builds without a registry and holds node, the nftables addon, ip
   };
   assert.match(await inside('/usr/local/bin/node', '--version'), /^v20\./);
   await inside('/usr/local/bin/node', '-e', "require('/opt/calico/dist/firewall/nftables/calico_nft.node')");
+  // Found by lib/memory beside its module: a daemon without it keeps what it frees.
+  assert.match(
+    await inside('/usr/local/bin/node', '-e', "process.stdout.write(String(require('/opt/calico/dist/lib/memory/calico_memory.node').trim()))"),
+    /^(true|false)$/,
+  );
   await inside('/usr/local/bin/node', '/opt/calico/dist/cli/main.js', '--help');
   assert.match(await inside('iptables', '--version'), /iptables v1\./);
   assert.match(await inside('ipset', 'version'), /ipset v/);
