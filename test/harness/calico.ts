@@ -34,7 +34,11 @@ export async function startCalico(ns: Netns, opts: { name: string; etcd?: string
   const pluginDir = path.join(root, 'plugins');
   const dataDir = path.join(root, 'data');
   fs.mkdirSync(pluginDir, { recursive: true });
+  // Its own settings file (empty unless a test writes it): the machine's /etc/calico/calico.env never leaks in.
+  const configFile = path.join(root, 'calico.env');
+  fs.writeFileSync(configFile, '');
   const env: Record<string, string> = {
+    CALICO_CONFIG: configFile,
     CALICO_NODENAME: opts.name,
     CALICO_PLUGIN_DIR: pluginDir,
     CALICO_DATA_DIR: dataDir,
