@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { CalicoNode, VERSION } from '../agent/node';
 import { loadHostConfig } from '../lib/config';
 import { DEFAULT_CONFIG_FILE } from '../lib/env-file';
-import { createLogger } from '../lib/log';
+import { createLogger, resolveLogFormat } from '../lib/log';
 import { bgpCommands } from './bgp';
 import { ipamCommands } from './ipam';
 import { endpointCommands, nodeListCommand, statusCommand } from './inspect';
@@ -16,7 +16,7 @@ import { run } from './run';
 
 async function runNode(): Promise<void> {
   const config = loadHostConfig();
-  const log = createLogger(config.logLevel, { node: config.nodeName });
+  const log = createLogger(config.logLevel, { node: config.nodeName }, resolveLogFormat(config.logFormat, process.stderr.isTTY === true));
   let stopping = false;
   const stop = (signal: string, code = 0) => {
     if (stopping) return;

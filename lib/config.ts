@@ -7,7 +7,7 @@ import path from 'node:path';
 import { BadRequestError } from './errors';
 import { withConfigFile } from './env-file';
 import { parseCidr, parseIP } from './ip';
-import { type LogLevel, isLogLevel } from './log';
+import { LOG_FORMATS, type LogFormatSetting, type LogLevel, isLogFormatSetting, isLogLevel } from './log';
 import { validHostName } from './datastore/keys';
 import { ASN_RANGE, MTU_MAX, MTU_MIN, validAsn, validMtu } from './limits';
 
@@ -31,6 +31,8 @@ export interface Config {
   ipv6Pool?: string;
   mtu?: number;
   logLevel: LogLevel;
+  /** CALICO_LOG_FORMAT: `auto` (text on a terminal, JSON otherwise), `text` or `json`. */
+  logFormat: LogFormatSetting;
   dockerHost: string;
   /** Binary for the embedded etcd. */
   etcdBinary: string;
@@ -107,11 +109,14 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const level = (nonEmpty(env, 'CALICO_LOG_LEVEL') ?? 'info').toLowerCase();
   if (!isLogLevel(level)) fail('CALICO_LOG_LEVEL', level, 'use error, warn, info or debug');
+  const logFormat = (nonEmpty(env, 'CALICO_LOG_FORMAT') ?? 'auto').toLowerCase();
+  if (!isLogFormatSetting(logFormat)) fail('CALICO_LOG_FORMAT', logFormat, `use ${LOG_FORMATS.join(', ')}`);
   const cfg: Config = {
     nodeName,
     pluginDir: path.resolve(nonEmpty(env, 'CALICO_PLUGIN_DIR') ?? '/run/docker/plugins'),
     dataDir: path.resolve(nonEmpty(env, 'CALICO_DATA_DIR') ?? '/var/lib/calico'),
     logLevel: level,
+    logFormat,
     dockerHost: nonEmpty(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock',
     etcdBinary: nonEmpty(env, 'CALICO_ETCD_BINARY') ?? 'etcd',
     pluginMode: 'legacy',
