@@ -18,10 +18,10 @@ async function runNode(): Promise<void> {
   const config = loadHostConfig();
   const log = createLogger(config.logLevel, { node: config.nodeName }, resolveLogFormat(config.logFormat, process.stderr.isTTY === true));
   let stopping = false;
-  const stop = (signal: string, code = 0) => {
+  const stop = (reason: string, code = 0) => {
     if (stopping) return;
     stopping = true;
-    log.info('stopping', { signal });
+    log.info('stopping', { reason });
     node.stop().then(
       () => process.exit(code),
       (err) => {
