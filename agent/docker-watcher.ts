@@ -75,8 +75,17 @@ export class DockerWatcher {
         await ended;
       } catch (err) {
         if (this.stopped) return;
+        // Docker not running yet is expected (calico node starts before it): one warning, then
+        // debug lines, each the error's message only, never its stack.
         const level = failures === 0 ? 'warn' : 'debug';
-        this.ctx.log.log(level, 'cannot follow Docker; names and labels will be learned when it answers', { error: errorMessage(err) });
+        const delay = 500 + jitteredDelay(failures, 500, 30_000);
+        this.ctx.log.log(level, 'cannot follow Docker; names and labels will be learned when it answers', {
+          error: errorMessage(err),
+          retryInMs: Math.round(delay),
+        });
+        failures++;
+        await sleep(delay);
+        continue;
       }
       if (this.stopped) return;
       await sleep(500 + jitteredDelay(failures++, 500, 30_000));

@@ -7,7 +7,8 @@
  * bounds the size; defragmenting gives the space back). A NOSPACE alarm, should the quota
  * still be reached, is cleared once space was recovered, so writes resume without an operator.
  */
-import { AlarmAction, AlarmType, Etcd3, type IOptions } from 'etcd3';
+import { AlarmAction, AlarmType, type Etcd3, type IOptions } from 'etcd3';
+import { createEtcd3 } from '../lib/datastore/etcd-client';
 import { errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 
@@ -42,7 +43,7 @@ export class EtcdMaintenance {
     private opts: MaintenanceOptions = MAINTENANCE_DEFAULTS,
     credentials?: IOptions['credentials'],
   ) {
-    this.client = new Etcd3({ hosts: [endpoint], ...(credentials ? { credentials } : {}) });
+    this.client = createEtcd3({ hosts: [endpoint], ...(credentials ? { credentials } : {}) });
   }
 
   start(): void {

@@ -21,7 +21,7 @@ import { EtcdKV } from '../lib/datastore/etcd';
 import { keys } from '../lib/datastore/keys';
 import type { HostRecord } from '../lib/datastore/records';
 import { Records } from '../lib/datastore/records-store';
-import { UnavailableError, errorMessage } from '../lib/errors';
+import { ConfigError, UnavailableError, errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { type Routes, closeUnix, createPluginApp, listenUnix } from '../lib/server';
 import { withDeadline } from '../lib/retry';
@@ -44,6 +44,11 @@ export interface NodeOptions {
   log: Logger;
   /** Injected by tests; the real one acts on this process's network namespace. */
   dataplane?: Dataplane;
+  /**
+   * Start-up met a setting etcd refuses (its CA, certificate, password): retrying cannot help, so
+   * start-up stops and this is called (`calico node` exits with the message). Unset: retried.
+   */
+  onConfigError?: (err: ConfigError) => void;
 }
 
 function activate(implementsList: string[]): Routes {
@@ -178,6 +183,10 @@ export class CalicoNode {
         await this.ctx.dataplane.enableForwarding(true);
       } catch (err) {
         this.lastError = errorMessage(err);
+        if (err instanceof ConfigError && this.opts.onConfigError) {
+          this.opts.onConfigError(err);
+          return 'done';
+        }
         throw err;
       }
       void this.startBackground('the route agent', () => this.startRouting());

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Etcd3 } from 'etcd3';
+import { createEtcd3 } from '../lib/datastore/etcd-client';
 import { EmbeddedEtcd } from '../agent/embedded-etcd';
 import { readCredentials } from '../agent/embedded-tls';
 import { Allocator } from '../ipam/allocator';
@@ -34,7 +34,7 @@ async function main() {
   const endpoint = await etcd.start();
   const tls = etcd.tls!;
   const kv = new EtcdKV({ endpoints: [endpoint], caFile: tls.caFile, certFile: tls.certFile, keyFile: tls.keyFile });
-  const status = new Etcd3({ hosts: [endpoint], credentials: readCredentials(tls) });
+  const status = createEtcd3({ hosts: [endpoint], credentials: readCredentials(tls) });
   try {
     const pools = new Pools(kv);
     await pools.ensureDefault(4, '10.90.0.0/16');

@@ -1,11 +1,11 @@
-/** How CLI commands reach etcd: ETCD_ENDPOINTS, else the embedded etcd `calico node` runs here. */
+/** How CLI commands reach etcd: ETCD_ENDPOINTS (environment or settings file), else the embedded etcd `calico node` runs here. */
 import fs from 'node:fs';
-import { type Config, embeddedEndpointFile, loadConfig } from '../lib/config';
+import { type Config, embeddedEndpointFile, loadHostConfig } from '../lib/config';
 import { EtcdKV } from '../lib/datastore/etcd';
 import { embeddedTlsDir, embeddedTlsFiles } from '../agent/embedded-tls';
 import { BadRequestError, UnavailableError } from '../lib/errors';
 
-export function connect(cfg: Config = loadConfig()): EtcdKV {
+export function connect(cfg: Config = loadHostConfig()): EtcdKV {
   let endpoints = cfg.etcdEndpoints;
   let tls: Pick<Config, 'etcdCaFile' | 'etcdCertFile' | 'etcdKeyFile' | 'etcdUsername' | 'etcdPassword'> = cfg;
   if (!endpoints) {

@@ -1,12 +1,12 @@
 /** `calico endpoint ls`, `calico node ls`, `calico status`. */
 import type { Command } from 'commander';
 import { Pools } from '../ipam/pools';
-import { loadConfig } from '../lib/config';
+import { loadHostConfig } from '../lib/config';
 import { Blocks } from '../ipam/blocks';
 import { codecs } from '../lib/datastore/codec';
 import { keyName, keys } from '../lib/datastore/keys';
 import { cidrFromKey } from '../lib/ip';
-import { errorMessage } from '../lib/errors';
+import { ConfigError, errorMessage } from '../lib/errors';
 import { getSettings } from '../routing/model';
 import path from 'node:path';
 import { silentLogger } from '../lib/log';
@@ -76,7 +76,7 @@ export function statusCommand(program: Command): void {
     .option('--json', 'print JSON')
     .action((o: { json?: boolean }) =>
       run(async () => {
-        const cfg = loadConfig();
+        const cfg = loadHostConfig();
         return withKv(async (kv) => {
           let etcd = 'reachable';
           let report: Record<string, unknown> = {};
@@ -99,6 +99,8 @@ export function statusCommand(program: Command): void {
               endpoints: eps.length,
             };
           } catch (err) {
+            // A setting etcd refuses is not "unreachable": the message says which to fix.
+            if (err instanceof ConfigError) throw err;
             etcd = `unreachable: ${errorMessage(err)}`;
           }
           // BGP: ask this host's BIRD (managed or external) over its control socket.

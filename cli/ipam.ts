@@ -5,7 +5,7 @@ import * as blk from '../ipam/block';
 import { Blocks } from '../ipam/blocks';
 import { checkIpam } from '../ipam/check';
 import { Pools } from '../ipam/pools';
-import { loadConfig } from '../lib/config';
+import { loadHostConfig } from '../lib/config';
 import { codecs } from '../lib/datastore/codec';
 import { keys } from '../lib/datastore/keys';
 import type { Owner } from '../lib/datastore/records';
@@ -104,7 +104,7 @@ export function ipamCommands(program: Command): void {
     .option('--force', 'release even if the owning endpoint still exists')
     .action((ips: string[], o: { force?: boolean }) =>
       run(async () => {
-        const cfg = loadConfig();
+        const cfg = loadHostConfig();
         const addrs = ips.map((s) => parseIP(s, 'address'));
         return withKv(async (kv) => {
           const allocator = new Allocator(kv, new Pools(kv), cfg.nodeName, silentLogger());

@@ -1,5 +1,5 @@
 /** Runs a CLI action: errors go to stderr as one line, with a non-zero exit. */
-import { classify } from '../lib/errors';
+import { toCliExit } from '../lib/errors';
 
 export function run(fn: () => Promise<void | number>, opts: { daemon?: boolean } = {}): Promise<void> {
   // A one-shot command is done when it answered: a TCP connect still pending to an unreachable
@@ -12,9 +12,9 @@ export function run(fn: () => Promise<void | number>, opts: { daemon?: boolean }
         process.exitCode = typeof code === 'number' ? code : 0;
       },
       (err) => {
-        const e = classify(err);
+        const e = toCliExit(err);
         process.stderr.write(`calico: ${e.message}\n`);
-        process.exitCode = e.kind === 'bad-request' || e.kind === 'not-found' || e.kind === 'conflict' ? 1 : 2;
+        process.exitCode = e.status;
       },
     );
 }

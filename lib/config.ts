@@ -5,8 +5,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import { BadRequestError } from './errors';
+import { withConfigFile } from './env-file';
 import { parseCidr, parseIP } from './ip';
-import { type LogLevel, isLogLevel } from './log';
+import { LOG_FORMATS, type LogFormatSetting, type LogLevel, isLogFormatSetting, isLogLevel } from './log';
 import { validHostName } from './datastore/keys';
 import { ASN_RANGE, MTU_MAX, MTU_MIN, validAsn, validMtu } from './limits';
 
@@ -30,6 +31,8 @@ export interface Config {
   ipv6Pool?: string;
   mtu?: number;
   logLevel: LogLevel;
+  /** CALICO_LOG_FORMAT: `auto` (text on a terminal, JSON otherwise), `text` or `json`. */
+  logFormat: LogFormatSetting;
   dockerHost: string;
   /** Binary for the embedded etcd. */
   etcdBinary: string;
@@ -106,11 +109,14 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const level = (nonEmpty(env, 'CALICO_LOG_LEVEL') ?? 'info').toLowerCase();
   if (!isLogLevel(level)) fail('CALICO_LOG_LEVEL', level, 'use error, warn, info or debug');
+  const logFormat = (nonEmpty(env, 'CALICO_LOG_FORMAT') ?? 'auto').toLowerCase();
+  if (!isLogFormatSetting(logFormat)) fail('CALICO_LOG_FORMAT', logFormat, `use ${LOG_FORMATS.join(', ')}`);
   const cfg: Config = {
     nodeName,
     pluginDir: path.resolve(nonEmpty(env, 'CALICO_PLUGIN_DIR') ?? '/run/docker/plugins'),
     dataDir: path.resolve(nonEmpty(env, 'CALICO_DATA_DIR') ?? '/var/lib/calico'),
     logLevel: level,
+    logFormat,
     dockerHost: nonEmpty(env, 'DOCKER_HOST') ?? 'unix:///var/run/docker.sock',
     etcdBinary: nonEmpty(env, 'CALICO_ETCD_BINARY') ?? 'etcd',
     pluginMode: 'legacy',
@@ -174,7 +180,25 @@ export function loadConfig(env: Env = process.env): Config {
   if (opt('ETCD_KEY_FILE')) cfg.etcdKeyFile = opt('ETCD_KEY_FILE');
   if (opt('ETCD_USERNAME')) cfg.etcdUsername = opt('ETCD_USERNAME');
   if (opt('ETCD_PASSWORD')) cfg.etcdPassword = opt('ETCD_PASSWORD');
+  // Half a pair would be dropped or fail later as an etcd error; say which half is missing now.
+  if (!!cfg.etcdCertFile !== !!cfg.etcdKeyFile) {
+    const [set, unset] = cfg.etcdCertFile ? ['ETCD_CERT_FILE', 'ETCD_KEY_FILE'] : ['ETCD_KEY_FILE', 'ETCD_CERT_FILE'];
+    fail(set, opt(set) ?? '', `${unset} is not set: give both the client certificate and its key`);
+  }
+  if (cfg.etcdPassword && !cfg.etcdUsername) fail('ETCD_PASSWORD', '***', 'ETCD_USERNAME is not set: give the user the password is for');
+  const tlsFile = ['ETCD_CA_CERT_FILE', 'ETCD_CERT_FILE'].find((k) => opt(k));
+  if (tlsFile && endpoints?.[0]?.startsWith('http:')) {
+    fail('ETCD_ENDPOINTS', env.ETCD_ENDPOINTS ?? '', `${tlsFile} is set but the endpoints are http://: use https:// to reach etcd over TLS`);
+  }
   return cfg;
+}
+
+/**
+ * This host's configuration as `calico node` and the CLI use it: the settings file
+ * (CALICO_CONFIG, default /etc/calico/calico.env; env-file.ts) overridden by the environment.
+ */
+export function loadHostConfig(env: Env = process.env): Config {
+  return loadConfig(withConfigFile(env));
 }
 
 /** Where `calico node` records its embedded etcd's URL, so the CLI on the same host finds it. */

@@ -4,7 +4,7 @@
  * the `{"Err": ...}` body Docker shows to users. Retryability is a trait, not a class.
  */
 
-export type ErrorKind = 'bad-request' | 'not-found' | 'conflict' | 'unavailable' | 'internal';
+export type ErrorKind = 'bad-request' | 'not-found' | 'conflict' | 'unavailable' | 'config' | 'internal';
 
 const retryable = Symbol.for('calico-libnetwork.retryable');
 
@@ -38,6 +38,14 @@ export class UnavailableError extends CalicoError {
     super(message, options);
     markRetryable(this);
   }
+}
+
+/**
+ * This host's settings are wrong (a config file line, a certificate, a password etcd refused):
+ * retrying cannot help until the operator changes the setting the message names.
+ */
+export class ConfigError extends CalicoError {
+  readonly kind = 'config' as const;
 }
 
 /** A bug or an unexpected failure: nothing the caller can fix by changing the request. */
@@ -74,8 +82,26 @@ const httpStatus: Record<ErrorKind, number> = {
   'not-found': 400,
   conflict: 400,
   unavailable: 500,
+  // The request was fine; this host cannot serve it until its operator fixes a setting.
+  config: 500,
   internal: 500,
 };
+
+/** The CLI's exit status: 1 when the request or the settings must change, 2 when trying again may work. */
+const exitStatus: Record<ErrorKind, number> = {
+  'bad-request': 1,
+  'not-found': 1,
+  conflict: 1,
+  config: 1,
+  unavailable: 2,
+  internal: 2,
+};
+
+/** The single place where errors become the CLI's one line on stderr and its exit status. */
+export function toCliExit(err: unknown): { status: number; message: string } {
+  const e = classify(err);
+  return { status: exitStatus[e.kind], message: e.message };
+}
 
 /**
  * The single place where errors become plugin replies. Docker reads `Err` from any non-200

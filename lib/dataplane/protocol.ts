@@ -7,6 +7,7 @@
 import {
   BadRequestError,
   CalicoError,
+  ConfigError,
   ConflictError,
   type ErrorKind,
   InternalError,
@@ -103,6 +104,7 @@ const errorClasses: Record<ErrorKind, new (message: string, options?: { cause?: 
   'not-found': NotFoundError,
   conflict: ConflictError,
   unavailable: UnavailableError,
+  config: ConfigError,
   internal: InternalError,
 };
 

@@ -12,23 +12,29 @@
  * circuit breakers. Every call carries etcd's "hasleader" metadata, so a member cut off from the
  * cluster's leader answers "no leader" at once instead of holding the request until it times out.
  */
-import { Etcd3, type IOptions } from 'etcd3';
+import type { Etcd3, IOptions } from 'etcd3';
+import { createEtcd3 } from './etcd-client';
 import { noop } from 'cockatiel';
 import { errorMessage } from '../errors';
+import { isMisconfiguration } from './etcd-misconfig';
 import type { Logger } from '../log';
 
 /** How a failed attempt is handled: try another member, pause and try again, or give up. */
-export type Fault = 'member' | 'leaderless' | 'cluster' | 'final';
+export type Fault = 'member' | 'leaderless' | 'cluster' | 'config' | 'final';
 
 /**
  * `member`: this member cannot be reached (connection refused or reset, a deadline).
  * `leaderless`: it answered, but has no leader (an election, or it is cut off from the others):
  * another member may have one.
  * `cluster`: the cluster is changing under the request (a leader election); any member, soon.
+ * `config`: this host's etcd settings are wrong (its CA, certificate or password; etcd-misconfig.ts):
+ * another member may be set up differently, but waiting cannot help.
  * `final`: the request itself failed (compacted, invalid, denied); retrying cannot help.
  */
 export function classifyFault(err: unknown): Fault {
   const msg = errorMessage(err);
+  // Before UNAVAILABLE: grpc reports a failed TLS handshake as a connection that could not be made.
+  if (isMisconfiguration(err)) return 'config';
   if (/leader changed|request timed out|too many requests|timed out waiting for read index|not capable|raft proposal dropped/i.test(msg)) return 'cluster';
   if (/no leader/i.test(msg)) return 'leaderless';
   if (/UNAVAILABLE|DEADLINE_EXCEEDED|Deadline exceeded|No connection|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|socket|CANCELLED|closed|stopped/i.test(msg))
@@ -78,7 +84,7 @@ export class MemberSet {
   ) {
     const single = (url: string) => {
       const o = options([url]);
-      return requireLeader(new Etcd3({ ...o, faultHandling: { global: noop, host: () => noop, watchBackoff: o.faultHandling?.watchBackoff } }));
+      return requireLeader(createEtcd3({ ...o, faultHandling: { global: noop, host: () => noop, watchBackoff: o.faultHandling?.watchBackoff } }));
     };
     this.members = urls.map((url) => ({ url, client: single(url), streams: single(url), downUntil: 0, failures: 0, lastOk: 0 }));
     // Hosts start pinned to different members, so a cluster's load spreads over its members.

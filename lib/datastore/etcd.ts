@@ -16,9 +16,12 @@
  * is probed when it has been quiet, so a watch on a member that was cut off moves within seconds.
  */
 import fs from 'node:fs';
+import tls from 'node:tls';
 import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, noop } from 'cockatiel';
-import { CompareResult, CompareTarget, Etcd3, SortOrder, SortTarget, isRecoverableError, type IOptions, type Watcher } from 'etcd3';
-import { UnavailableError, errorMessage } from '../errors';
+import { CompareResult, CompareTarget, type Etcd3, SortOrder, SortTarget, isRecoverableError, type IOptions, type Watcher } from 'etcd3';
+import { ConfigError, UnavailableError, errorMessage } from '../errors';
+import { misconfiguration } from './etcd-misconfig';
+import { createEtcd3 } from './etcd-client';
 import { type Member, MemberSet, classifyFault, requireLeader } from './etcd-members';
 import type { Logger } from '../log';
 import { silentLogger } from '../log';
@@ -78,15 +81,25 @@ export function etcdClientOptions(o: EtcdOptions): IOptions {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
     },
   };
-  if (o.caFile) {
+  if (o.caFile || o.certFile || o.keyFile) {
     opts.credentials = {
-      rootCertificate: fs.readFileSync(o.caFile),
-      ...(o.keyFile ? { privateKey: fs.readFileSync(o.keyFile) } : {}),
-      ...(o.certFile ? { certChain: fs.readFileSync(o.certFile) } : {}),
+      // A client certificate without ETCD_CA_CERT_FILE: etcd's is checked against the system's CAs.
+      rootCertificate: o.caFile ? readSetting('ETCD_CA_CERT_FILE', o.caFile) : Buffer.from(tls.rootCertificates.join('\n')),
+      ...(o.keyFile ? { privateKey: readSetting('ETCD_KEY_FILE', o.keyFile) } : {}),
+      ...(o.certFile ? { certChain: readSetting('ETCD_CERT_FILE', o.certFile) } : {}),
     };
   }
   if (o.username) opts.auth = { username: o.username, password: o.password ?? '' };
   return opts;
+}
+
+/** A file a setting names, read now: unreadable, it is that setting that must change. */
+function readSetting(variable: string, file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(`${variable}=${file} cannot be read (${errorMessage(err)}): point ${variable} at a readable file`, { cause: err });
+  }
 }
 
 const buf = (s: string) => Buffer.from(KEY_PREFIX + s);
@@ -108,22 +121,26 @@ export class EtcdKV implements KV {
   readonly client: Etcd3;
   private members: MemberSet;
   private endpoints: string;
+  private settings: EtcdOptions;
   private budgetMs: number;
   private log: Logger;
   private openWatches = 0;
   private probe?: NodeJS.Timeout;
 
   constructor(o: EtcdOptions) {
-    this.client = requireLeader(new Etcd3(etcdClientOptions(o)));
+    this.client = requireLeader(createEtcd3(etcdClientOptions(o)));
     this.log = o.log ?? silentLogger();
     this.members = new MemberSet(o.endpoints, (hosts) => etcdClientOptions({ ...o, endpoints: hosts }), this.log);
     this.endpoints = o.endpoints.join(',');
+    this.settings = o;
     this.budgetMs = o.callTimeoutMs ?? CALL_BUDGET_MS;
   }
 
   private wrap(err: unknown, what: string): Error {
-    if (err instanceof UnavailableError) return err;
-    if (classifyFault(err) !== 'final') {
+    if (err instanceof UnavailableError || err instanceof ConfigError) return err;
+    const fault = classifyFault(err);
+    if (fault === 'config') return misconfiguration(err, this.settings) ?? new ConfigError(errorMessage(err), { cause: err });
+    if (fault !== 'final') {
       return new UnavailableError(
         `etcd at ${this.endpoints} did not answer ${what} within ${this.budgetMs} ms: ${errorMessage(err)}; try again (check that most etcd members are running and reachable, and that ETCD_ENDPOINTS is right)`,
         { cause: err },
@@ -146,6 +163,13 @@ export class EtcdKV implements KV {
       } catch (err) {
         const fault = classifyFault(err);
         if (fault === 'final') throw this.wrap(err, what);
+        // A setting etcd refuses fails at once, unless another member is still untried.
+        if (fault === 'config') {
+          tried.add(m);
+          if (this.members.members.every((x) => tried.has(x))) throw this.wrap(err, what);
+          this.members.failed(m, err);
+          continue;
+        }
         const moveOn = fault === 'member' || fault === 'leaderless';
         if (moveOn) {
           this.members.failed(m, err);

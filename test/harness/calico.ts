@@ -29,12 +29,19 @@ export interface CalicoProcess {
   destroy(): Promise<void>;
 }
 
-export async function startCalico(ns: Netns, opts: { name: string; etcd?: string; env?: Record<string, string> }): Promise<CalicoProcess> {
+export async function startCalico(
+  ns: Netns,
+  opts: { name: string; etcd?: string; env?: Record<string, string>; /** The settings file's text (KEY=VALUE lines). */ settings?: string },
+): Promise<CalicoProcess> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `calico-test-${opts.name}-`));
   const pluginDir = path.join(root, 'plugins');
   const dataDir = path.join(root, 'data');
   fs.mkdirSync(pluginDir, { recursive: true });
+  // Its own settings file (empty unless the test gives one): the machine's /etc/calico/calico.env never leaks in.
+  const configFile = path.join(root, 'calico.env');
+  fs.writeFileSync(configFile, opts.settings ?? '');
   const env: Record<string, string> = {
+    CALICO_CONFIG: configFile,
     CALICO_NODENAME: opts.name,
     CALICO_PLUGIN_DIR: pluginDir,
     CALICO_DATA_DIR: dataDir,

@@ -9,6 +9,7 @@ import path from 'node:path';
 import net from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import type { Netns } from './netns';
+import type { TestPki } from './pki';
 
 function randomPort(): number {
   return 20000 + Math.floor(Math.random() * 40000);
@@ -43,11 +44,17 @@ async function waitForPort(ns: Netns, host: string, port: number, timeoutMs: num
   throw new Error(`etcd did not listen on ${host}:${port} within ${timeoutMs} ms`);
 }
 
-export async function startEtcd(ns: Netns, host = '127.0.0.1'): Promise<TestEtcd> {
+export interface EtcdOptions {
+  /** Serve clients over TLS with these certificates, and only clients holding one from its CA. */
+  tls?: TestPki;
+}
+
+export async function startEtcd(ns: Netns, host = '127.0.0.1', opts: EtcdOptions = {}): Promise<TestEtcd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-test-etcd-'));
   const client = randomPort();
   const peer = client + 1;
-  const endpoint = `http://${host}:${client}`;
+  const endpoint = `${opts.tls ? 'https' : 'http'}://${host}:${client}`;
+  const tls = opts.tls ? ['--cert-file', opts.tls.serverCert, '--key-file', opts.tls.serverKey, '--trusted-ca-file', opts.tls.ca, '--client-cert-auth'] : [];
   let child: ChildProcess | undefined;
   const log = fs.createWriteStream(path.join(dir, 'etcd.log'), { flags: 'a' });
   const start = async () => {
@@ -68,6 +75,7 @@ export async function startEtcd(ns: Netns, host = '127.0.0.1'): Promise<TestEtcd
       `test=http://${host}:${peer}`,
       '--log-level',
       'warn',
+      ...tls,
     ]);
     child.stdout?.pipe(log, { end: false });
     child.stderr?.pipe(log, { end: false });
@@ -94,6 +102,21 @@ export async function startEtcd(ns: Netns, host = '127.0.0.1'): Promise<TestEtcd
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Turns on etcd authentication with a root user and one user whose role may read and write only
+ * calico's prefix (what an operator grants), through etcdctl with the client certificate.
+ */
+export async function enableAuth(ns: Netns, etcd: TestEtcd, pki: TestPki, user: string, password: string): Promise<void> {
+  const ctl = (...args: string[]) =>
+    ns.exec('etcdctl', ['--endpoints', etcd.endpoint, '--cacert', pki.ca, '--cert', pki.clientCert, '--key', pki.clientKey, '--command-timeout=5s', ...args]);
+  await ctl('user', 'add', 'root', '--new-user-password', `${password}-root`);
+  await ctl('role', 'add', 'calico');
+  await ctl('role', 'grant-permission', 'calico', '--prefix=true', 'readwrite', '/calico-libnetwork/');
+  await ctl('user', 'add', user, '--new-user-password', password);
+  await ctl('user', 'grant-role', user, 'calico');
+  await ctl('auth', 'enable');
 }
 
 export { net };

@@ -135,3 +135,30 @@ describe('CALICO_FIREWALL', () => {
   for (const v of ['auto', 'nftables', 'iptables', 'NFTables'] as const)
     test(`takes ${v}`, () => assert.equal(loadConfig({ CALICO_FIREWALL: v }).firewall, v.toLowerCase()));
 });
+
+describe('etcd TLS and authentication settings', () => {
+  test('a client certificate without its key, or a key without its certificate, is refused naming both', () => {
+    refuses({ ETCD_ENDPOINTS: 'https://10.0.0.1:2379', ETCD_CERT_FILE: '/c.pem' }, 'ETCD_CERT_FILE', /ETCD_KEY_FILE is not set/);
+    refuses({ ETCD_ENDPOINTS: 'https://10.0.0.1:2379', ETCD_KEY_FILE: '/k.pem' }, 'ETCD_KEY_FILE', /ETCD_CERT_FILE is not set/);
+  });
+
+  test('a password without a user is refused without echoing the password', () => {
+    assert.throws(
+      () => loadConfig({ ETCD_PASSWORD: 'hunter2' }),
+      (e: unknown) => e instanceof BadRequestError && /ETCD_USERNAME is not set/.test(e.message) && !e.message.includes('hunter2'),
+    );
+  });
+
+  test('TLS files with http:// endpoints are refused, https:// with all of them accepted', () => {
+    refuses({ ETCD_ENDPOINTS: 'http://10.0.0.1:2379', ETCD_CA_CERT_FILE: '/ca.pem' }, 'ETCD_ENDPOINTS', /use https:\/\//);
+    const cfg = loadConfig({
+      ETCD_ENDPOINTS: 'https://10.0.0.1:2379',
+      ETCD_CA_CERT_FILE: '/ca.pem',
+      ETCD_CERT_FILE: '/c.pem',
+      ETCD_KEY_FILE: '/k.pem',
+      ETCD_USERNAME: 'u',
+      ETCD_PASSWORD: 'p',
+    });
+    assert.deepEqual([cfg.etcdCaFile, cfg.etcdCertFile, cfg.etcdKeyFile, cfg.etcdUsername, cfg.etcdPassword], ['/ca.pem', '/c.pem', '/k.pem', 'u', 'p']);
+  });
+});

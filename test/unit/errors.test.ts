@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import {
   BadRequestError,
   CalicoError,
+  ConfigError,
   ConflictError,
   InternalError,
   NotFoundError,
@@ -12,8 +13,22 @@ import {
   errorMessage,
   isRetryable,
   markRetryable,
+  toCliExit,
   toPluginReply,
 } from '../../lib/errors';
+
+describe('toCliExit', () => {
+  test('exits 1 when the request or a setting must change, 2 when trying again may work', () => {
+    assert.deepEqual(toCliExit(new ConfigError('check ETCD_PASSWORD')), { status: 1, message: 'check ETCD_PASSWORD' });
+    assert.equal(toCliExit(new BadRequestError('x')).status, 1);
+    assert.equal(toCliExit(new UnavailableError('etcd is down')).status, 2);
+    assert.deepEqual(toCliExit(new Error('boom')), { status: 2, message: 'internal error: boom' });
+  });
+
+  test('a configuration error is not retryable', () => {
+    assert.equal(isRetryable(new ConfigError('x')), false);
+  });
+});
 
 describe('toPluginReply', () => {
   const cases: Array<[string, CalicoError, number]> = [
@@ -21,6 +36,7 @@ describe('toPluginReply', () => {
     ['not-found', new NotFoundError('no such network'), 400],
     ['conflict', new ConflictError('address in use'), 400],
     ['unavailable', new UnavailableError('etcd is down'), 500],
+    ['config', new ConfigError('check ETCD_PASSWORD'), 500],
     ['internal', new InternalError('oops'), 500],
   ];
   for (const [kind, err, status] of cases) {

@@ -6,14 +6,14 @@ import { silentLogger } from '../../lib/log';
 const urls = ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'];
 const set = () => new MemberSet(urls, (hosts) => ({ hosts }), silentLogger());
 
-test('an election in progress is waited out, a member that cannot serve is left, a refused request is final', () => {
+test('an election in progress is waited out, a member that cannot serve is left, a refused request is final, a refused user is a setting to fix', () => {
   assert.equal(classifyFault(new Error('14 UNAVAILABLE: etcdserver: leader changed')), 'cluster');
   assert.equal(classifyFault(new Error('etcdserver: request timed out')), 'cluster');
   assert.equal(classifyFault(new Error('14 UNAVAILABLE: No connection established')), 'member');
   assert.equal(classifyFault(new Error('14 UNAVAILABLE: etcdserver: no leader')), 'leaderless');
   assert.equal(classifyFault(new Error('4 DEADLINE_EXCEEDED: Deadline exceeded after 1.000s')), 'member');
   assert.equal(classifyFault(new Error('etcdserver: mvcc: required revision has been compacted')), 'final');
-  assert.equal(classifyFault(new Error('etcdserver: permission denied')), 'final');
+  assert.equal(classifyFault(new Error('etcdserver: permission denied')), 'config');
 });
 
 test('requests stay on the pinned member until it fails, then move to one not marked down and stay there', () => {
