@@ -34,10 +34,16 @@ import { PolicyAgent } from '../policy/agent';
 import { chooseFirewall, forwardWithoutPolicy, prepareFirewall, removeOtherFirewalls } from '../firewall/select';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
+import { Metrics } from '../lib/metrics';
+import { StatusServer, createStatusApp } from './metrics-server';
+import { summariseIpam, throttled } from '../ipam/summary';
+import { sessionState } from '../routing/bird';
 
 const FIREWALL_START_MS = 10_000;
 export const VERSION: string = (JSON.parse(fs.readFileSync(path.join(__dirname, '../../package.json'), 'utf8')) as { version: string }).version;
 const READY_WAIT_MS = 10_000;
+/** How long /readyz waits for etcd and BIRD to answer before it calls them down. */
+const READY_CHECK_MS = 2000;
 
 export interface NodeOptions {
   config: Config;
@@ -74,6 +80,9 @@ export class CalicoNode {
   private bird?: Bird;
   private startup?: Supervisor;
   private supervisors: Supervisor[] = [];
+  /** Present when CALICO_METRICS_ADDR is set; components get it as their recorder. */
+  readonly metrics?: Metrics;
+  private status: StatusServer;
   readonly ctx: NodeContext;
 
   constructor(private opts: NodeOptions) {
@@ -103,6 +112,41 @@ export class CalicoNode {
       },
       ready: () => this.ready(),
     };
+    if (config.metricsAddr) this.metrics = this.newMetrics();
+    this.status = new StatusServer(
+      config,
+      createStatusApp(() => this.readiness(), this.metrics, log),
+      log,
+    );
+  }
+
+  /** The registry, with the scrape-time sources read from this node's parts as they exist. */
+  private newMetrics(): Metrics {
+    const m = new Metrics();
+    const { allocator, pools } = this.ctx;
+    m.sources.ipam = throttled(async () => summariseIpam(await allocator.blocks.list(), await pools.list()));
+    m.sources.bgpSessions = async () => (this.bird ? (await this.bird.sessions()).map((s) => ({ state: sessionState(s) })) : []);
+    m.sources.firewall = () => this.policy?.counts();
+    return m;
+  }
+
+  /** What keeps this node from serving fully: each part asked in parallel, each bounded. */
+  async readiness(): Promise<string[]> {
+    const { config } = this.opts;
+    const sockets = config.pluginMode === 'managed' ? 1 : 2;
+    const checks: Array<string | null | Promise<string | null>> = [
+      this.servers.length === sockets && this.servers.every((s) => s.server.listening) ? null : 'the plugin sockets are not listening',
+      this.isReady ? null : `start-up has not finished (${this.lastError})`,
+      this.kv
+        ? withDeadline(this.kv.get('health'), READY_CHECK_MS, 'an etcd read').then(
+            () => null,
+            (err: unknown) => `etcd does not answer: ${errorMessage(err)}`,
+          )
+        : `not connected to etcd yet (${this.lastError})`,
+      !config.policy ? null : this.policy ? this.policy.problem() : 'the firewall agent has not started yet',
+      config.bird === 'off' ? null : this.bird ? this.bird.problem(READY_CHECK_MS) : 'BIRD has not been started yet',
+    ];
+    return (await Promise.all(checks.map((c) => Promise.resolve(c)))).filter((p): p is string => p !== null);
   }
 
   private async ready(): Promise<void> {
@@ -117,6 +161,12 @@ export class CalicoNode {
   /** Makes the sockets (legacy plugin: one per interface) and starts the background start-up. */
   async start(): Promise<void> {
     const { config, log } = this.opts;
+    try {
+      await this.status.listenTcp();
+    } catch (err) {
+      this.ctx.dataplane.close();
+      throw err;
+    }
     fs.mkdirSync(config.pluginDir, { recursive: true });
     const ipam = new IpamHandlers(this.ctx);
     // A managed plugin gets one socket for both interfaces; a legacy install one per driver name.
@@ -129,13 +179,18 @@ export class CalicoNode {
           ];
     for (const [name, routes] of sockets) {
       const p = path.join(config.pluginDir, name);
-      this.servers.push({ server: await listenUnix(createPluginApp(routes, log), p), path: p });
+      this.servers.push({ server: await listenUnix(createPluginApp(routes, log, this.metrics), p), path: p });
     }
+    await this.status.listenUnix();
     log.info('plugin sockets listening', { dir: config.pluginDir, sockets: sockets.map(([n]) => n), node: config.nodeName });
     void this.initialise();
     this.watcher = new DockerWatcher(this.ctx, config.dockerHost);
     this.watcher.start();
-    this.reconciler = new Reconciler(this.ctx, this.watcher, this.sandboxes, { intervalMs: config.reconcileIntervalMs, graceMs: config.reconcileGraceMs });
+    this.reconciler = new Reconciler(this.ctx, this.watcher, this.sandboxes, {
+      intervalMs: config.reconcileIntervalMs,
+      graceMs: config.reconcileGraceMs,
+      metrics: this.metrics,
+    });
     this.reconciler.start();
   }
 
@@ -165,6 +220,7 @@ export class CalicoNode {
           username: tls.etcdUsername,
           password: tls.etcdPassword,
           log,
+          metrics: this.metrics,
         });
         for (const [family, cidr] of [
           [4, config.ipv4Pool],
@@ -251,7 +307,7 @@ export class CalicoNode {
     if (this.policy || this.stopping) return;
     const backend = await chooseFirewall(config.firewall, log);
     await prepareFirewall(backend);
-    const agent = new PolicyAgent(this.ctx, { endpointToHost: config.endpointToHost, backend });
+    const agent = new PolicyAgent(this.ctx, { endpointToHost: config.endpointToHost, backend, metrics: this.metrics });
     log.info('firewall backend chosen', { backend: backend.name, asked: config.firewall });
     // A switch of backend leaves the other's rules behind. They go only once ours are in place:
     // until then both filter, which never lets through what either denies.
@@ -300,6 +356,7 @@ export class CalicoNode {
     await this.bird?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);
     this.servers = [];
+    await this.status.close();
     await this.kv?.close();
     await this.etcd?.stop();
     this.ctx.dataplane.close();

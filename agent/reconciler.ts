@@ -10,6 +10,7 @@ import type { NodeContext } from './context';
 import type { Owner } from '../lib/datastore/records';
 import { errorMessage } from '../lib/errors';
 import { formatIP, parseIP } from '../lib/ip';
+import type { RepairRecorder } from '../lib/metrics';
 import { jitteredDelay, sleep } from '../lib/retry';
 import type { DockerWatcher } from './docker-watcher';
 import { type Repair, planRepairs } from './reconcile-plan';
@@ -17,6 +18,8 @@ import { type Repair, planRepairs } from './reconcile-plan';
 export interface ReconcileOptions {
   intervalMs: number;
   graceMs: number;
+  /** Counts passes and repairs by kind (metrics on). */
+  metrics?: RepairRecorder;
 }
 
 export class Reconciler {
@@ -43,7 +46,12 @@ export class Reconciler {
     while (!this.stopped) {
       try {
         await this.ctx.ready();
-        await this.runOnce();
+        const t0 = performance.now();
+        await this.runOnce().catch((err: unknown) => {
+          this.opts.metrics?.reconcilePass((performance.now() - t0) / 1000, true);
+          throw err;
+        });
+        this.opts.metrics?.reconcilePass((performance.now() - t0) / 1000, false);
       } catch (err) {
         this.ctx.log.warn('reconciliation pass failed; the next one retries', { error: errorMessage(err) });
       }
@@ -95,7 +103,7 @@ export class Reconciler {
     this.suspects = plan.suspects;
     for (const r of plan.repairs) {
       try {
-        await this.apply(r);
+        if (await this.apply(r)) this.opts.metrics?.repaired(r.kind);
       } catch (err) {
         ctx.log.warn('repair failed; the next pass retries', { repair: r.kind, error: errorMessage(err) });
       }
@@ -111,17 +119,18 @@ export class Reconciler {
     });
   }
 
-  private async apply(r: Repair): Promise<void> {
+  /** Carries out one repair; false when there was nothing left to do. */
+  private async apply(r: Repair): Promise<boolean> {
     const { ctx } = this;
     switch (r.kind) {
       case 'add-route':
         await ctx.dataplane.ensureRoute(r.ifName, r.ip);
         ctx.log.info('repaired: added missing host route', { interface: r.ifName, ip: r.ip, why: r.why });
-        return;
+        return true;
       case 'remove-link':
         await ctx.dataplane.unwireEndpoint(r.ifName);
         ctx.log.info('repaired: removed a veth', { interface: r.ifName, why: r.why });
-        return;
+        return true;
       case 'remove-endpoint': {
         const e = r.endpoint;
         await ctx.dataplane.unwireEndpoint(e.ifName);
@@ -129,12 +138,12 @@ export class Reconciler {
         await ctx.records.deleteEndpoint(e.id);
         for (const cidr of [...e.ipv4, ...e.ipv6]) await ctx.allocator.release(parseIP(cidr.split('/')[0]));
         ctx.log.info('repaired: removed an endpoint and released its addresses', { endpoint: e.id, addresses: [...e.ipv4, ...e.ipv6], why: r.why });
-        return;
+        return true;
       }
       case 'release': {
         const out = await ctx.allocator.release(parseIP(r.ip), { handle: r.handle });
         if (out === 'released') ctx.log.info('repaired: released a leaked address', { ip: r.ip, why: r.why });
-        return;
+        return out === 'released';
       }
     }
   }

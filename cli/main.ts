@@ -8,6 +8,7 @@ import { DEFAULT_CONFIG_FILE } from '../lib/env-file';
 import { createLogger, resolveLogFormat } from '../lib/log';
 import { startMemoryKeeper } from '../lib/memory';
 import { bgpCommands } from './bgp';
+import { healthCommand } from './health';
 import { ipamCommands } from './ipam';
 import { endpointCommands, nodeListCommand, statusCommand } from './inspect';
 import { policyCommands } from './policy';
@@ -63,6 +64,7 @@ program.hook('preAction', () => {
 const node = program.command('node').description('run the per-host daemon (plugin sockets, IPAM, dataplane); "node ls" lists hosts');
 node.action(() => run(runNode, { daemon: true }));
 nodeListCommand(node);
+healthCommand(node);
 poolCommands(program);
 ipamCommands(program);
 endpointCommands(program);

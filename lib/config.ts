@@ -53,6 +53,41 @@ export interface Config {
   firewall: 'auto' | 'nftables' | 'iptables';
   /** What containers may send to their own host beyond replies. */
   endpointToHost: 'drop' | 'accept';
+  /** CALICO_METRICS_ADDR: where /metrics, /healthz and /readyz are served over HTTP; unset: not served. */
+  metricsAddr?: MetricsAddr;
+}
+
+export interface MetricsAddr {
+  host: string;
+  port: number;
+  /** As given, for messages. */
+  text: string;
+}
+
+/** `HOST:PORT` with HOST an IPv4 address, a bracketed IPv6 address or a host name. */
+export function parseMetricsAddr(text: string): MetricsAddr {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 1 || port > 65535) fail('CALICO_METRICS_ADDR', text, 'give HOST:PORT, like 127.0.0.1:9091 or [::1]:9091, with a port from 1 to 65535');
+  const host = m[1] ?? m[2];
+  if (m[1] !== undefined) {
+    let ok = false;
+    try {
+      ok = parseIP(host).family === 6;
+    } catch {
+      ok = false;
+    }
+    if (!ok) fail('CALICO_METRICS_ADDR', text, `"${host}" in brackets is not an IPv6 address`);
+  } else if (/^[\d.]+$/.test(host)) {
+    try {
+      parseIP(host);
+    } catch {
+      fail('CALICO_METRICS_ADDR', text, `"${host}" is not an IPv4 address`);
+    }
+  } else if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$/.test(host)) {
+    fail('CALICO_METRICS_ADDR', text, `"${host}" is not a host name or address`);
+  }
+  return { host, port, text };
 }
 
 type Env = Record<string, string | undefined>;
@@ -175,6 +210,8 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (mtu) cfg.mtu = mtu;
   const opt = (k: string) => nonEmpty(env, k);
+  const metrics = opt('CALICO_METRICS_ADDR');
+  if (metrics) cfg.metricsAddr = parseMetricsAddr(metrics);
   if (opt('ETCD_CA_CERT_FILE')) cfg.etcdCaFile = opt('ETCD_CA_CERT_FILE');
   if (opt('ETCD_CERT_FILE')) cfg.etcdCertFile = opt('ETCD_CERT_FILE');
   if (opt('ETCD_KEY_FILE')) cfg.etcdKeyFile = opt('ETCD_KEY_FILE');

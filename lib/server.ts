@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { BadRequestError, classify, errorMessage, toPluginReply } from './errors';
 import type { Logger } from './log';
+import type { Outcome, PluginRecorder, RequestRecorder } from './metrics';
 import { MAX_BODY_DEPTH, tooDeep } from './validate';
 
 export type Handler = (body: unknown) => unknown;
@@ -80,19 +81,27 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
  * (router, prototype swaps, body parser, ETags) was a tenth of calico node's CPU per container
  * start in `npm run bench`.
  */
-export function createPluginApp(routes: Routes, log: Logger): http.RequestListener {
+export function createPluginApp(routes: Routes, log: Logger, metrics?: PluginRecorder): http.RequestListener {
+  // Bound once per method, so a request costs two additions; paths we do not serve share one label.
+  const recorders = new Map<string, RequestRecorder>();
+  const unknown = metrics?.method('unknown');
+  if (metrics) for (const p of Object.keys(routes)) recorders.set(p, metrics.method(p.replace(/^\//, '')));
+  const record = (path: string, started: bigint, outcome: Outcome) => {
+    if (unknown) (recorders.get(path) ?? unknown)(outcome, Number(process.hrtime.bigint() - started) / 1e9);
+  };
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = process.hrtime.bigint();
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
-    const send = (status: number, body: unknown) => {
+    const send = (status: number, body: unknown, outcome: Outcome) => {
       let payload: string;
       try {
         payload = JSON.stringify(body);
       } catch (err) {
         // A handler bug (a BigInt, a cycle) must still get Docker an answer, not kill the daemon.
         log.error('plugin reply could not be encoded', { method: path, error: errorMessage(err) });
+        outcome = 'internal';
         [status, payload] = [
           500,
           JSON.stringify({ Err: `calico could not encode its reply to ${path}: ${errorMessage(err)}; this is a bug, please report it` }),
@@ -101,8 +110,10 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
       if (res.headersSent) return;
       if (res.destroyed) {
         log.debug('plugin client went away before its answer', { method: path, status });
+        record(path, started, 'client-gone');
         return;
       }
+      record(path, started, outcome);
       res.writeHead(status, { 'Content-Type': REPLY_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(payload) });
       res.end(payload);
       if (log.isDebugEnabled()) {
@@ -114,22 +125,23 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
     if (req.method !== 'POST') {
       req.resume();
       res.setHeader('Allow', 'POST');
-      send(405, { Err: `method ${bounded(req.method ?? '')} is not allowed on ${bounded(path)}: the plugin protocol only uses POST` });
+      send(405, { Err: `method ${bounded(req.method ?? '')} is not allowed on ${bounded(path)}: the plugin protocol only uses POST` }, 'bad-request');
       return;
     }
     const route = Object.prototype.hasOwnProperty.call(routes, path) ? routes[path] : undefined;
     if (!route) {
       req.resume();
-      send(404, { Err: `calico does not implement ${bounded(path)}` });
+      send(404, { Err: `calico does not implement ${bounded(path)}` }, 'not-found');
       return;
     }
     try {
       const body = route.hasBody ? decodeBody(await readBody(req), path) : (req.resume(), undefined);
       const out = await route.handler(body);
-      send(200, out ?? {});
+      send(200, out ?? {}, 'ok');
     } catch (err) {
       if (err instanceof ClientGoneError || res.destroyed) {
         log.debug('plugin client went away', { method: path, error: errorMessage(err) });
+        record(path, started, 'client-gone');
         return;
       }
       const e = classify(err);
@@ -137,7 +149,7 @@ export function createPluginApp(routes: Routes, log: Logger): http.RequestListen
       if (e.kind === 'internal') log.error('plugin request failed', { method: path, error: message, stack: (e.cause as Error | undefined)?.stack ?? e.stack });
       else log.warn('plugin request refused', { method: path, kind: e.kind, error: message });
       const reply = toPluginReply(e);
-      send(reply.status, { ...reply.body, Err: message, Error: message });
+      send(reply.status, { ...reply.body, Err: message, Error: message }, e.kind);
     }
   };
   return (req, res) => void handle(req, res);

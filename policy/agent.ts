@@ -15,6 +15,7 @@ import { keys } from '../lib/datastore/keys';
 import { errorMessage } from '../lib/errors';
 import type { NetworkRecord } from '../lib/datastore/records';
 import type { Desired, FirewallBackend } from '../firewall/desired';
+import type { FirewallCounts, FirewallRecorder } from '../lib/metrics';
 import { isEmptyDelta } from '../firewall/desired';
 import { diffDesired } from '../firewall/diff';
 import { PolicyCalculator } from './calc';
@@ -27,6 +28,8 @@ export interface PolicyAgentOptions {
   debounceMs?: number;
   /** How often the kernel is compared with what was programmed (hand edits, flushes). */
   checkMs?: number;
+  /** Counts applies and their duration (metrics on). */
+  metrics?: FirewallRecorder;
 }
 
 type Kind = 'endpoint' | 'network' | 'policy' | 'profile';
@@ -56,6 +59,8 @@ export class PolicyAgent implements FirewallStatus {
   /** Resolves after the first successful apply (start-up completes with rules in place). */
   readonly firstApplied: Promise<void>;
   private markApplied!: () => void;
+  /** Why the last apply failed, until one succeeds: the firewall may lag etcd meanwhile. */
+  private failing?: string;
 
   constructor(
     private ctx: Pick<NodeContext, 'kv' | 'host' | 'log'>,
@@ -164,8 +169,40 @@ export class PolicyAgent implements FirewallStatus {
     else if (kind === 'profile') this.calc.removeProfile(key);
   }
 
-  /** One pass, run by the loop one at a time: hand the backend what changed since the last. */
+  /** Null when the rules are in place and the last apply worked, else what is wrong (for /readyz). */
+  problem(): string | null {
+    if (this.failing !== undefined) return `the last firewall apply failed (${this.failing}); it is being retried`;
+    if (!this.programmed) return 'the firewall has not been applied yet';
+    return null;
+  }
+
+  /** What the kernel holds, counted from what was last programmed (read on scrape, never per request). */
+  counts(): FirewallCounts | undefined {
+    const d = this.programmed;
+    if (!d) return undefined;
+    let rules = 0;
+    for (const specs of [d.policies, d.profiles]) for (const p of specs.values()) for (const f of [p.ingress, p.egress]) rules += f[4].length + f[6].length;
+    let setMembers = 0;
+    for (const set of d.sets.values()) setMembers += set.members.size;
+    return { backend: this.opts.backend.name, rules, sets: d.sets.size, setMembers, policies: d.policies.size, localEndpoints: d.endpoints.size };
+  }
+
+  /** One pass, timed and counted; the work is in applyOnce. */
   private async apply(): Promise<void> {
+    const t0 = performance.now();
+    try {
+      const how = await this.applyOnce();
+      this.failing = undefined;
+      this.opts.metrics?.firewallApplied(this.opts.backend.name, how.how, (performance.now() - t0) / 1000, how.objects);
+    } catch (err) {
+      this.failing = errorMessage(err);
+      this.opts.metrics?.firewallFailed(this.opts.backend.name, (performance.now() - t0) / 1000);
+      throw err;
+    }
+  }
+
+  /** One pass, run by the loop one at a time: hand the backend what changed since the last. */
+  private async applyOnce(): Promise<{ how: 'full' | 'delta' | 'resync'; objects: number }> {
     const backend = this.opts.backend;
     const t0 = Date.now();
     const desired = this.calc.desired();
@@ -176,7 +213,7 @@ export class PolicyAgent implements FirewallStatus {
     const prev = this.programmed;
     // Until this apply succeeds the backend's state is unknown.
     this.programmed = undefined;
-    let how: string;
+    let how: 'full' | 'delta' | 'resync';
     let objects = 0;
     if (!prev) {
       objects = (await backend.apply(desired)).objects;
@@ -204,6 +241,7 @@ export class PolicyAgent implements FirewallStatus {
       this.ctx.log.log(level, 'firewall applied', { backend: backend.name, how, objects, ...this.calc.stats(), ms: Date.now() - t0 });
     }
     this.markApplied();
+    return { how, objects };
   }
 
   covers(ifName: string, timeoutMs: number): Promise<boolean> {

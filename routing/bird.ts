@@ -13,6 +13,18 @@ import { InternalError, errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { Supervisor } from '../lib/supervise';
 
+const BGP_STATES = new Set(['Idle', 'Connect', 'Active', 'OpenSent', 'OpenConfirm', 'Established', 'Passive']);
+
+/**
+ * A session's BGP state from a `show protocols` row: BIRD's protocol state (up, start, down) says
+ * little on its own, the Info column names the BGP finite-state-machine state while it is starting.
+ */
+export function sessionState(s: { state: string; info: string }): string {
+  if (s.state === 'up') return 'Established';
+  const first = s.info.split(/\s+/)[0];
+  return BGP_STATES.has(first) ? first : s.state === 'start' ? 'Idle' : 'Down';
+}
+
 /** A BIRD that ran this long and then died is restarted at once, with a fresh backoff. */
 const STABLE_MS = 60_000;
 
@@ -109,6 +121,17 @@ export class Bird {
       .map((l) => l.trim().split(/\s+/))
       .filter((f) => f.length >= 5 && f[1] === 'BGP')
       .map((f) => ({ name: f[0], state: f[3], since: f[4], info: f.slice(5).join(' ') }));
+  }
+
+  /** Null when BIRD answers on its control socket within `timeoutMs`, else why not (for /readyz). */
+  async problem(timeoutMs = 2000): Promise<string | null> {
+    try {
+      const { stdout } = await run('birdc', ['-s', this.o.socket, 'show', 'status'], { timeout: timeoutMs });
+      return /Daemon is up and running/.test(stdout) ? null : `BIRD is not up: ${stdout.trim().split('\n').pop() ?? ''}`;
+    } catch (err) {
+      const detail = (err as { stdout?: string }).stdout?.trim() || errorMessage(err);
+      return `BIRD does not answer on ${this.o.socket}: ${detail.split('\n')[0]}`;
+    }
   }
 
   /** Routes BIRD holds from its BGP peers: destination, next hop and the session it came by. */

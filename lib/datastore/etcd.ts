@@ -25,6 +25,7 @@ import { createEtcd3 } from './etcd-client';
 import { type Member, MemberSet, classifyFault, requireLeader } from './etcd-members';
 import type { Logger } from '../log';
 import { silentLogger } from '../log';
+import type { EtcdOp, EtcdRecorder } from '../metrics';
 import { jitteredDelay, sleep } from '../retry';
 import type { Compare, KV, KVEntry, Lease, ListOptions, Op, Watch, WatchEvent, WatchListener } from './kv';
 import { type WatchSource, listWatch } from './list-watch';
@@ -55,6 +56,8 @@ export interface EtcdOptions {
   /** Overall budget of one call, retries included, ms. */
   callTimeoutMs?: number;
   log?: Logger;
+  /** Counts calls, failures and latency (metrics on). */
+  metrics?: EtcdRecorder;
 }
 
 export function etcdClientOptions(o: EtcdOptions): IOptions {
@@ -126,8 +129,10 @@ export class EtcdKV implements KV {
   private log: Logger;
   private openWatches = 0;
   private probe?: NodeJS.Timeout;
+  private metrics?: EtcdRecorder;
 
   constructor(o: EtcdOptions) {
+    this.metrics = o.metrics;
     this.client = requireLeader(createEtcd3(etcdClientOptions(o)));
     this.log = o.log ?? silentLogger();
     this.members = new MemberSet(o.endpoints, (hosts) => etcdClientOptions({ ...o, endpoints: hosts }), this.log);
@@ -149,8 +154,22 @@ export class EtcdKV implements KV {
     return err instanceof Error ? err : new Error(String(err));
   }
 
+  /** Every request goes through here, so this is where it is counted and timed. */
+  private async call<T>(op: EtcdOp, what: string, attempt: (client: Etcd3, deadline: Date) => Promise<T>): Promise<T> {
+    if (!this.metrics) return this.attempts(what, attempt);
+    const t0 = performance.now();
+    try {
+      const res = await this.attempts(what, attempt);
+      this.metrics.etcdRequest(op, (performance.now() - t0) / 1000, false);
+      return res;
+    } catch (err) {
+      this.metrics.etcdRequest(op, (performance.now() - t0) / 1000, true);
+      throw err;
+    }
+  }
+
   /** Runs one request on the pinned member, retried on others (or after an election) within the call's budget. */
-  private async call<T>(what: string, attempt: (client: Etcd3, deadline: Date) => Promise<T>): Promise<T> {
+  private async attempts<T>(what: string, attempt: (client: Etcd3, deadline: Date) => Promise<T>): Promise<T> {
     const end = Date.now() + this.budgetMs;
     const tried = new Set<Member>();
     for (let n = 0; ; n++) {
@@ -206,14 +225,14 @@ export class EtcdKV implements KV {
   }
 
   async get(key: string): Promise<KVEntry | undefined> {
-    const res = await this.call(`get ${key}`, (c, deadline) => c.kv.range({ key: buf(key) }, { deadline }));
+    const res = await this.call('get', `get ${key}`, (c, deadline) => c.kv.range({ key: buf(key) }, { deadline }));
     const kv = res.kvs[0];
     return kv ? { key, value: kv.value.toString(), mod: kv.mod_revision } : undefined;
   }
 
   /** One page of keys under `prefix` from `start` (inclusive), at `revision` (0: now). */
   private async page(prefix: string, start: Buffer, revision: string, keysOnly: boolean) {
-    const res = await this.call(`list ${prefix}`, (c, deadline) =>
+    const res = await this.call('list', `list ${prefix}`, (c, deadline) =>
       c.kv.range(
         {
           key: start,
@@ -259,7 +278,7 @@ export class EtcdKV implements KV {
     const success = ops.map((op) =>
       'put' in op ? { request_put: { key: buf(op.put), value: Buffer.from(op.value) } } : { request_delete_range: { key: buf(op.del) } },
     );
-    const res = await this.call('transaction', (c, deadline) => c.kv.txn({ compare, success, failure: [] }, { deadline }));
+    const res = await this.call('txn', 'transaction', (c, deadline) => c.kv.txn({ compare, success, failure: [] }, { deadline }));
     return res.succeeded ? res.header.revision : undefined;
   }
 
@@ -357,7 +376,7 @@ export class EtcdKV implements KV {
       // Through the member set like any write, so a member failing costs a retry, not the put.
       put: async (key, value) => {
         const lease = await l.grant();
-        await this.call(`put ${key} on a lease`, (c, deadline) => c.kv.put({ key: buf(key), value: Buffer.from(value), lease }, { deadline }));
+        await this.call('lease-put', `put ${key} on a lease`, (c, deadline) => c.kv.put({ key: buf(key), value: Buffer.from(value), lease }, { deadline }));
       },
       revoke: () => l.revoke().catch(() => undefined),
       onLost: (fn) => void l.once('lost', (err: Error) => fn(err)),

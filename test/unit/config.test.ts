@@ -162,3 +162,21 @@ describe('etcd TLS and authentication settings', () => {
     assert.deepEqual([cfg.etcdCaFile, cfg.etcdCertFile, cfg.etcdKeyFile, cfg.etcdUsername, cfg.etcdPassword], ['/ca.pem', '/c.pem', '/k.pem', 'u', 'p']);
   });
 });
+
+describe('CALICO_METRICS_ADDR', () => {
+  test('is off when unset', () => {
+    assert.equal(loadConfig({}).metricsAddr, undefined);
+  });
+
+  test('takes an IPv4 address, a bracketed IPv6 address or a host name with a port', () => {
+    assert.deepEqual(loadConfig({ CALICO_METRICS_ADDR: '127.0.0.1:9091' }).metricsAddr, { host: '127.0.0.1', port: 9091, text: '127.0.0.1:9091' });
+    assert.deepEqual(loadConfig({ CALICO_METRICS_ADDR: '[::1]:9091' }).metricsAddr, { host: '::1', port: 9091, text: '[::1]:9091' });
+    assert.equal(loadConfig({ CALICO_METRICS_ADDR: 'localhost:80' }).metricsAddr?.host, 'localhost');
+  });
+
+  test('refuses a malformed address, naming the variable', () => {
+    for (const bad of ['9091', '127.0.0.1', '127.0.0.1:0', '127.0.0.1:65536', '1.2.3:80', '300.1.1.1:80', '[zz]:80', '::1:80', 'http://x:80', 'a b:80']) {
+      refuses({ CALICO_METRICS_ADDR: bad }, 'CALICO_METRICS_ADDR', /HOST:PORT|address|host name/);
+    }
+  });
+});
