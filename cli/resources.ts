@@ -51,6 +51,25 @@ function tableOf(kind: GetKind, rs: V3[], wide: boolean): string {
           ...(wide ? [String(s(r).order), String(s(r).selector), (s(r).types as string[]).join(','), count(s(r).ingress), count(s(r).egress)] : []),
         ]),
       );
+    case 'GlobalNetworkSet':
+      return table(
+        ['NAME', 'NETS', ...(wide ? ['LABELS'] : [])],
+        rs.map((r) => {
+          const labels = (r.metadata as { labels?: Record<string, string> }).labels ?? {};
+          const nets = (s(r).nets as string[]).join(',');
+          return [
+            r.metadata.name,
+            nets,
+            ...(wide
+              ? [
+                  Object.entries(labels)
+                    .map(([k, v]) => `${k}=${v}`)
+                    .join(','),
+                ]
+              : []),
+          ];
+        }),
+      );
     case 'Profile':
       return table(
         ['NAME', ...(wide ? ['INGRESS', 'EGRESS'] : [])],
@@ -63,7 +82,9 @@ export function resourceCommands(program: Command): void {
   for (const verb of Object.keys(VERBS) as WriteMode[]) {
     program
       .command(verb)
-      .description(`${VERBS[verb][0]} (projectcalico.org/v3 IPPool, BGPConfiguration, BGPPeer, GlobalNetworkPolicy, or our kind: Policy), all or none`)
+      .description(
+        `${VERBS[verb][0]} (projectcalico.org/v3 IPPool, BGPConfiguration, BGPPeer, GlobalNetworkPolicy, GlobalNetworkSet, or our kind: Policy), all or none`,
+      )
       .requiredOption('-f, --filename <file>', 'a YAML or JSON file, or - for standard input')
       .action((o: { filename: string }) =>
         run(async () => {
@@ -96,7 +117,7 @@ export function resourceCommands(program: Command): void {
     );
   program
     .command('get <kind> [name]')
-    .description('print resources of a kind (ippool, bgpconfiguration, bgppeer, globalnetworkpolicy, profile)')
+    .description('print resources of a kind (ippool, bgpconfiguration, bgppeer, globalnetworkpolicy, globalnetworkset, profile)')
     .option('-o, --output <format>', 'yaml, json, wide, or a table by default')
     .action((kindText: string, name: string | undefined, o: { output?: string }) =>
       run(async () => {

@@ -19,7 +19,8 @@
  *   If no rule of the group allowed or passed, the packet is dropped (Calico's default deny).
  *   Then (no group, or after a pass) the profile's rules: `allow` allows, `deny` drops, `log`
  *   logs, `pass` ends the profile; a packet no profile rule allowed is dropped.
- * - A rule matches when every part it gives matches: protocol; on each side every set in `sets`
+ * - A rule matches when every part it gives matches: protocol, not `notProtocol`, the ICMP type
+ *   and code in `icmp`, not those in `notICMP`; on each side every set in `sets`
  *   holds the address, none in `notSets` does, `nets` holds it, `notNets` does not, the port is
  *   in `ports` and not in `notPorts` (ports only ever come with protocol tcp, udp or sctp).
  * - To the host itself (INPUT) from a local endpoint: replies to connections the host opened,
@@ -51,10 +52,22 @@ export interface Side {
   notPorts?: readonly PortRange[];
 }
 
+/** An ICMP or ICMPv6 type (0-254) and optionally its code (0-255). */
+export interface IcmpSpec {
+  type: number;
+  code?: number;
+}
+
 export interface RuleSpec {
   action: 'allow' | 'deny' | 'log' | 'pass';
   /** IANA protocol number; absent: any protocol. */
   protocol?: number;
+  /** A protocol the packet must not have; never given together with `protocol`. */
+  notProtocol?: number;
+  /** Only with protocol 1 or 58: the packet's type (and code) must be these. */
+  icmp?: IcmpSpec;
+  /** Only with protocol 1 or 58: the packet's type and code must not be these (type alone: not that type). */
+  notICMP?: IcmpSpec;
   src: Side;
   dst: Side;
   /** For `log`: the kernel log prefix (`calico <policy>`), at most 28 characters. */
@@ -111,7 +124,11 @@ export interface EndpointSpec {
 export interface SetSpec {
   name: string;
   family: Family;
-  /** `addr`: single addresses (selector members); `net`: CIDRs, none inside another, never changing after creation. */
+  /**
+   * `addr`: single addresses (anti-spoofing sets of a backend); `net`: CIDRs, none inside
+   * another, a single address standing for its /32 or /128 (the sets of rules' nets and of
+   * selectors, which hold endpoints' addresses and network sets' CIDRs).
+   */
   kind: 'addr' | 'net';
   members: ReadonlySet<string>;
 }

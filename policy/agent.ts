@@ -1,7 +1,7 @@
 /**
  * The policy agent inside `calico node` (Calico's Felix, for this host's containers). One
  * list-then-watch of endpoints (every host's: selectors match remote endpoints too), networks,
- * policies and profiles feeds the incremental calculator (policy/calc/); each event changes only
+ * policies, profiles and network sets feeds the incremental calculator (policy/calc/); each event changes only
  * what it touches, and the backend (firewall/) turns the resulting delta into one kernel change.
  * A re-list happens only when the watch lost its history; then the new state is diffed against
  * the programmed one, so even a resync writes only what differs. Rules stay in the kernel while
@@ -32,12 +32,13 @@ export interface PolicyAgentOptions {
   metrics?: FirewallRecorder;
 }
 
-type Kind = 'endpoint' | 'network' | 'policy' | 'profile';
+type Kind = 'endpoint' | 'network' | 'policy' | 'profile' | 'netset';
 const PREFIXES: Array<[string, Kind]> = [
   [keys.endpoints(), 'endpoint'],
   [keys.networks(), 'network'],
   [keys.policies(), 'policy'],
   [keys.profiles(), 'profile'],
+  [keys.networkSets(), 'netset'],
 ];
 const kindOf = (key: string) => PREFIXES.find(([p]) => key.startsWith(p))?.[1];
 
@@ -151,6 +152,9 @@ export class PolicyAgent implements FirewallStatus {
         case 'profile':
           this.calc.upsertProfile(e.key, codecs.profile.decode(e));
           return { kind };
+        case 'netset':
+          this.calc.upsertNetworkSet(e.key, codecs.networkSet.decode(e));
+          return { kind };
         default:
           return undefined;
       }
@@ -167,6 +171,7 @@ export class PolicyAgent implements FirewallStatus {
     else if (kind === 'network') this.calc.removeNetwork(key);
     else if (kind === 'policy') this.calc.removePolicy(key);
     else if (kind === 'profile') this.calc.removeProfile(key);
+    else if (kind === 'netset') this.calc.removeNetworkSet(key);
   }
 
   /** Null when the rules are in place and the last apply worked, else what is wrong (for /readyz). */

@@ -60,10 +60,16 @@ const entity = z
 
 const protocol = z.union([z.enum(['tcp', 'udp', 'icmp', 'icmpv6', 'sctp']), z.number().int().min(1).max(255)]);
 
+// Calico's ranges: type 255 is reserved; a code only with a type.
+const icmpMatch = z.object({ type: z.number().int().min(0).max(254), code: z.number().int().min(0).max(255).optional() }).strict();
+
 const rule = z
   .object({
     action: z.enum(['allow', 'deny', 'log', 'pass']),
     protocol: protocol.optional(),
+    notProtocol: protocol.optional(),
+    icmp: icmpMatch.optional(),
+    notICMP: icmpMatch.optional(),
     source: entity.optional(),
     destination: entity.optional(),
   })
@@ -73,6 +79,9 @@ const rule = z
     if (hasPorts && r.protocol !== 'tcp' && r.protocol !== 'udp' && r.protocol !== 'sctp') {
       ctx.addIssue({ code: 'custom', message: 'ports need protocol tcp, udp or sctp', path: ['protocol'] });
     }
+    const icmpProto = r.protocol === 'icmp' || r.protocol === 'icmpv6' || r.protocol === 1 || r.protocol === 58;
+    for (const f of ['icmp', 'notICMP'] as const)
+      if (r[f] && !icmpProto) ctx.addIssue({ code: 'custom', message: `${f} needs protocol icmp or icmpv6`, path: ['protocol'] });
   });
 
 export const PolicySchema = z

@@ -129,7 +129,11 @@ export class IptablesBackend implements FirewallBackend {
       if (!have) continue;
       const spec = d.sets.get(m.name) ?? have.spec;
       have.spec = spec;
-      setLines.push(...m.del.map((a) => `del ${m.name} ${a} -exist`), ...m.add.map((a) => `add ${m.name} ${a} -exist`));
+      // Selector sets change by element; a network set's /0 is its two halves here too.
+      setLines.push(
+        ...C.memberEntries(spec, m.del).map((a) => `del ${m.name} ${a} -exist`),
+        ...C.memberEntries(spec, m.add).map((a) => `add ${m.name} ${a} -exist`),
+      );
     }
     // Per family: the chains to write, the chains to delete, dispatch rules to insert and delete.
     const write: Record<Family, Chains> = { 4: new Map(), 6: new Map() };

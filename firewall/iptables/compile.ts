@@ -59,8 +59,18 @@ function side(s: Side, dir: 'src' | 'dst'): string[] {
 }
 
 /** One rule as iptables rules: allow and pass set their mark and return. */
+/** `--icmp-type TYPE[/CODE]`, or ICMPv6's, after the protocol match the module needs. */
+function icmp(r: RuleSpec): string[] {
+  const [mod, flag] = r.protocol === 58 ? ['icmp6', '--icmpv6-type'] : ['icmp', '--icmp-type'];
+  const t = (x: NonNullable<RuleSpec['icmp']>) => (x.code === undefined ? `${x.type}` : `${x.type}/${x.code}`);
+  // One -m per test: a match takes its type option once.
+  return [...(r.icmp ? [`-m ${mod} ${flag} ${t(r.icmp)}`] : []), ...(r.notICMP ? [`-m ${mod} ! ${flag} ${t(r.notICMP)}`] : [])];
+}
+
 export function ruleLines(r: RuleSpec): string[] {
-  const m = [...(r.protocol === undefined ? [] : [`-p ${PROTO_NAME[r.protocol] ?? r.protocol}`]), ...side(r.src, 'src'), ...side(r.dst, 'dst')].join(' ');
+  const proto = r.protocol === undefined ? [] : [`-p ${PROTO_NAME[r.protocol] ?? r.protocol}`];
+  const notProto = r.notProtocol === undefined ? [] : [`! -p ${PROTO_NAME[r.notProtocol] ?? r.notProtocol}`];
+  const m = [...proto, ...notProto, ...icmp(r), ...side(r.src, 'src'), ...side(r.dst, 'dst')].join(' ');
   const pre = m ? `${m} ` : '';
   switch (r.action) {
     case 'allow':
@@ -147,9 +157,13 @@ export function compileBase(f: Family, endpointToHost: 'drop' | 'accept', ifName
 }
 
 /** ipset's hash:net cannot hold a /0 (the kernel refuses it): its two halves stand for it. */
-export function setMembers(s: SetSpec): string[] {
+export function memberEntries(s: Pick<SetSpec, 'kind' | 'family'>, members: Iterable<string>): string[] {
   const whole = s.family === 4 ? ['0.0.0.0/1', '128.0.0.0/1'] : ['::/1', '8000::/1'];
-  return [...s.members].flatMap((m) => (s.kind === 'net' && /\/0$/.test(m) ? whole : [m])).sort();
+  return [...members].flatMap((m) => (s.kind === 'net' && /\/0$/.test(m) ? whole : [m]));
+}
+
+export function setMembers(s: SetSpec): string[] {
+  return memberEntries(s, s.members).sort();
 }
 
 export const setType = (s: Pick<SetSpec, 'kind'>) => (s.kind === 'net' ? 'hash:net' : 'hash:ip');

@@ -100,8 +100,28 @@ const VERDICT: Record<RuleSpec['action'], (r: RuleSpec) => string> = {
   log: (r) => `log prefix "${safePrefix(r.logPrefix)} "`,
 };
 
+/**
+ * ICMP type and code, read from the transport header (`@th`: type is its first byte, code its
+ * second), after the protocol match: one spelling for ICMP and ICMPv6, and a negated type and
+ * code is one comparison of both bytes, which `icmp type != X icmp code != Y` would not be
+ * (nft 1.0 lists it that way all the same; the kernel compares the two bytes as one).
+ */
+function icmp(r: RuleSpec): string[] {
+  const out: string[] = [];
+  const m = (x: NonNullable<RuleSpec['icmp']>, op: string) => (x.code === undefined ? `@th,0,8 ${op}${x.type}` : `@th,0,16 ${op}${x.type * 256 + x.code}`);
+  if (r.icmp) out.push(m(r.icmp, ''));
+  if (r.notICMP) out.push(m(r.notICMP, '!= '));
+  return out;
+}
+
 function matches(r: RuleSpec, f: Family, dstPorts = true): string[] {
-  return [...(r.protocol === undefined ? [] : [`meta l4proto ${r.protocol}`]), ...side(r.src, f, 'saddr'), ...side(r.dst, f, 'daddr', dstPorts)];
+  return [
+    ...(r.protocol === undefined ? [] : [`meta l4proto ${r.protocol}`]),
+    ...(r.notProtocol === undefined ? [] : [`meta l4proto != ${r.notProtocol}`]),
+    ...icmp(r),
+    ...side(r.src, f, 'saddr'),
+    ...side(r.dst, f, 'daddr', dstPorts),
+  ];
 }
 
 export function ruleText(r: RuleSpec, f: Family): string {

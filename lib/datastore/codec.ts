@@ -155,4 +155,5 @@ export const codecs = {
   peer: new Codec('BGP peer', R.PeerRecord),
   policy: new Codec('policy', R.PolicyRecord),
   profile: new Codec('profile', R.ProfileRecord),
+  networkSet: new Codec('network set', R.NetworkSetRecord),
 };

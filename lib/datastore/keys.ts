@@ -29,6 +29,9 @@ export const keys = {
   /** One per Calico network name, kept by the nodes' policy agents. */
   profile: (name: string) => `profiles/${name}`,
   profiles: () => 'profiles/',
+  /** GlobalNetworkSets: labelled CIDRs that rule selectors match. */
+  networkSet: (name: string) => `netsets/${name}`,
+  networkSets: () => 'netsets/',
 };
 
 /** The last segment of a key under `prefix` (a host, a network ID, a CIDR key). */

@@ -151,10 +151,17 @@ export const RuleEntity = z
   .strict();
 export type RuleEntity = z.infer<typeof RuleEntity>;
 
+const protocol = z.union([z.enum(['tcp', 'udp', 'icmp', 'icmpv6', 'sctp']), z.number().int()]);
+/** An ICMP (or ICMPv6) type, and optionally its code. */
+const IcmpMatch = z.object({ type: z.number().int(), code: z.number().int().optional() }).strict();
+
 export const RuleRecord = z
   .object({
     action: z.enum(['allow', 'deny', 'log', 'pass']),
-    protocol: z.union([z.enum(['tcp', 'udp', 'icmp', 'icmpv6', 'sctp']), z.number().int()]).optional(),
+    protocol: protocol.optional(),
+    notProtocol: protocol.optional(),
+    icmp: IcmpMatch.optional(),
+    notICMP: IcmpMatch.optional(),
     source: RuleEntity.optional(),
     destination: RuleEntity.optional(),
   })
@@ -180,3 +187,14 @@ export const ProfileRecord = z.object({
   egress: z.array(RuleRecord),
 });
 export type ProfileRecord = z.infer<typeof ProfileRecord>;
+
+/**
+ * A Calico GlobalNetworkSet: addresses outside the cluster, labelled like an endpoint so that a
+ * rule's selector can name them. Its nets are canonical CIDRs of either family.
+ */
+export const NetworkSetRecord = z.object({
+  name: z.string(),
+  labels: z.record(z.string(), z.string()),
+  nets: z.array(z.string()),
+});
+export type NetworkSetRecord = z.infer<typeof NetworkSetRecord>;

@@ -13,7 +13,7 @@ import { keyName, keys } from '../datastore/keys';
 import type { PoolRecord } from '../datastore/records';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors';
 import { containsCidr, overlaps, parseCidr } from '../ip';
-import { type Resource, bgpConfigToV3, peerToV3, policyToV3, poolName, poolToV3 } from './v3';
+import { type Resource, bgpConfigToV3, networkSetToV3, peerToV3, policyToV3, poolName, poolToV3 } from './v3';
 
 export type WriteMode = 'apply' | 'create' | 'replace';
 
@@ -33,7 +33,9 @@ export async function writeResources(kv: KV, items: Resource[], mode: WriteMode)
           ? keys.bgpSettings()
           : r.kind === 'BGPPeer'
             ? keys.peer(r.name)
-            : keys.policy(r.name);
+            : r.kind === 'GlobalNetworkSet'
+              ? keys.networkSet(r.name)
+              : keys.policy(r.name);
     let existing = r.kind === 'IPPool' ? pools.find((p) => p.cidr === r.pool.cidr) : await kv.get(key);
     if (r.kind === 'IPPool' && !existing) {
       const byName = pools.find((p) => (p.name ?? poolName(p.cidr)) === r.name);
@@ -78,6 +80,9 @@ export async function writeResources(kv: KV, items: Resource[], mode: WriteMode)
       case 'GlobalNetworkPolicy':
         ops.push({ put: key, value: codecs.policy.encode(r.policy) });
         break;
+      case 'GlobalNetworkSet':
+        ops.push({ put: key, value: codecs.networkSet.encode(r.set) });
+        break;
     }
   }
   if (!(await kv.txn(compares, ops))) throw new ConflictError('a resource in the file changed while it was being written; nothing was written, try again');
@@ -102,7 +107,14 @@ export async function deleteResources(kv: KV, items: Array<{ kind: Resource['kin
       continue;
     }
     if (r.kind === 'BGPConfiguration' && r.name !== 'default') throw new NotFoundError(`${label(r)} does not exist; the only one is "default"`);
-    const key = r.kind === 'BGPConfiguration' ? keys.bgpSettings() : r.kind === 'BGPPeer' ? keys.peer(r.name) : keys.policy(r.name);
+    const key =
+      r.kind === 'BGPConfiguration'
+        ? keys.bgpSettings()
+        : r.kind === 'BGPPeer'
+          ? keys.peer(r.name)
+          : r.kind === 'GlobalNetworkSet'
+            ? keys.networkSet(r.name)
+            : keys.policy(r.name);
     const e = await kv.get(key);
     if (!e) throw new NotFoundError(`${label(r)} does not exist`);
     compares.push({ key, mod: e.mod });
@@ -119,13 +131,14 @@ for (const [kind, aliases] of [
   ['BGPConfiguration', ['bgpconfiguration', 'bgpconfigurations', 'bgpconfig', 'bgpconfigs']],
   ['BGPPeer', ['bgppeer', 'bgppeers', 'bgpp', 'peer', 'peers']],
   ['GlobalNetworkPolicy', ['globalnetworkpolicy', 'globalnetworkpolicies', 'gnp', 'policy', 'policies']],
+  ['GlobalNetworkSet', ['globalnetworkset', 'globalnetworksets', 'gns', 'netset', 'netsets']],
   ['Profile', ['profile', 'profiles', 'pro']],
 ] as const)
   for (const a of aliases) KIND_NAMES[a] = kind;
 
 export function kindOf(text: string): GetKind {
   const k = KIND_NAMES[text.toLowerCase()];
-  if (!k) throw new BadRequestError(`unknown resource kind "${text}"; use ippool, bgpconfiguration, bgppeer, globalnetworkpolicy or profile`);
+  if (!k) throw new BadRequestError(`unknown resource kind "${text}"; use ippool, bgpconfiguration, bgppeer, globalnetworkpolicy, globalnetworkset or profile`);
   return k;
 }
 
@@ -147,6 +160,12 @@ export async function getResources(kv: KV, kind: GetKind, name?: string): Promis
         .decodeAll(await kv.list(keys.policies()))
         .sort((a, b) => a.order - b.order || a.name.localeCompare(b.name))
         .map(policyToV3);
+      break;
+    case 'GlobalNetworkSet':
+      all = codecs.networkSet
+        .decodeAll(await kv.list(keys.networkSets()))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+        .map(networkSetToV3);
       break;
     case 'Profile': {
       const ps = name ? [await getProfile(kv, name)] : await listProfiles(kv);

@@ -1,13 +1,13 @@
 /**
  * Calico's `projectcalico.org/v3` resources (IPPool, BGPConfiguration, BGPPeer,
- * GlobalNetworkPolicy) read from a manifest and mapped onto the records the rest of the project
+ * GlobalNetworkPolicy, GlobalNetworkSet) read from a manifest and mapped onto the records the rest of the project
  * already keeps, and back for `calico get`. Schemas are strict: a field Calico has and we do not
  * is refused by name, never dropped, because a dropped field would change what the manifest means.
  */
 import { z } from 'zod';
-import type { BgpSettings, PeerRecord, PolicyRecord, RuleEntity, RuleRecord } from '../datastore/records';
+import type { BgpSettings, NetworkSetRecord, PeerRecord, PolicyRecord, RuleEntity, RuleRecord } from '../datastore/records';
 import { BadRequestError } from '../errors';
-import { formatCidr, formatIP, parseCidr, parseIP } from '../ip';
+import { formatCidr, formatIP, isIP, parseCidr, parseIP } from '../ip';
 import { ASN_RANGE, validAsn } from '../limits';
 import { PolicySchema, normalise } from '../../policy/model';
 import { NETWORK_LABEL } from '../../policy/profiles';
@@ -80,15 +80,17 @@ const notYet = (what: string) =>
     .unknown()
     .refine(() => false, `${what} is not supported yet`)
     .optional();
+const v3Protocol = z.union([z.enum(['TCP', 'UDP', 'ICMP', 'ICMPv6', 'SCTP']), z.number()]);
+const v3Icmp = z.object({ type: z.number().optional(), code: z.number().optional() }).strict();
 const v3Rule = z
   .object({
     action: z.enum(['Allow', 'Deny', 'Log', 'Pass']),
-    protocol: z.union([z.enum(['TCP', 'UDP', 'ICMP', 'ICMPv6', 'SCTP']), z.number()]).optional(),
+    protocol: v3Protocol.optional(),
+    notProtocol: v3Protocol.optional(),
+    icmp: v3Icmp.optional(),
+    notICMP: v3Icmp.optional(),
     source: v3Entity.optional(),
     destination: v3Entity.optional(),
-    icmp: notYet('matching ICMP type and code'),
-    notICMP: notYet('notICMP'),
-    notProtocol: notYet('notProtocol'),
     ipVersion: notYet('ipVersion (a rule matches both families by its nets)'),
     http: notYet('HTTP matching'),
     metadata: z
@@ -113,6 +115,13 @@ const GlobalNetworkPolicySpec = z
   })
   .strict();
 
+const GlobalNetworkSetSpec = z
+  .object({
+    nets: z.array(z.string()).optional(),
+    allowedEgressDomains: notYet('allowedEgressDomains (matching by DNS name)'),
+  })
+  .strict();
+
 const envelope = <K extends string, S extends z.ZodType>(kind: K, spec: S) =>
   z.object({ apiVersion: z.literal(API_VERSION, { message: `must be ${API_VERSION}` }), kind: z.literal(kind), metadata, spec }).strict();
 const SCHEMAS = {
@@ -120,6 +129,7 @@ const SCHEMAS = {
   BGPConfiguration: envelope('BGPConfiguration', BGPConfigurationSpec),
   BGPPeer: envelope('BGPPeer', BGPPeerSpec),
   GlobalNetworkPolicy: envelope('GlobalNetworkPolicy', GlobalNetworkPolicySpec),
+  GlobalNetworkSet: envelope('GlobalNetworkSet', GlobalNetworkSetSpec),
 };
 
 export interface PoolSpec {
@@ -133,7 +143,8 @@ export type Resource =
   | { kind: 'IPPool'; name: string; pool: PoolSpec }
   | { kind: 'BGPConfiguration'; name: 'default'; settings: Partial<BgpSettings> }
   | { kind: 'BGPPeer'; name: string; peer: PeerRecord }
-  | { kind: 'GlobalNetworkPolicy'; name: string; policy: PolicyRecord };
+  | { kind: 'GlobalNetworkPolicy'; name: string; policy: PolicyRecord }
+  | { kind: 'GlobalNetworkSet'; name: string; set: NetworkSetRecord };
 
 type Fail = (path: Array<string | number>, message: string) => never;
 
@@ -142,10 +153,40 @@ function mapEntity(e: z.infer<typeof v3Entity>): Record<string, unknown> {
   return Object.fromEntries(Object.entries({ selector, notSelector, nets, notNets, ports, notPorts }).filter(([, v]) => v !== undefined));
 }
 
+/** Calico's icmp matches: a code only with a type; an empty one matches every type, so it is left out. */
+function icmpOf(m: z.infer<typeof v3Icmp>, path: Array<string | number>, fail: Fail): { type: number; code?: number } {
+  if (m.type === undefined) {
+    if (m.code !== undefined) fail([...path, 'code'], 'a code needs a type');
+    return fail(path, 'give the ICMP type to match, like {type: 8} for echo requests');
+  }
+  return m.code === undefined ? { type: m.type } : { type: m.type, code: m.code };
+}
+
+/** A GlobalNetworkSet's nets: CIDRs or single addresses (Calico reads those as /32 or /128), canonical. */
+function mapNetworkSet(name: string, labels: Record<string, string>, spec: z.infer<typeof GlobalNetworkSetSpec>, fail: Fail): NetworkSetRecord {
+  const nets = (spec.nets ?? []).map((n, i) => {
+    try {
+      return formatCidr(parseCidr(isIP(n) ? `${n}/${n.includes(':') ? 128 : 32}` : n, 'net'));
+    } catch (err) {
+      return fail(['spec', 'nets', i], (err as Error).message);
+    }
+  });
+  for (const [k, v] of Object.entries(labels)) {
+    // Labels are matched by selectors, whose values cannot hold both quotes.
+    if (!/^[A-Za-z0-9_./-]+$/.test(k)) fail(['metadata', 'labels', k], 'a label key is letters, digits and _ . / -');
+    if (v.includes("'") && v.includes('"')) fail(['metadata', 'labels', k], 'a label value cannot hold both \' and "');
+  }
+  return { name, labels, nets: [...new Set(nets)] };
+}
+
 function mapPolicy(name: string, spec: z.infer<typeof GlobalNetworkPolicySpec>, fail: Fail): PolicyRecord {
-  const rule = (r: z.infer<typeof v3Rule>) => ({
+  const proto = (p: z.infer<typeof v3Protocol>) => (typeof p === 'string' ? p.toLowerCase() : p);
+  const rule = (r: z.infer<typeof v3Rule>, i: number, dir: 'ingress' | 'egress') => ({
     action: r.action.toLowerCase(),
-    ...(r.protocol !== undefined ? { protocol: typeof r.protocol === 'string' ? r.protocol.toLowerCase() : r.protocol } : {}),
+    ...(r.protocol !== undefined ? { protocol: proto(r.protocol) } : {}),
+    ...(r.notProtocol !== undefined ? { notProtocol: proto(r.notProtocol) } : {}),
+    ...(r.icmp ? { icmp: icmpOf(r.icmp, ['spec', dir, i, 'icmp'], fail) } : {}),
+    ...(r.notICMP ? { notICMP: icmpOf(r.notICMP, ['spec', dir, i, 'notICMP'], fail) } : {}),
     ...(r.source ? { source: mapEntity(r.source) } : {}),
     ...(r.destination ? { destination: mapEntity(r.destination) } : {}),
   });
@@ -156,8 +197,8 @@ function mapPolicy(name: string, spec: z.infer<typeof GlobalNetworkPolicySpec>, 
     ...(spec.selector !== undefined ? { selector: spec.selector } : {}),
     // Calico's default differs from the short shape's: Ingress always, Egress when there are egress rules.
     types: spec.types ? spec.types.map((t) => t.toLowerCase()) : ['ingress', ...(spec.egress?.length ? ['egress'] : [])],
-    ...(spec.ingress ? { ingress: spec.ingress.map(rule) } : {}),
-    ...(spec.egress ? { egress: spec.egress.map(rule) } : {}),
+    ...(spec.ingress ? { ingress: spec.ingress.map((r, i) => rule(r, i, 'ingress')) } : {}),
+    ...(spec.egress ? { egress: spec.egress.map((r, i) => rule(r, i, 'egress')) } : {}),
   };
   // The short shape's checks (selectors parse, port limits, ports need a protocol) are the
   // ones `calico policy apply` makes; its paths are the spec's paths.
@@ -171,7 +212,7 @@ export function mapResource(item: unknown, fail: Fail): Resource {
   const o = (item ?? {}) as { kind?: unknown; apiVersion?: unknown };
   const kind = o.kind;
   if (kind === 'Profile') fail(['kind'], 'profiles are kept by calico node, one per network; read them with "calico get profile"');
-  if (kind === 'GlobalNetworkSet' || kind === 'NetworkPolicy' || kind === 'NetworkSet' || kind === 'HostEndpoint')
+  if (kind === 'NetworkPolicy' || kind === 'NetworkSet' || kind === 'HostEndpoint')
     fail(['kind'], `${kind} is not supported yet; supported kinds: ${Object.keys(SCHEMAS).join(', ')} and Policy`);
   if (typeof kind !== 'string' || !(kind in SCHEMAS))
     fail(['kind'], `unknown kind ${JSON.stringify(kind)}; supported kinds: ${Object.keys(SCHEMAS).join(', ')} and Policy`);
@@ -223,6 +264,8 @@ export function mapResource(item: unknown, fail: Fail): Resource {
     }
     case 'GlobalNetworkPolicy':
       return { kind: 'GlobalNetworkPolicy', name, policy: mapPolicy(name, d.spec, fail) };
+    case 'GlobalNetworkSet':
+      return { kind: 'GlobalNetworkSet', name, set: mapNetworkSet(name, d.metadata.labels ?? {}, d.spec, fail) };
   }
   return fail(['kind'], 'unreachable');
 }
@@ -264,6 +307,9 @@ function ruleToV3(r: RuleRecord): Record<string, unknown> {
   return {
     action: cap(r.action),
     ...(r.protocol !== undefined ? { protocol: typeof r.protocol === 'string' ? PROTO[r.protocol] : r.protocol } : {}),
+    ...(r.notProtocol !== undefined ? { notProtocol: typeof r.notProtocol === 'string' ? PROTO[r.notProtocol] : r.notProtocol } : {}),
+    ...(r.icmp ? { icmp: r.icmp } : {}),
+    ...(r.notICMP ? { notICMP: r.notICMP } : {}),
     ...(r.source ? { source: entity(r.source) } : {}),
     ...(r.destination ? { destination: entity(r.destination) } : {}),
   };
@@ -277,6 +323,13 @@ export function policyToV3(p: PolicyRecord) {
     ...(p.egress.length ? { egress: p.egress.map(ruleToV3) } : {}),
   });
 }
+
+export const networkSetToV3 = (n: NetworkSetRecord) => ({
+  apiVersion: API_VERSION,
+  kind: 'GlobalNetworkSet',
+  metadata: { name: n.name, ...(Object.keys(n.labels).length ? { labels: n.labels } : {}) },
+  spec: { nets: n.nets },
+});
 
 export function badItem(file: string, count: number, i: number, item: unknown): Fail {
   return (path, message) => {

@@ -10,6 +10,7 @@ import {
   FAMILIES,
   type Family,
   type FamilyRules,
+  type IcmpSpec,
   type PolicySpec,
   type PortRange,
   type ProfileSpec,
@@ -26,14 +27,19 @@ import { type Selector, canonical, parseSelector, quote } from '../selector';
 
 export const hash = (s: string, n: number) => createHash('sha256').update(s).digest('hex').slice(0, n);
 
-/** The iptables backend's convention (firewall/iptables/compile.ts SET_NAME): 18 characters, ipset-safe. */
-export const selectorSetName = (canon: string, f: Family) => `cal${f}s-${hash(canon, 12)}`;
+/**
+ * The iptables backend's convention (firewall/iptables/compile.ts SET_NAME): 18 characters,
+ * ipset-safe. The `net:` in the hash came with network sets, when selector sets became
+ * hash:net: a host upgraded in place must not find an old hash:ip set under the new set's name
+ * (ipset cannot swap or re-create a set as another type).
+ */
+export const selectorSetName = (canon: string, f: Family) => `cal${f}s-${hash(`net:${canon}`, 12)}`;
 export const netSetName = (members: readonly string[], f: Family) => `cal${f}n-${hash(members.join(','), 12)}`;
 export const groupId = (dir: Dir, policies: readonly string[]) => `${dir === 'ingress' ? 'i' : 'e'}-${hash(JSON.stringify([dir, ...policies]), 16)}`;
 
 /** A set a compiled object's rules name: selector sets by canonical selector, net sets by their CIDRs. */
 export type SetRef =
-  { kind: 'addr'; name: string; family: Family; canon: string; sel: Selector } | { kind: 'net'; name: string; family: Family; members: readonly string[] };
+  { kind: 'sel'; name: string; family: Family; canon: string; sel: Selector } | { kind: 'net'; name: string; family: Family; members: readonly string[] };
 
 export interface CompiledPolicy {
   name: string;
@@ -80,6 +86,23 @@ export function netMembers(cidrs: readonly string[], f: Family): string[] {
     .sort();
 }
 
+function protocolNumber(p: RuleRecord['protocol']): number | undefined {
+  if (typeof p === 'string') {
+    const n = (PROTOCOLS as Record<string, number | undefined>)[p];
+    if (n === undefined) throw new BadRequestError(`unknown protocol "${p}"`);
+    return n;
+  }
+  if (p !== undefined && (!Number.isInteger(p) || p < 1 || p > 255)) throw new BadRequestError(`protocol ${p} is not 1-255`);
+  return p;
+}
+
+/** Calico's ranges: type 0-254 (255 is reserved), code 0-255, a code only with a type. */
+function icmpSpec(m: NonNullable<RuleRecord['icmp']>, field: string): IcmpSpec {
+  if (!Number.isInteger(m.type) || m.type < 0 || m.type > 254) throw new BadRequestError(`${field}.type ${m.type} is not 0-254`);
+  if (m.code !== undefined && (!Number.isInteger(m.code) || m.code < 0 || m.code > 255)) throw new BadRequestError(`${field}.code ${m.code} is not 0-255`);
+  return m.code === undefined ? { type: m.type } : { type: m.type, code: m.code };
+}
+
 class RuleCompiler {
   readonly refs = new Map<string, SetRef>();
 
@@ -88,7 +111,7 @@ class RuleCompiler {
   private selSet(src: string, f: Family): string {
     const { sel, canon } = parsed(src);
     const name = selectorSetName(canon, f);
-    if (!this.refs.has(name)) this.refs.set(name, { kind: 'addr', name, family: f, canon, sel });
+    if (!this.refs.has(name)) this.refs.set(name, { kind: 'sel', name, family: f, canon, sel });
     return name;
   }
 
@@ -126,22 +149,33 @@ class RuleCompiler {
   }
 
   private rule(r: RuleRecord, f: Family): RuleSpec | undefined {
-    let protocol: number | undefined;
-    if (typeof r.protocol === 'string') {
-      protocol = (PROTOCOLS as Record<string, number | undefined>)[r.protocol];
-      if (protocol === undefined) throw new BadRequestError(`unknown protocol "${r.protocol}"`);
-    } else if (r.protocol !== undefined) {
-      if (!Number.isInteger(r.protocol) || r.protocol < 1 || r.protocol > 255) throw new BadRequestError(`protocol ${r.protocol} is not 1-255`);
-      protocol = r.protocol;
+    const protocol = protocolNumber(r.protocol);
+    let notProtocol = protocolNumber(r.notProtocol);
+    if (protocol !== undefined && notProtocol !== undefined) {
+      if (protocol === notProtocol) return undefined; // a protocol and not that protocol: matches nothing
+      notProtocol = undefined; // implied by the protocol
     }
     const ported = [r.source, r.destination].some((e) => e?.ports || e?.notPorts);
     if (ported && protocol !== PROTOCOLS.tcp && protocol !== PROTOCOLS.udp && protocol !== PROTOCOLS.sctp)
       throw new BadRequestError('ports need protocol tcp, udp or sctp');
+    if ((r.icmp || r.notICMP) && protocol !== PROTOCOLS.icmp && protocol !== PROTOCOLS.icmpv6)
+      throw new BadRequestError('icmp and notICMP need protocol icmp or icmpv6');
+    const icmp = r.icmp && icmpSpec(r.icmp, 'icmp');
+    const notICMP = r.notICMP && icmpSpec(r.notICMP, 'notICMP');
     if ((protocol === PROTOCOLS.icmp && f === 6) || (protocol === PROTOCOLS.icmpv6 && f === 4)) return undefined;
     const src = this.side(r.source, f);
     const dst = this.side(r.destination, f);
     if (!src || !dst) return undefined;
-    return { action: r.action, ...(protocol === undefined ? {} : { protocol }), src, dst, logPrefix: `calico ${this.label.slice(0, 20)}` };
+    return {
+      action: r.action,
+      ...(protocol === undefined ? {} : { protocol }),
+      ...(notProtocol === undefined ? {} : { notProtocol }),
+      ...(icmp ? { icmp } : {}),
+      ...(notICMP ? { notICMP } : {}),
+      src,
+      dst,
+      logPrefix: `calico ${this.label.slice(0, 20)}`,
+    };
   }
 
   rules(rs: readonly RuleRecord[]): FamilyRules {
@@ -217,4 +251,35 @@ export const containerKey = (ep: EndpointRecord): string | undefined => (ep.sand
 
 export function endpointLabels(ep: EndpointRecord, netName: string): Record<string, string> {
   return { ...ep.labels, [NETWORK_LABEL]: netName };
+}
+
+/**
+ * A network set's CIDRs of one family as selector-set members: canonical, none inside another,
+ * a /32 or /128 written as the bare address (as endpoints' addresses are), so one address is one
+ * member whichever record gives it. Throws on a CIDR that does not parse.
+ */
+export function netSetMembers(nets: readonly string[], f: Family): string[] {
+  const full = f === 4 ? '/32' : '/128';
+  return netMembers(nets, f).map((m) => (m.endsWith(full) ? m.slice(0, -full.length) : m));
+}
+
+/** A selector-set member (an address, or a CIDR as netSetMembers writes it) as a CIDR. */
+export function memberCidr(m: string): Cidr {
+  return m.includes('/') ? parseCidr(m, 'set member') : parseCidr(`${m}/${m.includes(':') ? 128 : 32}`, 'set member');
+}
+
+/**
+ * What a selector set holds: its members less those inside another member (nftables' interval
+ * sets refuse overlapping elements; a member inside another adds nothing to what matches).
+ */
+export function cover(members: Iterable<string>): Set<string> {
+  const all = new Set(members);
+  const nets = [...all].filter((m) => m.includes('/')).map((m) => [m, memberCidr(m)] as const);
+  if (!nets.length) return all;
+  const out = new Set<string>();
+  for (const m of all) {
+    const c = memberCidr(m);
+    if (!nets.some(([t, n]) => t !== m && containsCidr(n, c))) out.add(m);
+  }
+  return out;
 }

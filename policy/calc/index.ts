@@ -7,7 +7,9 @@
  *   its profile and its own EndpointSpec;
  * - a policy: its spec, its selector against local endpoints only, and the groups and specs
  *   of the endpoints it selected or selects;
- * - a profile or network: the endpoints of that network, the profile's spec.
+ * - a profile or network: the endpoints of that network, the profile's spec;
+ * - a network set: the memberships of the selectors that could match it, as for a remote
+ *   endpoint (its CIDRs are its addresses); policies' own selectors never match one.
  * Objects in the desired state are reference-counted by what uses them (sets by the rules of
  * policies and profiles in use, policies and groups by local endpoints, profiles by local
  * endpoints of the network); an object whose count falls to zero is removed at the end of the
@@ -17,7 +19,7 @@
  */
 import { DIRS, type Desired, type Delta, type Dir, type EndpointSpec, type GroupSpec, type Tier } from '../../firewall/desired';
 import { keys } from '../../lib/datastore/keys';
-import type { EndpointRecord, NetworkRecord, PolicyRecord, ProfileRecord } from '../../lib/datastore/records';
+import type { EndpointRecord, NetworkRecord, NetworkSetRecord, PolicyRecord, ProfileRecord } from '../../lib/datastore/records';
 import { matches } from '../selector';
 import {
   type CompiledPolicy,
@@ -32,6 +34,7 @@ import {
   endpointLabels,
   groupId,
   networkKey,
+  netSetMembers,
   ownAddrs,
   endpointProblem,
   validIfName,
@@ -94,6 +97,9 @@ export class PolicyCalculator {
   private readonly nets = new Registry<NetworkRecord>((n) => networkKey(n.host, n.id));
   private readonly pols = new Registry<PolicyRecord>((p) => p.name);
   private readonly profs = new Registry<ProfileRecord>((p) => p.name);
+  private readonly nsets = new Registry<NetworkSetRecord>((n) => n.name);
+  /** Network sets by name, as members of selector sets. */
+  private readonly netsetMembers = new Map<string, Member>();
   private readonly eps = new Map<string, Ep>();
   private readonly byNetwork = new Map<string, Set<Ep>>();
   private readonly byIfName = new Map<string, Set<Ep>>();
@@ -156,6 +162,16 @@ export class PolicyCalculator {
     this.sweep();
   }
 
+  upsertNetworkSet(key: string, rec: NetworkSetRecord): void {
+    for (const name of this.nsets.upsert(key, rec)) this.networkSetChanged(name);
+    this.sweep();
+  }
+
+  removeNetworkSet(key: string): void {
+    for (const name of this.nsets.remove(key)) this.networkSetChanged(name);
+    this.sweep();
+  }
+
   /** The current desired state; cheap (no deep copy; objects are immutable and shared, except that a set's members change in place). */
   desired(): Desired {
     return this.store.desired;
@@ -172,8 +188,14 @@ export class PolicyCalculator {
     return this.ifNames;
   }
 
-  stats(): { endpoints: number; localEndpoints: number; policies: number; sets: number } {
-    return { endpoints: this.eps.size, localEndpoints: this.active.size, policies: this.policies.size, sets: this.store.sets.size };
+  stats(): { endpoints: number; localEndpoints: number; policies: number; networkSets: number; sets: number } {
+    return {
+      endpoints: this.eps.size,
+      localEndpoints: this.active.size,
+      policies: this.policies.size,
+      networkSets: this.netsetMembers.size,
+      sets: this.store.sets.size,
+    };
   }
 
   private bad(key: string, err: unknown): void {
@@ -353,6 +375,29 @@ export class PolicyCalculator {
     }
   }
 
+  // --- network sets ---
+
+  /** A network set is a member of selector sets only: it is never local, never selected by a policy. */
+  private networkSetChanged(name: string): void {
+    const old = this.netsetMembers.get(name);
+    if (old) {
+      this.mem.removeEndpoint(old);
+      this.netsetMembers.delete(name);
+    }
+    const win = this.nsets.get(name);
+    if (!win) return;
+    let addrs: Member['addrs'];
+    try {
+      addrs = [netSetMembers(win.rec.nets, 4), netSetMembers(win.rec.nets, 6)];
+    } catch (err) {
+      // Left out whole, as the reference does, and reported (records are checked when written).
+      return this.bad(win.key, err);
+    }
+    const m: Member = { labels: win.rec.labels, addrs, container: this.mem.container(undefined), matched: new Set() };
+    this.netsetMembers.set(name, m);
+    this.mem.addEndpoint(m);
+  }
+
   // --- policies ---
 
   /**
@@ -476,7 +521,7 @@ export class PolicyCalculator {
 
   private acquire(refs: readonly SetRef[]): void {
     for (const r of refs) {
-      if (r.kind === 'addr') {
+      if (r.kind === 'sel') {
         this.mem.acquire(r.canon, r.sel, r.family);
         continue;
       }
@@ -491,7 +536,7 @@ export class PolicyCalculator {
 
   private release(refs: readonly SetRef[]): void {
     for (const r of refs) {
-      if (r.kind === 'addr') {
+      if (r.kind === 'sel') {
         this.mem.release(r.canon, r.family);
         continue;
       }

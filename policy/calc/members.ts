@@ -12,19 +12,80 @@
  * selector touches only its members. Nothing scans endpoints an event does not concern.
  */
 import type { Family } from '../../firewall/desired';
+import { type Cidr, containsCidr } from '../../lib/ip';
 import { type Selector, matches } from '../selector';
-import { selectorSetName } from './compile';
+import { memberCidr, selectorSetName } from './compile';
 import type { DesiredStore } from './store';
+
+/**
+ * One selector set's members of one family, counted by how many (container, endpoint) pairs
+ * and network sets give each, and what of them the set shows: the members inside no other
+ * (compile.ts `cover`). Single addresses are only ever inside networks, so while no network set
+ * is matched this is a counted map and nothing is parsed; a network joining or leaving walks
+ * the members once to hide or show those inside it.
+ */
+export class Cover {
+  private readonly counts = new Map<string, number>();
+  /** The members that are networks (written with a prefix length), parsed. */
+  private readonly nets = new Map<string, Cidr>();
+
+  constructor(private readonly emit: (member: string, add: boolean) => void) {}
+
+  /** Inside another member: only a network can hold one. */
+  private covered(m: string): boolean {
+    if (this.nets.size <= (this.nets.has(m) ? 1 : 0)) return false;
+    const c = memberCidr(m);
+    for (const [t, n] of this.nets) if (t !== m && containsCidr(n, c)) return true;
+    return false;
+  }
+
+  /** The members inside `net` other than itself. */
+  private *inside(net: string, c: Cidr): Generator<string> {
+    for (const x of this.counts.keys()) if (x !== net && containsCidr(c, memberCidr(x))) yield x;
+  }
+
+  add(m: string): void {
+    const n = this.counts.get(m) ?? 0;
+    this.counts.set(m, n + 1);
+    if (n) return;
+    const c = m.includes('/') ? memberCidr(m) : undefined;
+    // Hidden members of a hidden network are hidden by what hides it, too.
+    if (this.covered(m)) {
+      if (c) this.nets.set(m, c);
+      return;
+    }
+    if (c) for (const x of this.inside(m, c)) if (!this.covered(x)) this.emit(x, false);
+    if (c) this.nets.set(m, c);
+    this.emit(m, true);
+  }
+
+  remove(m: string): void {
+    const n = this.counts.get(m)!;
+    if (n > 1) return void this.counts.set(m, n - 1);
+    this.counts.delete(m);
+    const c = this.nets.get(m);
+    const hidden = this.covered(m);
+    this.nets.delete(m);
+    if (hidden) return;
+    this.emit(m, false);
+    if (c) for (const x of this.inside(m, c)) if (!this.covered(x)) this.emit(x, true);
+  }
+
+  /** What the set shows now. */
+  *visible(): Generator<string> {
+    for (const m of this.counts.keys()) if (!this.covered(m)) yield m;
+  }
+}
 
 export interface Container {
   key?: string;
   members: Set<Member>;
 }
 
-/** What the calculator's endpoint state must carry for membership. */
+/** What the calculator's endpoint (or network set) state must carry for membership. */
 export interface Member {
   labels: Record<string, string>;
-  /** Own addresses, per family: [v4, v6]. */
+  /** Own addresses (a network set's: its CIDRs, compile.ts netSetMembers), per family: [v4, v6]. */
   addrs: readonly [readonly string[], readonly string[]];
   container: Container;
   matched: Set<SelEntry>;
@@ -39,8 +100,8 @@ export interface SelEntry {
   names: readonly [string, string];
   /** Rules using the set, per family. */
   users: [number, number];
-  /** Address → number of (matching container, endpoint) pairs giving it, per family. */
-  counts: [Map<string, number>, Map<string, number>];
+  /** The members per family, counted by the (matching container, endpoint) pairs and network sets giving them. */
+  covers: [Cover, Cover];
   /** Container → its endpoints that match. */
   containers: Map<Container, number>;
 }
@@ -110,15 +171,10 @@ export class Memberships {
   }
 
   private addAddrs(e: SelEntry, m: Member, sign: 1 | -1): void {
-    for (let i = 0; i < 2; i++) {
-      const counts = e.counts[i];
-      for (const a of m.addrs[i]) {
-        const n = (counts.get(a) ?? 0) + sign;
-        if (n) counts.set(a, n);
-        else counts.delete(a);
-        if ((sign === 1 && n === 1) || n === 0) if (this.exposed(e, i)) this.store.member(e.names[i], a, sign === 1);
-      }
-    }
+    for (let i = 0; i < 2; i++)
+      for (const a of m.addrs[i])
+        if (sign === 1) e.covers[i].add(a);
+        else e.covers[i].remove(a);
   }
 
   /** A matching endpoint's container joins the selector (all its addresses) or adds only that endpoint's. */
@@ -188,21 +244,17 @@ export class Memberships {
   acquire(canon: string, sel: Selector, f: Family): void {
     let e = this.sels.get(canon);
     if (!e) {
-      e = {
-        canon,
-        sel,
-        anchor: anchorOf(sel),
-        names: [selectorSetName(canon, 4), selectorSetName(canon, 6)],
-        users: [0, 0],
-        counts: [new Map<string, number>(), new Map<string, number>()],
-        containers: new Map(),
+      const names = [selectorSetName(canon, 4), selectorSetName(canon, 6)] as const;
+      const emit = (i: 0 | 1) => (a: string, add: boolean) => {
+        if (this.store.sets.has(names[i])) this.store.member(names[i], a, add);
       };
+      e = { canon, sel, anchor: anchorOf(sel), names, users: [0, 0], covers: [new Cover(emit(0)), new Cover(emit(1))], containers: new Map() };
       this.sels.set(canon, e);
       this.index(e, true);
       for (const m of this.fillCandidates(e.anchor)) if (matches(sel, m.labels)) this.join(e, m, true);
     }
     const i = fi(f);
-    if (e.users[i]++ === 0 && !this.exposed(e, i)) this.store.addSet({ name: e.names[i], family: f, kind: 'addr', members: new Set(e.counts[i].keys()) });
+    if (e.users[i]++ === 0 && !this.exposed(e, i)) this.store.addSet({ name: e.names[i], family: f, kind: 'net', members: new Set(e.covers[i].visible()) });
   }
 
   /** One rule fewer; unused sets and selectors go at the next sweep (so a release and re-acquire within one event costs nothing). */

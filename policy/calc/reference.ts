@@ -9,7 +9,7 @@
  * compiled is skipped (a profile fails closed: no rules).
  */
 import { type Desired, DIRS, type EndpointSpec, type Family, type GroupSpec, type PolicySpec, type ProfileSpec, type SetSpec } from '../../firewall/desired';
-import type { EndpointRecord, NetworkRecord, PolicyRecord, ProfileRecord } from '../../lib/datastore/records';
+import type { EndpointRecord, NetworkRecord, NetworkSetRecord, PolicyRecord, ProfileRecord } from '../../lib/datastore/records';
 import { matches } from '../selector';
 import {
   type CompiledPolicy,
@@ -21,9 +21,11 @@ import {
   compilePolicy,
   compileProfile,
   containerKey,
+  cover,
   endpointLabels,
   groupId,
   networkKey,
+  netSetMembers,
   ownAddrs,
   validIfName,
 } from './compile';
@@ -35,6 +37,8 @@ export interface CalcInput {
   networks: NetworkRecord[];
   policies: PolicyRecord[];
   profiles: ProfileRecord[];
+  /** GlobalNetworkSets: matched by rules' selectors (never by a policy's own selector). */
+  networkSets?: NetworkSetRecord[];
 }
 
 /** One record per identity: the one with the smallest JSON text. */
@@ -127,12 +131,22 @@ export function computeDesired(input: CalcInput): Desired {
     profiles.set(name, c.spec);
     used(c.refs);
   }
+  // A network set one of whose CIDRs does not parse is left out whole (the calculator reports it).
+  const netsets: Array<{ labels: Record<string, string>; nets: Record<Family, string[]> }> = [];
+  for (const ns of settle(input.networkSets ?? [], (n) => n.name).values()) {
+    try {
+      netsets.push({ labels: ns.labels, nets: { 4: netSetMembers(ns.nets, 4), 6: netSetMembers(ns.nets, 6) } });
+    } catch {
+      // skipped
+    }
+  }
   const sets = new Map<string, SetSpec>();
   for (const r of refs.values()) {
     if (r.kind === 'net') sets.set(r.name, { name: r.name, family: r.family, kind: 'net', members: new Set(r.members) });
     else {
-      const members = new Set(all.filter((x) => matches(r.sel, x.labels)).flatMap((x) => containerAddrs(x.ep, r.family)));
-      sets.set(r.name, { name: r.name, family: r.family, kind: 'addr', members });
+      const addrs = all.filter((x) => matches(r.sel, x.labels)).flatMap((x) => containerAddrs(x.ep, r.family));
+      const nets = netsets.filter((n) => matches(r.sel, n.labels)).flatMap((n) => n.nets[r.family]);
+      sets.set(r.name, { name: r.name, family: r.family, kind: 'net', members: cover([...addrs, ...nets]) });
     }
   }
   return { endpointToHost: input.endpointToHost, sets, policies: outPolicies, profiles, groups, endpoints };

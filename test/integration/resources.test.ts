@@ -113,6 +113,19 @@ test('apply writes v3 resources that calico pool, bgp and policy then show, and 
   assert.equal((await cli('get', 'gnp', 'web', '-o', 'json')).stdout, JSON.stringify(gnp, null, 2) + '\n');
 });
 
+test('a GlobalNetworkSet applies, lists with its nets and labels, round-trips through get -o yaml and deletes by kind and name', async () => {
+  const gns = `${V}kind: GlobalNetworkSet\nmetadata:\n  name: partners\n  labels: {role: partner}\nspec:\n  nets: [198.51.100.0/24, 192.0.2.7, "2001:db8::/32"]\n`;
+  const applied = await cli('apply', '-f', file(gns));
+  assert.equal(applied.code, 0, applied.stderr);
+  assert.match(applied.stdout, /applied 1 resource\(s\): GlobalNetworkSet partners/);
+  assert.match((await cli('get', 'gns', '-o', 'wide')).stdout, /partners\s+198\.51\.100\.0\/24,192\.0\.2\.7\/32,2001:db8::\/32\s+role=partner/);
+  const listed = (await cli('get', 'globalnetworksets', '-o', 'yaml')).stdout;
+  assert.equal((await cli('replace', '-f', file(listed))).code, 0);
+  const deleted = await cli('delete', 'globalnetworkset', 'partners');
+  assert.equal(deleted.code, 0, deleted.stderr);
+  assert.notEqual((await cli('get', 'gns', 'partners')).code, 0);
+});
+
 test('create refuses an existing resource and replace an absent one, with a non-zero exit and nothing written', async () => {
   const pool = (name: string, cidr: string, extra = '') => `${V}kind: IPPool\nmetadata:\n  name: ${name}\nspec:\n  cidr: ${cidr}\n${extra}`;
   const created = await cli('create', '-f', file(pool('green', '10.89.0.0/16')));

@@ -21,6 +21,14 @@ describe('nftables compile: rules', () => {
     );
   });
 
+  test('ICMP type and code compare the transport header after the protocol, notICMP as one negated comparison; notProtocol negates the protocol', () => {
+    assert.equal(C.ruleText(R({ protocol: 1, icmp: { type: 8 } }), 4), 'meta l4proto 1 @th,0,8 8 accept');
+    assert.equal(C.ruleText(R({ protocol: 1, icmp: { type: 3, code: 1 } }), 4), `meta l4proto 1 @th,0,16 ${3 * 256 + 1} accept`);
+    assert.equal(C.ruleText(R({ protocol: 58, notICMP: { type: 128, code: 0 } }), 6), `meta l4proto 58 @th,0,16 != ${128 * 256} accept`);
+    assert.equal(C.ruleText(R({ protocol: 58, icmp: { type: 128 }, notICMP: { type: 129 } }), 6), 'meta l4proto 58 @th,0,8 128 @th,0,8 != 129 accept');
+    assert.equal(C.ruleText(R({ action: 'deny', notProtocol: 6 }), 4), 'meta l4proto != 6 drop');
+  });
+
   test('allow accepts, pass returns to the tier, log logs with a prefix stripped of quotes and goes on', () => {
     assert.equal(C.ruleText(R({}), 4), 'accept');
     assert.equal(C.ruleText(R({ action: 'pass' }), 4), 'return');

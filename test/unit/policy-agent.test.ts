@@ -96,6 +96,29 @@ describe('PolicyAgent', () => {
     await agent.stop();
   });
 
+  test('follows network sets: one put or delete changes only the members of the selector sets matching its labels', async () => {
+    const kv = new MemoryKV();
+    await putEp(kv, ep('a1'));
+    const p: PolicyRecord = { ...pol('p', 'all()'), ingress: [{ action: 'allow', source: { selector: "role == 'partner'" } }] };
+    await kv.put(keys.policy('p'), codecs.policy.encode(p));
+    const { agent, backend } = await started(kv);
+    await kv.put(keys.networkSet('partners'), codecs.networkSet.encode({ name: 'partners', labels: { role: 'partner' }, nets: ['192.0.2.0/24'] }));
+    await until(() => backend.calls.length === 2, 'an apply after the put');
+    const d = backend.calls[1].delta!;
+    assert.deepEqual(
+      d.sets.members.map((m) => [m.add, m.del]),
+      [[['192.0.2.0/24'], []]],
+    );
+    assert.equal(d.sets.upsert.length + d.policies.upsert.length + d.endpoints.upsert.length, 0);
+    await kv.del(keys.networkSet('partners'));
+    await until(() => backend.calls.length === 3, 'an apply after the delete');
+    assert.deepEqual(
+      backend.calls[2].delta!.sets.members.map((m) => [m.add, m.del]),
+      [[[], ['192.0.2.0/24']]],
+    );
+    await agent.stop();
+  });
+
   test("a Join waits for its own interface's rules and is told at once when they are in", async () => {
     const kv = new MemoryKV();
     const { agent } = await started(kv);

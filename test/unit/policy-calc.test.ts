@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { type Delta, type Desired, type SetSpec, isEmptyDelta } from '../../firewall/desired';
 import { desiredFromJSON, desiredToJSON, diffDesired } from '../../firewall/diff';
 import { SET_NAME } from '../../firewall/iptables/compile';
-import type { EndpointRecord, NetworkRecord, PolicyRecord, ProfileRecord, RuleRecord } from '../../lib/datastore/records';
+import type { EndpointRecord, NetworkRecord, NetworkSetRecord, PolicyRecord, ProfileRecord, RuleRecord } from '../../lib/datastore/records';
 import { PolicyCalculator, computeDesired } from '../../policy/calc';
 import { selectorSetName } from '../../policy/calc/compile';
 import { defaultProfile } from '../../policy/profiles';
@@ -113,6 +113,7 @@ class World {
   networks = new Map<string, NetworkRecord>();
   policies = new Map<string, PolicyRecord>();
   profiles = new Map<string, ProfileRecord>();
+  netsets = new Map<string, NetworkSetRecord>();
   bad: string[] = [];
   calc: PolicyCalculator;
   constructor(readonly endpointToHost: 'drop' | 'accept' = 'drop') {
@@ -126,7 +127,18 @@ class World {
       networks: [...this.networks.values()],
       policies: [...this.policies.values()],
       profiles: [...this.profiles.values()],
+      networkSets: [...this.netsets.values()],
     });
+  }
+  upNs(n: NetworkSetRecord, key = `netsets/${n.name}`) {
+    this.netsets.set(key, n);
+    this.calc.upsertNetworkSet(key, n);
+    return this;
+  }
+  rmNs(key: string) {
+    this.netsets.delete(key);
+    this.calc.removeNetworkSet(key);
+    return this;
   }
   upEp(e: EndpointRecord, key = epKey(e)) {
     this.endpoints.set(key, e);
@@ -384,6 +396,114 @@ describe('PolicyCalculator: policies and profiles', () => {
   });
 });
 
+describe('PolicyCalculator: network sets', () => {
+  const base = () =>
+    new World()
+      .upNet(net({ id: 'n1', name: 'red' }))
+      .upEp(ep({ id: 'a', ipv4: ['10.0.0.1/32'], labels: { role: 'web' } }))
+      .upEp(ep({ id: 'z', host: 'h2', ipv4: ['192.0.2.9/32'], labels: { role: 'partner' } }))
+      .upPol(pol({ name: 'p', selector: 'all()', ingress: [{ action: 'allow', source: { selector: "role == 'partner'" } }] }));
+  const sel = "role == 'partner'";
+
+  test("a network set's CIDRs join the sets of rule selectors matching its labels, as net members; addresses inside one are left out", () => {
+    const w = base();
+    w.calc.takeDelta();
+    w.upNs({ name: 'partners', labels: { role: 'partner' }, nets: ['192.0.2.0/24', '198.51.100.7/32', '2001:db8::/32'] });
+    const d = w.calc.desired();
+    assert.equal(d.sets.get(selectorSetName(sel, 4))?.kind, 'net');
+    assert.deepEqual(setOf(d, sel), ['192.0.2.0/24', '198.51.100.7'], '192.0.2.9 is inside 192.0.2.0/24; a /32 is written as the address');
+    assert.deepEqual(setOf(d, sel, 6), ['2001:db8::/32']);
+    const delta = w.calc.takeDelta();
+    assert.deepEqual(
+      delta.sets.members.filter((m) => m.name === selectorSetName(sel, 4)),
+      [{ name: selectorSetName(sel, 4), add: ['192.0.2.0/24', '198.51.100.7'], del: ['192.0.2.9'] }],
+      'changed by element, not re-created',
+    );
+    assert.deepEqual(norm(d), norm(w.ref()));
+  });
+
+  test('changing or deleting a network set changes only the members it gave; an address it hid comes back', () => {
+    const w = base().upNs({ name: 'partners', labels: { role: 'partner' }, nets: ['192.0.2.0/24'] });
+    w.calc.takeDelta();
+    w.upNs({ name: 'partners', labels: { role: 'partner' }, nets: ['203.0.113.0/24'] });
+    assert.deepEqual(setOf(w.calc.desired(), sel), ['192.0.2.9', '203.0.113.0/24']);
+    assert.deepEqual(norm(w.calc.desired()), norm(w.ref()));
+    w.upNs({ name: 'partners', labels: { role: 'other' }, nets: ['203.0.113.0/24'] });
+    assert.deepEqual(setOf(w.calc.desired(), sel), ['192.0.2.9'], 'relabelled: no longer matched');
+    w.upNs({ name: 'partners', labels: { role: 'partner' }, nets: ['203.0.113.0/24'] });
+    w.rmNs('netsets/partners');
+    assert.deepEqual(setOf(w.calc.desired(), sel), ['192.0.2.9']);
+    const d = w.calc.takeDelta();
+    // Since the last take 192.0.2.0/24 went and the endpoint's address it hid came back.
+    assert.deepEqual(d.sets.members, [{ name: selectorSetName(sel, 4), add: ['192.0.2.9'], del: ['192.0.2.0/24'] }]);
+    assert.equal(d.sets.upsert.length + d.sets.remove.length, 0);
+    assert.deepEqual(norm(w.calc.desired()), norm(w.ref()));
+  });
+
+  test("a policy's own selector never matches a network set, and a network set alone creates no set", () => {
+    const w = new World()
+      .upNet(net({ id: 'n1', name: 'red' }))
+      .upEp(ep({ id: 'a', ipv4: ['10.0.0.1/32'], labels: { role: 'web' } }))
+      .upNs({ name: 'partners', labels: { role: 'partner' }, nets: ['192.0.2.0/24'] })
+      .upPol(pol({ name: 'p', selector: "role == 'partner'", ingress: [{ action: 'allow' }] }));
+    assert.equal(w.calc.desired().policies.size, 0);
+    assert.equal(w.calc.desired().endpoints.get('calia')?.ingress.group, undefined);
+    assert.equal(w.calc.stats().networkSets, 1);
+    assert.deepEqual(norm(w.calc.desired()), norm(w.ref()));
+  });
+
+  test('a network set with a CIDR that does not parse is left out whole and reported', () => {
+    const w = base().upNs({ name: 'bad', labels: { role: 'partner' }, nets: ['192.0.2.0/24', 'nonsense'] });
+    assert.deepEqual(w.bad, ['netsets/bad']);
+    assert.deepEqual(setOf(w.calc.desired(), sel), ['192.0.2.9']);
+    assert.deepEqual(norm(w.calc.desired()), norm(w.ref()));
+  });
+});
+
+describe('PolicyCalculator: ICMP and notProtocol', () => {
+  test('icmp and notICMP pass through to the rule spec of their family; notProtocol equal to the protocol matches nothing, another is implied', () => {
+    const w = new World().upEp(ep({ id: 'a', ipv4: ['10.0.0.1/32'] })).upPol(
+      pol({
+        name: 'p',
+        ingress: [
+          { action: 'allow', protocol: 'icmp', icmp: { type: 8, code: 0 } },
+          { action: 'deny', protocol: 'icmpv6', notICMP: { type: 128 } },
+          { action: 'deny', notProtocol: 'udp' },
+          { action: 'allow', protocol: 'tcp', notProtocol: 'tcp' },
+          { action: 'allow', protocol: 'tcp', notProtocol: 17 },
+        ],
+      }),
+    );
+    const p = w.calc.desired().policies.get('p')!;
+    assert.deepEqual(
+      p.ingress[4].map((r) => [r.protocol, r.notProtocol, r.icmp, r.notICMP]),
+      [
+        [1, undefined, { type: 8, code: 0 }, undefined],
+        [undefined, 17, undefined, undefined],
+        [6, undefined, undefined, undefined],
+      ],
+    );
+    assert.deepEqual(
+      p.ingress[6].map((r) => [r.protocol, r.notProtocol, r.icmp, r.notICMP]),
+      [
+        [58, undefined, undefined, { type: 128 }],
+        [undefined, 17, undefined, undefined],
+        [6, undefined, undefined, undefined],
+      ],
+    );
+    assert.deepEqual(norm(w.calc.desired()), norm(w.ref()));
+  });
+
+  test('icmp without an ICMP protocol, or a type out of range, makes the policy bad', () => {
+    const w = new World()
+      .upEp(ep({ id: 'a', ipv4: ['10.0.0.1/32'] }))
+      .upPol(pol({ name: 'p', ingress: [{ action: 'allow', protocol: 'tcp', icmp: { type: 8 } }] }))
+      .upPol(pol({ name: 'q', ingress: [{ action: 'allow', protocol: 'icmp', notICMP: { type: 255 } }] }));
+    assert.deepEqual(w.bad.sort(), ['policies/p', 'policies/q']);
+    assert.equal(w.calc.desired().policies.size, 0);
+  });
+});
+
 function rng(seed: number) {
   let a = seed >>> 0;
   const next = () => {
@@ -437,6 +557,10 @@ function randomRule(r: ReturnType<typeof rng>): RuleRecord {
   };
   const rule: RuleRecord = { action: r.pick(['allow', 'allow', 'deny', 'log', 'pass'] as const) };
   if (protocol !== undefined) rule.protocol = protocol;
+  if (r.next() < 0.1) rule.notProtocol = r.pick(['tcp', 'icmp', 17] as const);
+  if ((protocol === 'icmp' || protocol === 'icmpv6' || r.next() < 0.02) && r.next() < 0.5)
+    rule.icmp = r.pick([{ type: 8 }, { type: 3, code: 1 }, { type: 300 }]);
+  if ((protocol === 'icmp' || protocol === 'icmpv6') && r.next() < 0.3) rule.notICMP = r.pick([{ type: 0 }, { type: 8, code: 0 }]);
   const source = entity();
   const destination = entity();
   if (source) rule.source = source;
@@ -477,7 +601,18 @@ function randomEvent(r: ReturnType<typeof rng>, w: World): string {
     const rec = net({ id, host, ...(r.next() < 0.8 ? { name: r.pick(NAMES) } : {}), ...(r.next() < 0.3 ? { internal: true } : {}) });
     return (void w.upNet(rec, r.next() < 0.05 ? `networks/dup/${id}` : key), `up ${key}`);
   }
-  if (x < 0.88) {
+  if (x < 0.64) {
+    // Network sets: labelled like endpoints, CIDRs that overlap each other and endpoints' addresses.
+    const name = `ns${r.int(4)}`;
+    const key = `netsets/${name}`;
+    if (r.next() < 0.2 && w.netsets.has(key)) return (void w.rmNs(key), `rm ${key}`);
+    const labels: Record<string, string> = {};
+    for (const k of Object.keys(LABELS)) if (r.next() < 0.5) labels[k] = r.pick(LABELS[k]);
+    const nets = r.some(['10.0.0.0/8', '10.0.0.0/30', '10.0.0.5/32', '10.0.0.5', '0.0.0.0/0', 'fd00::/16', 'fd00::2/128', '192.168.1.0/24'], 0.3);
+    if (r.next() < 0.02) nets.push('bogus');
+    return (void w.upNs({ name: r.next() < 0.05 ? 'ns0' : name, labels, nets }, key), `up ${key}`);
+  }
+  if (x < 0.9) {
     const k = r.int(8);
     const key = `policies/p${k}`;
     if (r.next() < 0.15 && w.policies.has(key)) return (void w.rmPol(key), `rm ${key}`);
@@ -545,6 +680,7 @@ describe('PolicyCalculator: random event sequences', () => {
       // Tear everything down: nothing may be left behind.
       for (const k of [...w.endpoints.keys()]) w.rmEp(k);
       for (const k of [...w.policies.keys()]) w.rmPol(k);
+      for (const k of [...w.netsets.keys()]) w.rmNs(k);
       const d = w.calc.desired();
       assert.equal(
         d.sets.size + d.policies.size + d.profiles.size + d.groups.size + d.endpoints.size,

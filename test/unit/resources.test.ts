@@ -130,8 +130,20 @@ describe('parseManifest', () => {
         /field spec\.ingress\.0\.source\.namespaceSelector: namespaces are a Kubernetes notion/,
       ],
       [
-        `${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress: [{action: Allow, protocol: ICMP, icmp: {type: 8}}]\n`,
-        /field spec\.ingress\.0\.icmp: matching ICMP type and code is not supported yet/,
+        `${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress: [{action: Allow, icmp: {type: 8}}]\n`,
+        /field spec\.ingress\.0\.protocol: icmp needs protocol icmp or icmpv6/,
+      ],
+      [
+        `${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  egress: [{action: Allow, protocol: ICMP, notICMP: {code: 0}}]\n`,
+        /field spec\.egress\.0\.notICMP\.code: a code needs a type/,
+      ],
+      [
+        `${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress: [{action: Allow, protocol: ICMP, icmp: {type: 255}}]\n`,
+        /field spec\.ingress\.0\.icmp\.type: .*254/,
+      ],
+      [
+        `${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress: [{action: Allow, ipVersion: 4}]\n`,
+        /field spec\.ingress\.0\.ipVersion: ipVersion .*is not supported yet/,
       ],
       [
         `${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress: [{action: Allow, destination: {ports: [80]}}]\n`,
@@ -139,7 +151,15 @@ describe('parseManifest', () => {
       ],
       [`${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  selector: "role =="\n`, /field spec\.selector: is not a valid selector/],
       [`${V}kind: Profile\nmetadata: {name: p}\nspec: {}\n`, /field kind: profiles are kept by calico node/],
-      [`${V}kind: GlobalNetworkSet\nmetadata: {name: s}\nspec: {nets: [10.0.0.0/8]}\n`, /GlobalNetworkSet is not supported yet/],
+      [`${V}kind: NetworkSet\nmetadata: {name: s}\nspec: {nets: [10.0.0.0/8]}\n`, /NetworkSet is not supported yet/],
+      [
+        `${V}kind: GlobalNetworkSet\nmetadata: {name: s}\nspec: {nets: [10.0.0.0/8, nope]}\n`,
+        /\(GlobalNetworkSet s\), field spec\.nets\.1: net "nope" is not a CIDR/,
+      ],
+      [
+        `${V}kind: GlobalNetworkSet\nmetadata: {name: s}\nspec: {allowedEgressDomains: [example.com]}\n`,
+        /field spec\.allowedEgressDomains: allowedEgressDomains .*is not supported yet/,
+      ],
       [`kind: Policy\nname: p\nbogus: 1\n`, /the resource \(Policy p\)/],
       ['kind: [unclosed\n', /neither valid YAML nor JSON/],
       ['', /holds no resource/],
@@ -241,4 +261,47 @@ test("a short policy's network: reads back as a selector on the calico/network l
   assert.deepEqual((v3.spec.ingress as Array<{ source: unknown }>)[0].source, { selector: "(a == 'b') && calico/network == 'net1'" });
   const [again] = parseManifest(JSON.stringify(v3));
   assert.ok(again.kind === 'GlobalNetworkPolicy' && again.policy.ingress[0].source?.selector);
+});
+
+describe('GlobalNetworkSet', () => {
+  const gns = `${V}kind: GlobalNetworkSet\nmetadata:\n  name: partners\n  labels: {role: partner}\nspec:\n  nets: [192.0.2.7, 198.51.100.0/24, "2001:db8:0::/32", 198.51.100.0/24]\n`;
+
+  test('apply stores its labels and canonical nets (a bare address as its /32 or /128); get reads it back as v3 that applies again', async () => {
+    const kv = new MemoryKV();
+    await writeResources(kv, parseManifest(gns), 'apply');
+    assert.deepEqual(codecs.networkSet.decode((await kv.get(keys.networkSet('partners')))!), {
+      name: 'partners',
+      labels: { role: 'partner' },
+      nets: ['192.0.2.7/32', '198.51.100.0/24', '2001:db8::/32'],
+    });
+    const got = await getResources(kv, kindOf('gns'), 'partners');
+    assert.deepEqual(got[0], {
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'GlobalNetworkSet',
+      metadata: { name: 'partners', labels: { role: 'partner' } },
+      spec: { nets: ['192.0.2.7/32', '198.51.100.0/24', '2001:db8::/32'] },
+    });
+    await writeResources(kv, parseManifest(JSON.stringify(got[0])), 'replace');
+    await deleteResources(kv, [{ kind: 'GlobalNetworkSet', name: 'partners' }]);
+    assert.equal(await kv.get(keys.networkSet('partners')), undefined);
+    await assert.rejects(deleteResources(kv, [{ kind: 'GlobalNetworkSet', name: 'partners' }]), NotFoundError);
+  });
+});
+
+describe('GlobalNetworkPolicy ICMP and notProtocol', () => {
+  test('icmp, notICMP and notProtocol map onto the rule record and read back as given', () => {
+    const text = `${V}kind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n  ingress:\n  - {action: Allow, protocol: ICMP, icmp: {type: 8, code: 0}, notICMP: {type: 3}}\n  - {action: Deny, notProtocol: TCP}\n  - {action: Allow, protocol: ICMPv6, icmp: {type: 128}}\n`;
+    const [r] = parseManifest(text);
+    assert.ok(r.kind === 'GlobalNetworkPolicy');
+    assert.deepEqual(r.policy.ingress, [
+      { action: 'allow', protocol: 'icmp', icmp: { type: 8, code: 0 }, notICMP: { type: 3 } },
+      { action: 'deny', notProtocol: 'tcp' },
+      { action: 'allow', protocol: 'icmpv6', icmp: { type: 128 } },
+    ]);
+    assert.deepEqual(policyToV3(r.policy).spec.ingress, [
+      { action: 'Allow', protocol: 'ICMP', icmp: { type: 8, code: 0 }, notICMP: { type: 3 } },
+      { action: 'Deny', notProtocol: 'TCP' },
+      { action: 'Allow', protocol: 'ICMPv6', icmp: { type: 128 } },
+    ]);
+  });
 });
