@@ -2,12 +2,15 @@
  * End to end with a real Docker engine: only the docker and calico CLIs, a busybox image made
  * locally, dockerd in a throw-away host namespace with a real etcd. The same checks run twice:
  * with the legacy sockets of `calico node` (drivers `calico` / `calico-ipam`) and with the
- * managed plugin (driver NAME:TAG for both).
+ * managed plugin (driver NAME:TAG for both). The managed plugin's run goes to an etcd that
+ * serves only TLS clients with a certificate and has authentication on, its certificates
+ * mounted into the plugin as a user mounts them (/etc/calico/certs).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { netnsScope } from '../harness/netns';
-import { startEtcd, type TestEtcd } from '../harness/etcd';
+import { enableAuth, startEtcd, type TestEtcd } from '../harness/etcd';
+import { makeTestPki, type TestPki } from '../harness/pki';
 import { startDockerHost, type DockerHost } from '../harness/docker';
 import { installPlugin, type InstalledPlugin } from '../harness/plugin';
 
@@ -16,22 +19,48 @@ export function dockerSuite(mode: 'legacy' | 'managed'): void {
   let etcd: TestEtcd;
   let h: DockerHost;
   let plugin: InstalledPlugin | undefined;
+  let pki: TestPki | undefined;
   const PLUGIN = 'calico-e2e:latest';
   const CALICO = mode === 'legacy' ? ['-d', 'calico', '--ipam-driver', 'calico-ipam'] : ['-d', PLUGIN, '--ipam-driver', PLUGIN];
   const hostName = mode === 'legacy' ? 'e2e1' : 'e2e2';
 
   before(async () => {
     h = await startDockerHost(scope, { name: hostName });
-    etcd = await startEtcd(h.ns);
+    if (mode === 'managed') {
+      pki = makeTestPki();
+      etcd = await startEtcd(h.ns, '127.0.0.1', { tls: pki });
+      await enableAuth(h.ns, etcd, pki, 'calico', 'plugin-e2e-pw');
+    } else etcd = await startEtcd(h.ns);
     // The node started on its embedded etcd; point it at the test's etcd like a cluster would.
     await h.node.stop('SIGTERM');
     h.node.env.ETCD_ENDPOINTS = etcd.endpoint;
+    if (pki) {
+      Object.assign(h.node.env, {
+        ETCD_CA_CERT_FILE: pki.ca,
+        ETCD_CERT_FILE: pki.clientCert,
+        ETCD_KEY_FILE: pki.clientKey,
+        ETCD_USERNAME: 'calico',
+        ETCD_PASSWORD: 'plugin-e2e-pw',
+      });
+    }
     if (mode === 'legacy') {
       await h.node.restart();
       await h.node.ready();
     } else {
       // The managed plugin replaces the legacy node; the calico CLI still uses the node's env.
-      plugin = await installPlugin(h, { name: PLUGIN, etcd: etcd.endpoint, nodeName: hostName });
+      plugin = await installPlugin(h, {
+        name: PLUGIN,
+        etcd: etcd.endpoint,
+        nodeName: hostName,
+        certs: { 'ca.pem': pki!.ca, 'client.pem': pki!.clientCert, 'client-key.pem': pki!.clientKey },
+        env: {
+          ETCD_CA_CERT_FILE: '/etc/calico/certs/ca.pem',
+          ETCD_CERT_FILE: '/etc/calico/certs/client.pem',
+          ETCD_KEY_FILE: '/etc/calico/certs/client-key.pem',
+          ETCD_USERNAME: 'calico',
+          ETCD_PASSWORD: 'plugin-e2e-pw',
+        },
+      });
     }
   });
 
@@ -39,6 +68,7 @@ export function dockerSuite(mode: 'legacy' | 'managed'): void {
     await plugin?.remove();
     await h?.destroy();
     await etcd?.destroy();
+    pki?.destroy();
     await scope.destroyAll();
   });
 

@@ -14,12 +14,14 @@ export interface InstalledPlugin {
 
 export async function installPlugin(
   h: DockerHost,
-  opts: { name: string; etcd: string; nodeName: string; env?: Record<string, string> },
+  /** certs: files copied into the directory mounted at /etc/calico/certs, by their name there. */
+  opts: { name: string; etcd: string; nodeName: string; env?: Record<string, string>; certs?: Record<string, string> },
 ): Promise<InstalledPlugin> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'calico-plugin-'));
   const built = await runCmd(path.resolve(__dirname, '../../../scripts/build-plugin.sh'), [path.join(dir, 'plugin')], { timeoutMs: 900_000 });
   if (built.code !== 0) throw new Error(`build-plugin.sh failed: ${built.stderr}`);
   for (const d of ['data', 'certs']) fs.mkdirSync(path.join(dir, d));
+  for (const [name, from] of Object.entries(opts.certs ?? {})) fs.copyFileSync(from, path.join(dir, 'certs', name));
   await h.dockerOk(['plugin', 'create', opts.name, path.join(dir, 'plugin')]);
   await h.dockerOk([
     'plugin',
