@@ -326,6 +326,7 @@ export class CalicoNode {
   private async register(): Promise<void> {
     const { config } = this.opts;
     const ipv4 = config.ip ?? (await this.ctx.dataplane.uplinkIPv4());
+    const ipv6 = config.ip6 ?? (await this.ctx.dataplane.uplinkIPv6());
     // What operators set on the host (its route reflector role) survives restarts.
     const prev = await this.ctx.kv.get(keys.host(config.nodeName));
     const kept = prev
@@ -337,7 +338,7 @@ export class CalicoNode {
       version: VERSION,
       startedAt: new Date().toISOString(),
       ...(ipv4 ? { ipv4 } : {}),
-      ...(config.ip6 ? { ipv6: config.ip6 } : {}),
+      ...(ipv6 ? { ipv6 } : {}),
       ...(kept?.routeReflector ? { routeReflector: kept.routeReflector } : {}),
     };
     await this.ctx.kv.put(keys.host(config.nodeName), codecs.host.encode(rec));

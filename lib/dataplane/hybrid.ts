@@ -63,6 +63,10 @@ export class HybridDataplane implements Dataplane {
     return this.local.uplinkIPv4();
   }
 
+  uplinkIPv6(): Promise<string | undefined> {
+    return this.local.uplinkIPv6();
+  }
+
   close(): void {
     this.threaded.close();
     this.local.close();

@@ -349,6 +349,18 @@ export class LinuxDataplane implements Dataplane {
     return addrs.find((a) => a.index === oif && a.scope === RT_SCOPE_UNIVERSE)?.ip;
   }
 
+  /**
+   * CALICO_IP6 unset: the first global IPv6 address of the interface holding the IPv6 default
+   * route, as CALICO_IP is found for IPv4 (Calico's first-found on the route's device). Link-local
+   * addresses and ones still under duplicate address detection or deprecated are passed over.
+   */
+  async uplinkIPv6(): Promise<string | undefined> {
+    const oif = await this.defaultRouteOif(AF_INET6);
+    if (oif === undefined) return undefined;
+    const addrs = await attempt('list IPv6 addresses', () => this.nl.listAddresses(AF_INET6));
+    return addrs.find((a) => a.index === oif && a.scope === RT_SCOPE_UNIVERSE && a.usable)?.ip;
+  }
+
   /** Device of the preferred (lowest metric) default route in the main table. */
   private async defaultRouteOif(family: number): Promise<number | undefined> {
     const routes = family === AF_INET ? await attempt('list IPv4 routes', () => this.nl.listRoutes(AF_INET)) : await this.listIPv6Routes();

@@ -131,6 +131,8 @@ export interface AddressInfo {
   ip: string;
   prefixLen: number;
   scope: number;
+  /** False while duplicate address detection runs or failed, or once the address is deprecated. */
+  usable: boolean;
 }
 
 export interface RouteSpec {
@@ -248,12 +250,14 @@ function toAddressInfo(msg: rt.AddressMessage): AddressInfo | undefined {
   // For IPv4, IFA_ADDRESS is the peer on point-to-point links; IFA_LOCAL is ours.
   const bytes = msg.attrs.local ?? msg.attrs.address;
   if (!bytes) return undefined;
+  const f = msg.attrs.flags ?? msg.data.flags;
   return {
     family: msg.data.family ?? 0,
     index: msg.data.index ?? 0,
     ip: ipString(bytes),
     prefixLen: msg.data.prefixlen ?? 0,
     scope: msg.data.scope ?? 0,
+    usable: !(f?.tentative || f?.dadfailed || f?.deprecated),
   };
 }
 

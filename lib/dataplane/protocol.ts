@@ -85,6 +85,7 @@ export const METHODS: readonly DataplaneMethod[] = [
   'enableForwarding',
   'uplinkMtu',
   'uplinkIPv4',
+  'uplinkIPv6',
 ];
 
 /** A thrown value as plain data: kind, name and message survive the thread boundary. */

@@ -342,6 +342,10 @@ export class ThreadedDataplane implements Dataplane {
     return this.call('uplinkIPv4', []);
   }
 
+  uplinkIPv6(): Promise<string | undefined> {
+    return this.call('uplinkIPv6', []);
+  }
+
   /** Makes worker `index` throw an uncaught error (tests of the restart path). */
   crashWorker(index = 0): void {
     this.slots[index]?.crash();

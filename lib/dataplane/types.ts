@@ -58,5 +58,7 @@ export interface Dataplane {
   uplinkMtu(): Promise<number | undefined>;
   /** First global IPv4 address of the interface holding the default route, if any. */
   uplinkIPv4(): Promise<string | undefined>;
+  /** This host's global IPv6 address on the IPv6 default route's interface, if any. */
+  uplinkIPv6(): Promise<string | undefined>;
   close(): void;
 }

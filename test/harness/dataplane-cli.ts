@@ -32,6 +32,7 @@ export type DataplaneCommand =
   | { op: 'enableForwarding'; ipv6: boolean }
   | { op: 'uplinkMtu' }
   | { op: 'uplinkIPv4' }
+  | { op: 'uplinkIPv6' }
   /** Runs the commands concurrently (all started at once); the value is their results. */
   | { op: 'parallel'; commands: DataplaneCommand[] }
   /**
@@ -191,6 +192,8 @@ async function runOne(dp: Dataplane, c: DataplaneCommand): Promise<unknown> {
       return dp.uplinkMtu();
     case 'uplinkIPv4':
       return dp.uplinkIPv4();
+    case 'uplinkIPv6':
+      return dp.uplinkIPv6();
     case 'parallel':
       return Promise.all(c.commands.map((x) => settle(dp, x)));
     case 'loopProbe': {

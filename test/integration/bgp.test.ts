@@ -21,10 +21,13 @@ async function addHost(i: number) {
   const { ns, ip, ip6 } = await fabric.addHost(`bh${i}`, i);
   // Routing only: with no Docker to learn network names from, each host's network is its own
   // profile (by ID) and policy would rightly keep them apart; policy has its own suites.
+  // Host 1 names its IPv6 address; the others have an IPv6 default route on the fabric and leave
+  // CALICO_IP6 unset, so theirs is detected (the next hop h1 learns for h2's block below).
+  if (i !== 1) await ns.ip(['-6', 'route', 'add', 'default', 'dev', 'eth0']);
   const node = await startCalico(ns, {
     name: `bh${i}`,
     etcd: fabric.etcd.endpoint,
-    env: { CALICO_IP: ip, CALICO_IP6: ip6, CALICO_LOG_LEVEL: 'info', CALICO_POLICY: 'off' },
+    env: { CALICO_IP: ip, ...(i === 1 ? { CALICO_IP6: ip6 } : {}), CALICO_LOG_LEVEL: 'info', CALICO_POLICY: 'off' },
   });
   await node.ready();
   const nid = hex();
@@ -93,7 +96,7 @@ test('containers on different hosts reach each other through routes learned by B
   assert.ok((await birdRoutes(h1)).some((r) => r.type === 'blackhole'));
 });
 
-test('IPv6 too: dual-stack containers on different hosts reach each other over routes learned by BGP', async () => {
+test('IPv6 too: dual-stack containers on different hosts reach each other over routes learned by BGP, with CALICO_IP6 given or detected', async () => {
   const [h1, h2] = hosts;
   const c1 = await runContainer(h1, true);
   const c2 = await runContainer(h2, true);

@@ -469,6 +469,27 @@ for (const impl of IMPLS) {
     assert.equal((await routesVia(host, w.hostIfName)).length, 1);
   });
 
+  test(`uplinkIPv6 is the first usable global IPv6 address of the interface holding the IPv6 default route [${impl}]`, { skip }, async (t) => {
+    const scope = scopeFor(t);
+    const { host, router } = await hostWithUplink(scope);
+    const lonely = await scope.create('dp-lonely6');
+    const ask = async (ns: Netns) => (await dataplane(ns, [{ op: 'uplinkIPv6' }], { impl }))[0];
+    // Another interface's address is not the route's, so never the answer.
+    await host.ip(['link', 'add', 'side0', 'type', 'veth', 'peer', 'name', 'side1']);
+    await host.ip(['-6', 'addr', 'add', 'fd31:2::1/64', 'dev', 'side0', 'nodad']);
+    await host.ip(['link', 'set', 'side0', 'up']);
+    await router.ip(['-6', 'addr', 'add', 'fd31:1::fe/64', 'dev', 'down0', 'nodad']);
+    // Under duplicate address detection for a long while (50 probes): passed over while tentative.
+    await host.exec('sysctl', ['-qw', 'net.ipv6.conf.uplink0.dad_transmits=50']);
+    await host.ip(['-6', 'addr', 'add', 'fd31:1::5/64', 'dev', 'uplink0']);
+    await host.ip(['-6', 'route', 'add', 'default', 'via', 'fd31:1::fe', 'dev', 'uplink0', 'onlink']);
+    assert.deepEqual(await ask(host), { ok: true, value: null });
+
+    await host.ip(['-6', 'addr', 'add', 'fd31:1::1/64', 'dev', 'uplink0', 'nodad']);
+    assert.deepEqual(await ask(host), { ok: true, value: 'fd31:1::1' });
+    assert.deepEqual(await ask(lonely), { ok: true, value: null });
+  });
+
   test(`a procSys root that is not a sysctl tree fails with an error naming the path, and rolls back [${impl}]`, { skip }, async (t) => {
     const host = await scopeFor(t).create('dp-host');
     const root = '/nonexistent/calico/proc/sys';

@@ -94,6 +94,9 @@ class FakeDataplane implements Dataplane {
   async uplinkIPv4() {
     return undefined;
   }
+  async uplinkIPv6() {
+    return undefined;
+  }
   close() {}
 }
 

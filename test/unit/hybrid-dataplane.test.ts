@@ -21,6 +21,7 @@ function fake(name: string, log: string[], delays: Record<string, number> = {}):
     enableForwarding: async () => undefined,
     uplinkMtu: async () => 1500,
     uplinkIPv4: async () => undefined,
+    uplinkIPv6: async () => undefined,
     close: () => log.push(`${name}:close`),
   };
 }
