@@ -4,10 +4,9 @@
  * managed plugin's rootfs puts it there) or where scripts/install-deps.sh builds it in the source
  * tree (from dist/ or from a ts-node style run alike).
  */
-import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InternalError, UnavailableError } from '../../lib/errors';
+import { loadAddon } from '../../lib/native-addon';
 
 interface Native {
   run(commands: string, flags?: number): Promise<string>;
@@ -34,20 +33,9 @@ let loadError: string | undefined;
 function load(): Native {
   if (native) return native;
   if (loadError) throw new UnavailableError(loadError);
-  const tried: string[] = [];
-  for (const p of addonCandidates()) {
-    if (!fs.existsSync(p)) {
-      tried.push(`${p} (missing)`);
-      continue;
-    }
-    try {
-      native = createRequire(__filename)(p) as Native;
-      return native;
-    } catch (err) {
-      tried.push(`${p} (${(err as Error).message.split('\n')[0]})`);
-    }
-  }
-  loadError = `the libnftables addon could not be loaded (run scripts/install-deps.sh, or set CALICO_NFT_ADDON): tried ${tried.join('; ')}`;
+  const found = loadAddon<Native>(addonCandidates());
+  if (!('missing' in found)) return (native = found);
+  loadError = `the libnftables addon could not be loaded (run scripts/install-deps.sh, or set CALICO_NFT_ADDON): tried ${found.missing}`;
   throw new UnavailableError(loadError);
 }
 

@@ -8,10 +8,9 @@
  * trim, each under a few ms. Both come from a small addon (native/calico_memory.c); without it
  * (not built, or not glibc) the daemon runs the same, only larger, and says so once.
  */
-import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { Logger } from '../log';
+import { loadAddon } from '../native-addon';
 
 export interface MemoryAddon {
   tune(arenaMax: number, mmapThreshold: number, trimThreshold: number): boolean;
@@ -33,19 +32,7 @@ export function memoryAddonCandidates(): string[] {
 }
 
 export function loadMemoryAddon(): MemoryAddon | { missing: string } {
-  const tried: string[] = [];
-  for (const p of memoryAddonCandidates()) {
-    if (!fs.existsSync(p)) {
-      tried.push(`${p} (missing)`);
-      continue;
-    }
-    try {
-      return createRequire(__filename)(p) as MemoryAddon;
-    } catch (err) {
-      tried.push(`${p} (${(err as Error).message.split('\n')[0]})`);
-    }
-  }
-  return { missing: tried.join('; ') };
+  return loadAddon<MemoryAddon>(memoryAddonCandidates());
 }
 
 export interface MemoryKeeperOptions {
