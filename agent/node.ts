@@ -222,12 +222,12 @@ export class CalicoNode {
           log,
           metrics: this.metrics,
         });
-        for (const [family, cidr] of [
-          [4, config.ipv4Pool],
-          [6, config.ipv6Pool],
+        for (const [family, cidr, settings] of [
+          [4, config.ipv4Pool, config.ipv4PoolSettings],
+          [6, config.ipv6Pool, config.ipv6PoolSettings],
         ] as const) {
-          const made = await this.ctx.pools.ensureDefault(family, cidr);
-          if (made) log.info('created default pool', { cidr: made.cidr, blockSize: made.blockSize });
+          const made = await this.ctx.pools.ensureDefault(family, cidr, settings);
+          if (made) log.info('created default pool', { cidr: made.cidr, blockSize: made.blockSize, ...settings });
         }
         await this.register();
         if (!this.liveness) {

@@ -11,6 +11,7 @@ import { transact } from '../lib/datastore/transact';
 import { BadRequestError, ConflictError, NotFoundError } from '../lib/errors';
 import { type Cidr, type Family, type IP, containsCidr, containsIP, formatCidr, overlaps, parseCidr } from '../lib/ip';
 import { Blocks } from './blocks';
+import { type PoolSettings, checkSettings, settingsOf, storedSettings, withSettings } from './pool-settings';
 
 export const DEFAULT_BLOCK_SIZE: Record<Family, number> = { 4: 26, 6: 122 };
 export const BLOCK_LIMITS: Record<Family, [number, number]> = { 4: [20, 32], 6: [116, 128] };
@@ -30,8 +31,11 @@ export function poolRecord(p: Pool): PoolRecord {
     disabled: p.disabled,
     createdAt: p.createdAt,
     ...(p.name !== undefined ? { name: p.name } : {}),
+    ...storedSettings(settingsOf(p)),
   };
 }
+
+export type PoolAddOptions = { blockSize?: number; disabled?: boolean } & Partial<PoolSettings>;
 
 function toPool(e: KVEntry): Pool {
   const r = codecs.pool.decode(e);
@@ -91,7 +95,7 @@ export class Pools {
     );
   }
 
-  async add(cidr: string, opts: { blockSize?: number; disabled?: boolean } = {}): Promise<PoolRecord> {
+  async add(cidr: string, opts: PoolAddOptions = {}, names?: { vxlanMode: string; ipipMode: string }): Promise<PoolRecord> {
     const net = parseCidr(cidr, 'pool CIDR', true);
     const blockSize = opts.blockSize ?? Math.max(DEFAULT_BLOCK_SIZE[net.family], net.prefix);
     const [min, max] = BLOCK_LIMITS[net.family];
@@ -101,13 +105,23 @@ export class Pools {
     if (blockSize < net.prefix) {
       throw new BadRequestError(`block size /${blockSize} is larger than the pool ${formatCidr(net)}; use a block size of at least ${net.prefix}`);
     }
-    const record: PoolRecord = { cidr: formatCidr(net), family: net.family, blockSize, disabled: opts.disabled ?? false, createdAt: new Date().toISOString() };
+    const settings = checkSettings(net.family, settingsOf(opts), names);
+    const record: PoolRecord = {
+      cidr: formatCidr(net),
+      family: net.family,
+      blockSize,
+      disabled: opts.disabled ?? false,
+      createdAt: new Date().toISOString(),
+      ...storedSettings(settings),
+    };
     this.invalidate();
     const existing = await this.list();
     const same = existing.find((p) => p.cidr === record.cidr);
     if (same) {
-      if (same.blockSize === record.blockSize) return same;
-      throw new ConflictError(`pool ${record.cidr} already exists with block size ${same.blockSize}`);
+      const now = settingsOf(same);
+      if (same.blockSize === record.blockSize && JSON.stringify(now) === JSON.stringify(settings)) return same;
+      if (same.blockSize !== record.blockSize) throw new ConflictError(`pool ${record.cidr} already exists with block size ${same.blockSize}`);
+      throw new ConflictError(`pool ${record.cidr} already exists with other settings; change them with "calico pool set ${record.cidr}"`);
     }
     const clash = existing.find((p) => overlaps(p.net, net));
     if (clash) throw new ConflictError(`pool ${record.cidr} overlaps existing pool ${clash.cidr}; pools must not overlap`);
@@ -125,13 +139,24 @@ export class Pools {
   }
 
   async setDisabled(cidr: string, disabled: boolean): Promise<PoolRecord> {
+    return this.update(cidr, { disabled });
+  }
+
+  /**
+   * Changes a pool's state and settings in one compare-and-swap; the result is checked as a whole
+   * (turning VXLAN on while IP-in-IP is on is refused), so nothing is half-changed.
+   */
+  async update(cidr: string, patch: { disabled?: boolean } & Partial<PoolSettings>, names?: { vxlanMode: string; ipipMode: string }): Promise<PoolRecord> {
     const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
     const rec = await transact(
       this.kv,
       async () => {
         const e = await this.kv.get(keys.pool(canon));
         if (!e) throw new NotFoundError(`no pool ${canon}; see "calico pool ls"`);
-        const next: PoolRecord = { ...codecs.pool.decode(e), disabled };
+        const old = codecs.pool.decode(e);
+        const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined));
+        const settings = checkSettings(old.family, settingsOf({ ...old, ...defined }), names);
+        const next = withSettings({ ...old, disabled: patch.disabled ?? old.disabled }, settings);
         return { compares: [{ key: e.key, mod: e.mod }], ops: [{ put: e.key, value: codecs.pool.encode(next) }], result: next };
       },
       { what: `pool ${canon}` },
@@ -166,12 +191,12 @@ export class Pools {
   }
 
   /** Creates the default pool of a family when etcd holds none of that family. */
-  async ensureDefault(family: Family, cidr: string | undefined): Promise<PoolRecord | undefined> {
+  async ensureDefault(family: Family, cidr: string | undefined, settings: Partial<PoolSettings> = {}): Promise<PoolRecord | undefined> {
     if (!cidr) return undefined;
     const net = parseCidr(cidr, `default IPv${family} pool`, true);
     if (net.family !== family) throw new BadRequestError(`default IPv${family} pool ${cidr} is not an IPv${family} network`);
     this.invalidate();
     if ((await this.list()).some((p) => p.family === family)) return undefined;
-    return this.add(cidr);
+    return this.add(cidr, settings, { vxlanMode: `CALICO_IPV${family}POOL_VXLAN`, ipipMode: `CALICO_IPV${family}POOL_IPIP` });
   }
 }

@@ -9,6 +9,7 @@ import { withConfigFile } from './env-file';
 import { parseCidr, parseIP } from './ip';
 import { LOG_FORMATS, type LogFormatSetting, type LogLevel, isLogFormatSetting, isLogLevel } from './log';
 import { validHostName } from './datastore/keys';
+import { type PoolSettings, checkSettings, parseBool, parseEncapMode } from '../ipam/pool-settings';
 import { ASN_RANGE, MTU_MAX, MTU_MIN, validAsn, validMtu } from './limits';
 
 export interface Config {
@@ -29,6 +30,9 @@ export interface Config {
   dataDir: string;
   ipv4Pool?: string;
   ipv6Pool?: string;
+  /** Settings of the default pools, from CALICO_IPV4POOL_NAT_OUTGOING, _VXLAN, _IPIP (and IPv6's). */
+  ipv4PoolSettings: PoolSettings;
+  ipv6PoolSettings: PoolSettings;
   mtu?: number;
   logLevel: LogLevel;
   /** CALICO_LOG_FORMAT: `auto` (text on a terminal, JSON otherwise), `text` or `json`. */
@@ -101,6 +105,28 @@ function nonEmpty(env: Env, k: string): string | undefined {
   return v ? v : undefined;
 }
 
+/** As Calico's node: the IPv4 default pool NATs outgoing traffic unless told not to; IPv6's does not. */
+function defaultPoolSettings(env: Env, family: 4 | 6): PoolSettings {
+  const v = (k: string) => nonEmpty(env, `CALICO_IPV${family}POOL_${k}`);
+  const asFail = <T>(k: string, f: () => T): T => {
+    try {
+      return f();
+    } catch (err) {
+      return fail(`CALICO_IPV${family}POOL_${k}`, v(k) ?? '', (err as Error).message.replace(/^.*?: /, ''));
+    }
+  };
+  const nat = v('NAT_OUTGOING');
+  const vx = v('VXLAN');
+  const ipip = v('IPIP');
+  const s: PoolSettings = {
+    natOutgoing: nat === undefined ? family === 4 : asFail('NAT_OUTGOING', () => parseBool('nat', nat)),
+    vxlanMode: vx === undefined ? 'Never' : asFail('VXLAN', () => parseEncapMode('mode', vx)),
+    ipipMode: ipip === undefined ? 'Never' : asFail('IPIP', () => parseEncapMode('mode', ipip)),
+  };
+  checkSettings(family, s, { vxlanMode: `CALICO_IPV${family}POOL_VXLAN`, ipipMode: `CALICO_IPV${family}POOL_IPIP` });
+  return s;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const endpoints = nonEmpty(env, 'ETCD_ENDPOINTS')
     ?.split(',')
@@ -162,6 +188,8 @@ export function loadConfig(env: Env = process.env): Config {
     bird: 'managed',
     policy: true,
     firewall: 'auto',
+    ipv4PoolSettings: defaultPoolSettings(env, 4),
+    ipv6PoolSettings: defaultPoolSettings(env, 6),
     endpointToHost: 'drop',
   };
   const pol = (nonEmpty(env, 'CALICO_POLICY') ?? 'on').toLowerCase();

@@ -18,6 +18,10 @@ export const PoolRecord = z.object({
   createdAt: z.string(),
   /** metadata.name of a pool written as a v3 IPPool (`calico apply`); `calico pool add` sets none. */
   name: z.string().optional(),
+  /** Calico's pool settings (ipam/pool-settings.ts); absent means false / Never. */
+  natOutgoing: z.boolean().optional(),
+  vxlanMode: z.enum(['Always', 'CrossSubnet', 'Never']).optional(),
+  ipipMode: z.enum(['Always', 'CrossSubnet', 'Never']).optional(),
 });
 export type PoolRecord = z.infer<typeof PoolRecord>;
 

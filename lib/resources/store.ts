@@ -5,6 +5,7 @@
  */
 import { Blocks } from '../../ipam/blocks';
 import { BLOCK_LIMITS, DEFAULT_BLOCK_SIZE, Pools, poolRecord } from '../../ipam/pools';
+import { settingsOf, withSettings } from '../../ipam/pool-settings';
 import { getProfile, listProfiles } from '../../policy/profiles';
 import { DEFAULT_ASN, getSettings, listPeers } from '../../routing/model';
 import { codecs } from '../datastore/codec';
@@ -64,9 +65,12 @@ export async function writeResources(kv: KV, items: Resource[], mode: WriteMode)
           if (clash) throw new ConflictError(`${label(r)}: ${r.pool.cidr} overlaps pool ${clash.cidr}; pools must not overlap`);
           newPools.push({ name: r.name, cidr: r.pool.cidr });
         }
-        const rec: PoolRecord = old
-          ? { ...poolRecord(old), disabled: r.pool.disabled, name: r.name }
-          : { cidr: r.pool.cidr, family: net.family, blockSize, disabled: r.pool.disabled, createdAt: new Date().toISOString(), name: r.name };
+        const rec: PoolRecord = withSettings(
+          old
+            ? { ...poolRecord(old), disabled: r.pool.disabled, name: r.name }
+            : { cidr: r.pool.cidr, family: net.family, blockSize, disabled: r.pool.disabled, createdAt: new Date().toISOString(), name: r.name },
+          settingsOf(r.pool),
+        );
         ops.push({ put: key, value: codecs.pool.encode(rec) });
         break;
       }

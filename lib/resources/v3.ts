@@ -5,7 +5,8 @@
  * is refused by name, never dropped, because a dropped field would change what the manifest means.
  */
 import { z } from 'zod';
-import type { BgpSettings, NetworkSetRecord, PeerRecord, PolicyRecord, RuleEntity, RuleRecord } from '../datastore/records';
+import type { BgpSettings, NetworkSetRecord, PeerRecord, PolicyRecord, PoolRecord, RuleEntity, RuleRecord } from '../datastore/records';
+import { ENCAP_MODES, type PoolSettings, checkSettings, settingsOf } from '../../ipam/pool-settings';
 import { BadRequestError } from '../errors';
 import { formatCidr, formatIP, isIP, parseCidr, parseIP } from '../ip';
 import { ASN_RANGE, validAsn } from '../limits';
@@ -20,14 +21,8 @@ const metadata = z
   .strict();
 const asNumber = z.number().int().refine(validAsn, `must be an AS number, ${ASN_RANGE}`);
 
-/**
- * The IPPool fields beyond cidr/blockSize/disabled and the values today's dataplane matches.
- * Outgoing NAT and encapsulation are issue 13: open them here when they are implemented.
- */
+/** The IPPool fields Calico has that only some values of are supported, and why. */
 export const POOL_FIELD_SUPPORT: Record<string, { accepts: readonly unknown[]; why: string }> = {
-  natOutgoing: { accepts: [false], why: 'outgoing NAT is not supported yet; use false or leave it out' },
-  ipipMode: { accepts: ['Never'], why: 'IP-in-IP encapsulation is not supported yet; use Never or leave it out' },
-  vxlanMode: { accepts: ['Never'], why: 'VXLAN encapsulation is not supported yet; use Never or leave it out' },
   nodeSelector: { accepts: ['all()'], why: 'pools for some nodes only are not supported yet; every host uses every pool, so use all() or leave it out' },
 };
 const poolOption = (field: string) => z.unknown().refine((v) => POOL_FIELD_SUPPORT[field].accepts.includes(v), POOL_FIELD_SUPPORT[field].why);
@@ -37,6 +32,9 @@ const IPPoolSpec = z
     cidr: z.string(),
     blockSize: z.number().int().optional(),
     disabled: z.boolean().optional(),
+    natOutgoing: z.boolean().optional(),
+    vxlanMode: z.enum(ENCAP_MODES).optional(),
+    ipipMode: z.enum(ENCAP_MODES).optional(),
     ...Object.fromEntries(Object.keys(POOL_FIELD_SUPPORT).map((f) => [f, poolOption(f).optional()])),
   })
   .strict();
@@ -132,7 +130,7 @@ const SCHEMAS = {
   GlobalNetworkSet: envelope('GlobalNetworkSet', GlobalNetworkSetSpec),
 };
 
-export interface PoolSpec {
+export interface PoolSpec extends PoolSettings {
   cidr: string;
   blockSize?: number;
   disabled: boolean;
@@ -231,15 +229,24 @@ export function mapResource(item: unknown, fail: Fail): Resource {
     case 'IPPool': {
       const spec = d.spec;
       let cidr: string;
+      let net;
       try {
-        cidr = formatCidr(parseCidr(spec.cidr, 'pool CIDR', true));
+        net = parseCidr(spec.cidr, 'pool CIDR', true);
+        cidr = formatCidr(net);
       } catch (err) {
         return fail(['spec', 'cidr'], (err as Error).message);
+      }
+      // Calico's apply replaces the whole spec: a field left out takes its default.
+      const settings = settingsOf(spec);
+      try {
+        checkSettings(net.family, settings, { vxlanMode: 'spec.vxlanMode', ipipMode: 'spec.ipipMode' });
+      } catch (err) {
+        return fail(['spec', settings.ipipMode !== 'Never' ? 'ipipMode' : 'vxlanMode'], (err as Error).message);
       }
       return {
         kind: 'IPPool',
         name,
-        pool: { name, cidr, disabled: spec.disabled ?? false, ...(spec.blockSize !== undefined ? { blockSize: spec.blockSize } : {}) },
+        pool: { name, cidr, disabled: spec.disabled ?? false, ...settings, ...(spec.blockSize !== undefined ? { blockSize: spec.blockSize } : {}) },
       };
     }
     case 'BGPConfiguration': {
@@ -273,14 +280,15 @@ export function mapResource(item: unknown, fail: Fail): Resource {
 const meta = (name: string) => ({ name });
 const v3 = (kind: string, name: string, spec: Record<string, unknown>) => ({ apiVersion: API_VERSION, kind, metadata: meta(name), spec });
 
-export function poolToV3(p: { cidr: string; blockSize: number; disabled: boolean; name?: string }) {
+export function poolToV3(p: PoolRecord) {
+  const s = settingsOf(p);
   return v3('IPPool', p.name ?? poolName(p.cidr), {
     cidr: p.cidr,
     blockSize: p.blockSize,
     disabled: p.disabled,
-    natOutgoing: false,
-    ipipMode: 'Never',
-    vxlanMode: 'Never',
+    natOutgoing: s.natOutgoing,
+    ipipMode: s.ipipMode,
+    vxlanMode: s.vxlanMode,
     nodeSelector: 'all()',
   });
 }

@@ -166,7 +166,8 @@ test('bad files exit non-zero, name the item and field, and write nothing', asyn
     [`${V}kind: Frobnicator\nmetadata: {name: x}\nspec: {}\n`, /unknown kind "Frobnicator"/],
     [`${V}kind: IPPool\nmetadata: {name: x}\nspec: {cidr: 10.91.0.0/16, allowedUses: [Workload]}\n`, /field spec: unknown field "allowedUses"/],
     [`apiVersion: v1\nkind: IPPool\nmetadata: {name: x}\nspec: {cidr: 10.91.0.0/16}\n`, /field apiVersion: must be projectcalico.org\/v3/],
-    [`${V}kind: IPPool\nmetadata: {name: x}\nspec: {cidr: 10.91.0.0/16, natOutgoing: true}\n`, /field spec\.natOutgoing: outgoing NAT is not supported yet/],
+    [`${V}kind: IPPool\nmetadata: {name: x}\nspec: {cidr: 10.91.0.0/16, natOutgoing: maybe}\n`, /field spec\.natOutgoing/],
+    [`${V}kind: IPPool\nmetadata: {name: x}\nspec: {cidr: 10.91.0.0/16, vxlanMode: Always, ipipMode: Always}\n`, /both set/],
     [`${V}kind: IPPool\nmetadata: {name: ok}\nspec: {cidr: 10.92.0.0/16}\n---\nkind: [broken\n`, /neither valid YAML nor JSON/],
     [
       `${V}kind: IPPool\nmetadata: {name: ok}\nspec: {cidr: 10.92.0.0/16}\n---\n${V}kind: IPPool\nmetadata: {name: y}\nspec: {cidr: 10.92.1.0/24}\n`,

@@ -96,23 +96,32 @@ describe('parseManifest', () => {
     assert.deepEqual(c.kind === 'BGPConfiguration' && c.settings, { asn: 65010, nodeMesh: false });
   });
 
-  test('pool fields at the values today matches are accepted; other values are refused by name as not supported yet', () => {
+  test('pool settings map onto the record; fields left out take Calico defaults; unsupported values are refused by name', () => {
     const ok = parseManifest(
-      pool('p', '  cidr: 10.2.0.0/16\n  blockSize: 28\n  natOutgoing: false\n  ipipMode: Never\n  vxlanMode: Never\n  nodeSelector: all()\n'),
+      pool('p', '  cidr: 10.2.0.0/16\n  blockSize: 28\n  natOutgoing: true\n  ipipMode: Never\n  vxlanMode: CrossSubnet\n  nodeSelector: all()\n'),
     );
-    assert.deepEqual(ok[0].kind === 'IPPool' && ok[0].pool, { name: 'p', cidr: '10.2.0.0/16', blockSize: 28, disabled: false });
-    for (const [field, value] of [
-      ['natOutgoing', 'true'],
-      ['ipipMode', 'Always'],
-      ['vxlanMode', 'CrossSubnet'],
-      ['nodeSelector', "rack == 'a'"],
-    ]) {
-      assert.ok(field in POOL_FIELD_SUPPORT);
-      assert.throws(
-        () => parseManifest(pool('p', `  cidr: 10.2.0.0/16\n  ${field}: "${value}"\n`.replace('"true"', 'true'))),
-        bad(new RegExp(`the resource \\(IPPool p\\), field spec\\.${field}: .*not supported yet`)),
-      );
-    }
+    assert.deepEqual(ok[0].kind === 'IPPool' && ok[0].pool, {
+      name: 'p',
+      cidr: '10.2.0.0/16',
+      blockSize: 28,
+      disabled: false,
+      natOutgoing: true,
+      vxlanMode: 'CrossSubnet',
+      ipipMode: 'Never',
+    });
+    const bare = parseManifest(pool('q', '  cidr: 10.3.0.0/16\n'));
+    assert.deepEqual(bare[0].kind === 'IPPool' && [bare[0].pool.natOutgoing, bare[0].pool.vxlanMode, bare[0].pool.ipipMode], [false, 'Never', 'Never']);
+    assert.ok('nodeSelector' in POOL_FIELD_SUPPORT);
+    assert.throws(
+      () => parseManifest(pool('p', `  cidr: 10.2.0.0/16\n  nodeSelector: "rack == 'a'"\n`)),
+      bad(/the resource \(IPPool p\), field spec\.nodeSelector: .*not supported yet/),
+    );
+    assert.throws(() => parseManifest(pool('p', '  cidr: 10.2.0.0/16\n  vxlanMode: Sometimes\n')), bad(/field spec\.vxlanMode/));
+    assert.throws(
+      () => parseManifest(pool('p', '  cidr: 10.2.0.0/16\n  vxlanMode: Always\n  ipipMode: CrossSubnet\n')),
+      bad(/field spec\.ipipMode: .*spec\.vxlanMode Always and spec\.ipipMode CrossSubnet are both set/),
+    );
+    assert.throws(() => parseManifest(pool('p', '  cidr: fd00:5::/64\n  ipipMode: Always\n')), bad(/IP-in-IP carries IPv4 only/));
   });
 
   test('errors name the item and the field', () => {
