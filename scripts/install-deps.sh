@@ -26,6 +26,9 @@ have python3 || need+=(python3)
 # The image build (scripts/build-image.sh): debootstrap for its base images; openssl for the embedded etcd's certificates.
 have debootstrap || need+=(debootstrap)
 have openssl || need+=(openssl)
+# Encapsulation tests capture on the router namespace; the fabric benchmark measures throughput.
+have tcpdump || need+=(tcpdump)
+have iperf3 || need+=(iperf3)
 have node || { echo "Node.js 20 is required (https://nodejs.org or Debian's nodejs from bookworm-backports)" >&2; exit 1; }
 
 if [ "${#need[@]}" -gt 0 ]; then
