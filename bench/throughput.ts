@@ -1,0 +1,200 @@
+/**
+ * `npm run bench:throughput` (root): the data path between two hosts of the namespace fabric, in
+ * one run so every figure shares the machine's minute. Cross-host TCP throughput (iperf3) and
+ * request/response rate (bench/rr-peer.ts) for:
+ * - host to host (the fabric itself: the reference),
+ * - calico containers routed natively (BGP),
+ * - calico containers over VXLAN (the same pool switched to `--vxlan-mode Always`),
+ * - containers on Docker's own overlay network (swarm) between the same hosts,
+ * and the connection rate to a published port (`-p`) on a calico network next to Docker's
+ * bridge with `-p` on the same daemon, from the other host. Each figure is the median of
+ * BENCH_REPEATS runs of BENCH_SECONDS. Prints JSON with the targets of issue 13.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { netnsScope } from '../test/harness/netns';
+import { startFabric } from '../test/harness/fabric';
+import { type DockerHost, runCmd, startDockerHost } from '../test/harness/docker';
+import { percentile } from './stats';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const PEER = path.join(__dirname, 'rr-peer.js');
+const POOL = '10.68.0.0/16';
+
+/** Where a command runs: a host's namespace, or a container's (by its PID). */
+type Place = { ns: string } | { pid: number };
+const argv = (p: Place, cmd: string[]) => ('ns' in p ? ['ip', 'netns', 'exec', p.ns, ...cmd] : ['nsenter', '-t', String(p.pid), '-n', ...cmd]);
+
+async function run(p: Place, cmd: string[], timeoutMs = 60_000): Promise<string> {
+  const [c, ...args] = argv(p, cmd);
+  const r = await runCmd(c, args, { timeoutMs });
+  if (r.code !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr.trim() || r.stdout.trim()}`);
+  return r.stdout.trim();
+}
+
+function background(p: Place, cmd: string[]): ChildProcess {
+  const [c, ...args] = argv(p, cmd);
+  return spawn(c, args, { stdio: 'ignore' });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => Math.round(percentile([...xs].sort((a, b) => a - b), 50));
+
+/** Gbit/s and round trips/s from `from` to a server run at `to`, reachable there as `ip`. */
+async function measure(from: Place, to: Place, ip: string) {
+  const gbps: number[] = [];
+  const rr: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    const srv = background(to, ['iperf3', '-s', '-1', '-p', '5201']);
+    await sleep(300);
+    try {
+      const out = JSON.parse(await run(from, ['iperf3', '-c', ip, '-p', '5201', '-t', String(SECONDS), '-J']));
+      gbps.push(out.end.sum_received.bits_per_second / 1e9);
+    } finally {
+      srv.kill();
+    }
+    const echo = background(to, [process.execPath, PEER, 'serve', '5202']);
+    await sleep(400);
+    try {
+      rr.push(Number(await run(from, [process.execPath, PEER, 'drive', ip, '5202', String(SECONDS)])));
+    } finally {
+      echo.kill();
+    }
+  }
+  const g = [...gbps].sort((a, b) => a - b);
+  return { gbitPerSec: Math.round(percentile(g, 50) * 100) / 100, requestsPerSec: median(rr) };
+}
+
+async function pidOf(h: DockerHost, name: string): Promise<number> {
+  return Number(await h.dockerOk(['inspect', '-f', '{{.State.Pid}}', name]));
+}
+async function ipOf(h: DockerHost, name: string, net: string): Promise<string> {
+  return h.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, name]);
+}
+
+async function until(fn: () => Promise<boolean>, ms: number): Promise<boolean> {
+  for (const t0 = Date.now(); Date.now() - t0 < ms; await sleep(250)) if (await fn().catch(() => false)) return true;
+  return false;
+}
+
+async function main() {
+  const scope = netnsScope();
+  const hosts: DockerHost[] = [];
+  const fabric = await startFabric(scope);
+  const result: Record<string, unknown> = { seconds: SECONDS, repeats: REPEATS };
+  try {
+    for (const i of [1, 2]) {
+      const { ns, ip } = await fabric.addHost(`tp${i}`, i);
+      hosts.push(
+        await startDockerHost(scope, {
+          name: `tp${i}`,
+          etcd: fabric.etcd.endpoint,
+          env: { CALICO_IP: ip, CALICO_LOG_LEVEL: 'warn' },
+          onFabric: { ns, ip },
+          dockerIptables: true,
+        }),
+      );
+    }
+    const [a, b] = hosts;
+    const hostA: Place = { ns: a.ns.name };
+    const hostB: Place = { ns: b.ns.name };
+    result.hostToHost = await measure(hostA, hostB, '172.31.0.2');
+
+    await a.calico(['pool', 'add', POOL]);
+    for (const h of hosts) await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', '--subnet', POOL, 'tp']);
+    await a.dockerOk(['run', '-d', '--name', 'tpc', '--network', 'tp', 'busybox', 'sleep', '3600']);
+    await b.dockerOk(['run', '-d', '--name', 'tps', '--network', 'tp', 'busybox', 'sleep', '3600']);
+    const client: Place = { pid: await pidOf(a, 'tpc') };
+    const server: Place = { pid: await pidOf(b, 'tps') };
+    const sip = await ipOf(b, 'tps', 'tp');
+    const reaches = () => run(client, ['ping', '-c', '1', '-W', '1', sip]).then(() => true);
+    if (!(await until(reaches, 30_000))) throw new Error('the calico containers never reached each other');
+    result.calicoNative = await measure(client, server, sip);
+
+    // The same containers once the pool encapsulates: routes switch live, addresses stay.
+    const set = await a.calico(['pool', 'set', POOL, '--vxlan-mode', 'Always']);
+    const viaVxlan = async () => (await a.ns.ip(['route', 'show', 'dev', 'vxlan.calico'])).includes('10.68.');
+    if (set.code !== 0) result.calicoVxlan = { skipped: set.stderr.trim() };
+    else if (!(await until(viaVxlan, 20_000)) || !(await until(reaches, 20_000))) result.calicoVxlan = { skipped: 'no route through vxlan.calico within 20 s' };
+    else result.calicoVxlan = await measure(client, server, sip);
+    await a.calico(['pool', 'set', POOL, '--vxlan-mode', 'Never']);
+
+    result.dockerOverlay = await overlay(a, b);
+    result.publishedPorts = await published(a, b);
+
+    const r = (x: number, y: number) => Math.round((x / y) * 100) / 100;
+    const host = result.hostToHost as { gbitPerSec: number };
+    const native = result.calicoNative as { gbitPerSec: number };
+    const vx = result.calicoVxlan as { gbitPerSec?: number };
+    const ov = result.dockerOverlay as { gbitPerSec?: number };
+    const pp = result.publishedPorts as { calicoPerSec?: number; bridgePerSec?: number };
+    result.targets = {
+      nativeAtLeast095xHost: { measured: r(native.gbitPerSec, host.gbitPerSec), met: native.gbitPerSec >= 0.95 * host.gbitPerSec },
+      vxlanAtLeastDockerOverlay:
+        vx.gbitPerSec !== undefined && ov.gbitPerSec !== undefined ? { measured: r(vx.gbitPerSec, ov.gbitPerSec), met: vx.gbitPerSec >= ov.gbitPerSec } : 'not measured',
+      publishedPortsAtLeastBridge:
+        pp.calicoPerSec !== undefined && pp.bridgePerSec !== undefined
+          ? { measured: r(pp.calicoPerSec, pp.bridgePerSec), met: pp.calicoPerSec >= pp.bridgePerSec }
+          : 'not measured',
+    };
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  } finally {
+    for (const h of hosts) await h.docker(['swarm', 'leave', '-f']);
+    for (const h of hosts) await h.destroy();
+    await fabric.etcd.destroy();
+    await scope.destroyAll();
+  }
+}
+
+/** Docker's overlay between the same two daemons, made a swarm for it. */
+async function overlay(a: DockerHost, b: DockerHost) {
+  try {
+    await a.dockerOk(['swarm', 'init', '--advertise-addr', '172.31.0.1']);
+    await b.dockerOk(['swarm', 'join', '--token', await a.dockerOk(['swarm', 'join-token', '-q', 'worker']), '172.31.0.1:2377']);
+    await a.dockerOk(['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.69.0.0/24', 'ov']);
+    await a.dockerOk(['run', '-d', '--name', 'oc', '--network', 'ov', 'busybox', 'sleep', '3600']);
+    await b.dockerOk(['run', '-d', '--name', 'os', '--network', 'ov', 'busybox', 'sleep', '3600']);
+    const client: Place = { pid: await pidOf(a, 'oc') };
+    const ip = await ipOf(b, 'os', 'ov');
+    if (!(await until(() => run(client, ['ping', '-c', '1', '-W', '1', ip]).then(() => true), 30_000))) return { skipped: 'overlay containers never reached each other' };
+    return await measure(client, { pid: await pidOf(b, 'os') }, ip);
+  } catch (err) {
+    return { skipped: (err as Error).message };
+  }
+}
+
+/** Connections per second from host B to a port host A publishes: calico network vs Docker's bridge. */
+async function published(a: DockerHost, b: DockerHost) {
+  const rate = async (name: string, args: string[], port: number): Promise<number> => {
+    await a.dockerOk(['run', '-d', '--name', name, ...args, '-p', `${port}:7000`, 'busybox', 'sleep', '3600']);
+    const srv = background({ pid: await pidOf(a, name) }, [process.execPath, PEER, 'serve', '7000']);
+    try {
+      await sleep(400);
+      const xs: number[] = [];
+      for (let i = 0; i < REPEATS; i++) xs.push(Number(await run({ ns: b.ns.name }, [process.execPath, PEER, 'connect', '172.31.0.1', String(port), String(SECONDS)])));
+      return median(xs);
+    } finally {
+      srv.kill();
+    }
+  };
+  const out: Record<string, number | string> = {};
+  try {
+    // The daemon runs with --bridge=none (the harness's default), so the bridge is a user-defined one.
+    await a.dockerOk(['network', 'create', '-d', 'bridge', '--subnet', '10.201.0.0/24', 'tpbr']);
+    out.bridgePerSec = await rate('pb', ['--network', 'tpbr'], 18081);
+  } catch (err) {
+    out.bridgeSkipped = (err as Error).message;
+  }
+  try {
+    out.calicoPerSec = await rate('pc', ['--network', 'tp'], 18080);
+  } catch (err) {
+    out.calicoSkipped = (err as Error).message;
+  }
+  return out;
+}
+
+main().catch((err) => {
+  process.stderr.write(String(err?.stack ?? err) + '\n');
+  process.exit(1);
+});
