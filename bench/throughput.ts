@@ -39,7 +39,13 @@ function background(p: Place, cmd: string[]): ChildProcess {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => Math.round(percentile([...xs].sort((a, b) => a - b), 50));
+const median = (xs: number[]) =>
+  Math.round(
+    percentile(
+      [...xs].sort((a, b) => a - b),
+      50,
+    ),
+  );
 
 /** Gbit/s and round trips/s from `from` to a server run at `to`, reachable there as `ip`. */
 async function measure(from: Place, to: Place, ip: string) {
@@ -132,7 +138,9 @@ async function main() {
     result.targets = {
       nativeAtLeast095xHost: { measured: r(native.gbitPerSec, host.gbitPerSec), met: native.gbitPerSec >= 0.95 * host.gbitPerSec },
       vxlanAtLeastDockerOverlay:
-        vx.gbitPerSec !== undefined && ov.gbitPerSec !== undefined ? { measured: r(vx.gbitPerSec, ov.gbitPerSec), met: vx.gbitPerSec >= ov.gbitPerSec } : 'not measured',
+        vx.gbitPerSec !== undefined && ov.gbitPerSec !== undefined
+          ? { measured: r(vx.gbitPerSec, ov.gbitPerSec), met: vx.gbitPerSec >= ov.gbitPerSec }
+          : 'not measured',
       publishedPortsAtLeastBridge:
         pp.calicoPerSec !== undefined && pp.bridgePerSec !== undefined
           ? { measured: r(pp.calicoPerSec, pp.bridgePerSec), met: pp.calicoPerSec >= pp.bridgePerSec }
@@ -157,7 +165,8 @@ async function overlay(a: DockerHost, b: DockerHost) {
     await b.dockerOk(['run', '-d', '--name', 'os', '--network', 'ov', 'busybox', 'sleep', '3600']);
     const client: Place = { pid: await pidOf(a, 'oc') };
     const ip = await ipOf(b, 'os', 'ov');
-    if (!(await until(() => run(client, ['ping', '-c', '1', '-W', '1', ip]).then(() => true), 30_000))) return { skipped: 'overlay containers never reached each other' };
+    if (!(await until(() => run(client, ['ping', '-c', '1', '-W', '1', ip]).then(() => true), 30_000)))
+      return { skipped: 'overlay containers never reached each other' };
     return await measure(client, { pid: await pidOf(b, 'os') }, ip);
   } catch (err) {
     return { skipped: (err as Error).message };
@@ -172,7 +181,8 @@ async function published(a: DockerHost, b: DockerHost) {
     try {
       await sleep(400);
       const xs: number[] = [];
-      for (let i = 0; i < REPEATS; i++) xs.push(Number(await run({ ns: b.ns.name }, [process.execPath, PEER, 'connect', '172.31.0.1', String(port), String(SECONDS)])));
+      for (let i = 0; i < REPEATS; i++)
+        xs.push(Number(await run({ ns: b.ns.name }, [process.execPath, PEER, 'connect', '172.31.0.1', String(port), String(SECONDS)])));
       return median(xs);
     } finally {
       srv.kill();
