@@ -18,6 +18,12 @@ export interface PoolSettings {
 
 export type Encapsulation = 'vxlan' | 'ipip' | 'none';
 
+/** How the caller's user spells the two mode fields (flags, manifest fields or variables). */
+export interface SettingNames {
+  vxlanMode: string;
+  ipipMode: string;
+}
+
 export function settingsOf(p: Pick<PoolRecord, 'natOutgoing' | 'vxlanMode' | 'ipipMode'>): PoolSettings {
   return { natOutgoing: p.natOutgoing ?? false, vxlanMode: p.vxlanMode ?? 'Never', ipipMode: p.ipipMode ?? 'Never' };
 }
@@ -49,11 +55,7 @@ export function parseBool(field: string, value: string): boolean {
  * cannot carry (IP-in-IP is IPv4 only, as in Calico). `names` spells the fields as the caller's
  * user typed them (flags, manifest fields or variables), so the message points at what to change.
  */
-export function checkSettings(
-  family: Family,
-  s: PoolSettings,
-  names: { vxlanMode: string; ipipMode: string } = { vxlanMode: 'vxlanMode', ipipMode: 'ipipMode' },
-): PoolSettings {
+export function checkSettings(family: Family, s: PoolSettings, names: SettingNames = { vxlanMode: 'vxlanMode', ipipMode: 'ipipMode' }): PoolSettings {
   if (s.vxlanMode !== 'Never' && s.ipipMode !== 'Never') {
     throw new BadRequestError(
       `${names.vxlanMode} ${s.vxlanMode} and ${names.ipipMode} ${s.ipipMode} are both set: a pool uses one encapsulation, so set one of them to Never`,

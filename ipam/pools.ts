@@ -11,7 +11,7 @@ import { transact } from '../lib/datastore/transact';
 import { BadRequestError, ConflictError, NotFoundError } from '../lib/errors';
 import { type Cidr, type Family, type IP, containsCidr, containsIP, formatCidr, overlaps, parseCidr } from '../lib/ip';
 import { Blocks } from './blocks';
-import { type PoolSettings, checkSettings, settingsOf, storedSettings, withSettings } from './pool-settings';
+import { type PoolSettings, type SettingNames, checkSettings, settingsOf, storedSettings, withSettings } from './pool-settings';
 
 export const DEFAULT_BLOCK_SIZE: Record<Family, number> = { 4: 26, 6: 122 };
 export const BLOCK_LIMITS: Record<Family, [number, number]> = { 4: [20, 32], 6: [116, 128] };
@@ -95,7 +95,7 @@ export class Pools {
     );
   }
 
-  async add(cidr: string, opts: PoolAddOptions = {}, names?: { vxlanMode: string; ipipMode: string }): Promise<PoolRecord> {
+  async add(cidr: string, opts: PoolAddOptions = {}, names?: SettingNames): Promise<PoolRecord> {
     const net = parseCidr(cidr, 'pool CIDR', true);
     const blockSize = opts.blockSize ?? Math.max(DEFAULT_BLOCK_SIZE[net.family], net.prefix);
     const [min, max] = BLOCK_LIMITS[net.family];
@@ -146,7 +146,7 @@ export class Pools {
    * Changes a pool's state and settings in one compare-and-swap; the result is checked as a whole
    * (turning VXLAN on while IP-in-IP is on is refused), so nothing is half-changed.
    */
-  async update(cidr: string, patch: { disabled?: boolean } & Partial<PoolSettings>, names?: { vxlanMode: string; ipipMode: string }): Promise<PoolRecord> {
+  async update(cidr: string, patch: { disabled?: boolean } & Partial<PoolSettings>, names?: SettingNames): Promise<PoolRecord> {
     const canon = formatCidr(parseCidr(cidr, 'pool CIDR', true));
     const rec = await transact(
       this.kv,

@@ -54,6 +54,34 @@ test('pool add, ls, disable, enable and rm manage pools, and RequestPool follows
   assert.equal(JSON.parse((await cli('pool', 'ls', '--json')).stdout).length, 2);
 });
 
+test('pool add and set keep outgoing NAT and one encapsulation per pool, shown by pool ls; bad modes change nothing', async () => {
+  assert.equal((await cli('pool', 'add', '10.71.0.0/16', '--nat-outgoing', '--vxlan-mode', 'crosssubnet')).code, 0);
+  const row = async () =>
+    (JSON.parse((await cli('pool', 'ls', '--json')).stdout) as Array<{ cidr: string; natOutgoing: boolean; vxlanMode: string; ipipMode: string }>).find(
+      (p) => p.cidr === '10.71.0.0/16',
+    );
+  const made = (await row())!;
+  assert.deepEqual([made.natOutgoing, made.vxlanMode, made.ipipMode], [true, 'CrossSubnet', 'Never']);
+  assert.match((await cli('pool', 'ls')).stdout, /10\.71\.0\.0\/16\s+\/26\s+enabled\s+outgoing\s+vxlan:CrossSubnet/);
+  const both = await cli('pool', 'set', '10.71.0.0/16', '--ipip-mode', 'Always');
+  assert.notEqual(both.code, 0);
+  assert.match(both.stderr, /--vxlan-mode CrossSubnet and --ipip-mode Always are both set/);
+  for (const [args, message] of [
+    [['--nat-outgoing=maybe'], /--nat-outgoing "maybe" is not a boolean: use true or false/],
+    [['--vxlan-mode', 'Sometimes'], /--vxlan-mode "Sometimes" is not a mode: use Always, CrossSubnet, Never/],
+    [[], /nothing to set/],
+  ] as Array<[string[], RegExp]>) {
+    const r = await cli('pool', 'set', '10.71.0.0/16', ...args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, message);
+  }
+  assert.equal((await row())!.vxlanMode, 'CrossSubnet');
+  const off = await cli('pool', 'set', '10.71.0.0/16', '--nat-outgoing=false', '--vxlan-mode', 'Never', '--ipip-mode', 'Always');
+  assert.equal(off.code, 0, off.stderr);
+  assert.deepEqual([(await row())!.natOutgoing, (await row())!.vxlanMode, (await row())!.ipipMode], [false, 'Never', 'Always']);
+  assert.equal((await cli('pool', 'rm', '10.71.0.0/16')).code, 0);
+});
+
 test('bad pool arguments are refused with a message naming the problem and a non-zero exit', async () => {
   const cases: Array<[string[], RegExp]> = [
     [['pool', 'add', '10.65.1.0/24'], /overlaps existing pool 10\.65\.0\.0\/16/],
