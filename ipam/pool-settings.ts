@@ -3,11 +3,11 @@
  * of Always, CrossSubnet or Never. Records written before these existed carry none of them, so
  * every reader goes through `settingsOf` and sees Calico's defaults (false, Never, Never).
  */
-import type { PoolRecord } from '../lib/datastore/records';
+import { EncapModeSchema, type PoolRecord } from '../lib/datastore/records';
 import { BadRequestError } from '../lib/errors';
 import type { Family } from '../lib/ip';
 
-export const ENCAP_MODES = ['Always', 'CrossSubnet', 'Never'] as const;
+export const ENCAP_MODES = EncapModeSchema.options;
 export type EncapMode = (typeof ENCAP_MODES)[number];
 
 export interface PoolSettings {

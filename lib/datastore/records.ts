@@ -9,6 +9,9 @@ import { z } from 'zod';
 
 const family = z.union([z.literal(4), z.literal(6)]);
 
+/** Calico's encapsulation modes, for a pool's vxlanMode and ipipMode (ipam/pool-settings.ts). */
+export const EncapModeSchema = z.enum(['Always', 'CrossSubnet', 'Never']);
+
 export const PoolRecord = z.object({
   cidr: z.string(),
   family,
@@ -20,8 +23,8 @@ export const PoolRecord = z.object({
   name: z.string().optional(),
   /** Calico's pool settings (ipam/pool-settings.ts); absent means false / Never. */
   natOutgoing: z.boolean().optional(),
-  vxlanMode: z.enum(['Always', 'CrossSubnet', 'Never']).optional(),
-  ipipMode: z.enum(['Always', 'CrossSubnet', 'Never']).optional(),
+  vxlanMode: EncapModeSchema.optional(),
+  ipipMode: EncapModeSchema.optional(),
 });
 export type PoolRecord = z.infer<typeof PoolRecord>;
 

@@ -6,7 +6,8 @@
  */
 import { z } from 'zod';
 import type { BgpSettings, NetworkSetRecord, PeerRecord, PolicyRecord, PoolRecord, RuleEntity, RuleRecord } from '../datastore/records';
-import { ENCAP_MODES, type PoolSettings, checkSettings, settingsOf } from '../../ipam/pool-settings';
+import { EncapModeSchema } from '../datastore/records';
+import { type PoolSettings, checkSettings, settingsOf } from '../../ipam/pool-settings';
 import { BadRequestError } from '../errors';
 import { formatCidr, formatIP, isIP, parseCidr, parseIP } from '../ip';
 import { ASN_RANGE, validAsn } from '../limits';
@@ -33,8 +34,8 @@ const IPPoolSpec = z
     blockSize: z.number().int().optional(),
     disabled: z.boolean().optional(),
     natOutgoing: z.boolean().optional(),
-    vxlanMode: z.enum(ENCAP_MODES).optional(),
-    ipipMode: z.enum(ENCAP_MODES).optional(),
+    vxlanMode: EncapModeSchema.optional(),
+    ipipMode: EncapModeSchema.optional(),
     ...Object.fromEntries(Object.keys(POOL_FIELD_SUPPORT).map((f) => [f, poolOption(f).optional()])),
   })
   .strict();
