@@ -31,7 +31,9 @@ import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
 import { RouteAgent } from '../routing/agent';
 import { PolicyAgent } from '../policy/agent';
-import { chooseFirewall, forwardWithoutPolicy, prepareFirewall, removeOtherFirewalls } from '../firewall/select';
+import { chooseFirewall, firewallKind, forwardWithoutPolicy, prepareFirewall, removeOtherFirewalls } from '../firewall/select';
+import { NatAgent } from '../nat/agent';
+import { IptablesNat, NftNat } from '../nat/backends';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 import { Metrics } from '../lib/metrics';
@@ -77,6 +79,7 @@ export class CalicoNode {
   private liveness?: Liveness;
   private routes?: RouteAgent;
   private policy?: PolicyAgent;
+  private nat?: NatAgent;
   private bird?: Bird;
   private startup?: Supervisor;
   private supervisors: Supervisor[] = [];
@@ -246,6 +249,7 @@ export class CalicoNode {
         throw err;
       }
       void this.startBackground('the route agent', () => this.startRouting());
+      void this.startBackground('the outgoing NAT agent', () => this.startNat());
       // Ready only with the firewall in place: no container is wired before its rules can
       // exist, and after a restart nothing denied passes once start-up is complete.
       await this.firewallFirst(FIREWALL_START_MS);
@@ -276,6 +280,21 @@ export class CalicoNode {
     try {
       await agent.start();
       this.routes = agent;
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+  }
+
+  /** Outgoing NAT for natOutgoing pools, on the firewall's kernel interface, whether or not policy is on. */
+  private async startNat(): Promise<void> {
+    if (this.nat || this.stopping) return;
+    const kind = await firewallKind(this.opts.config.firewall, this.opts.log);
+    const [mine, other] = kind === 'nftables' ? [new NftNat(), new IptablesNat()] : [new IptablesNat(), new NftNat()];
+    const agent = new NatAgent(this.ctx, mine, other, { debounceMs: 100, resyncMs: this.opts.config.reconcileIntervalMs });
+    try {
+      await agent.start();
+      this.nat = agent;
     } catch (err) {
       await agent.stop();
       throw err;
@@ -353,6 +372,7 @@ export class CalicoNode {
     this.reconciler?.stop();
     await this.liveness?.stop();
     await this.routes?.stop();
+    await this.nat?.stop();
     await this.policy?.stop();
     await this.bird?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);

@@ -13,15 +13,23 @@ import { ensureCoexist, removeCoexist } from './nftables/coexist';
 
 export type FirewallChoice = 'auto' | 'nftables' | 'iptables';
 
-/** The backend for `choice`; `auto` is nftables where libnftables and the kernel accept our table. */
-export async function chooseFirewall(choice: FirewallChoice, log: Logger): Promise<FirewallBackend> {
-  if (choice === 'iptables') return new IptablesBackend();
+/**
+ * Which kernel interface `choice` resolves to; `auto` is nftables where libnftables and the
+ * kernel accept our table. Outgoing NAT and published ports follow the same choice.
+ */
+export async function firewallKind(choice: FirewallChoice, log: Logger): Promise<FirewallBackend['name']> {
+  if (choice === 'iptables') return 'iptables';
   const nft = await nftablesAvailable();
-  if (nft.ok) return new NftablesBackend();
+  if (nft.ok) return 'nftables';
   if (choice === 'nftables')
     throw new BadRequestError(`CALICO_FIREWALL=nftables, but nftables cannot be used here: ${nft.reason}; install nftables or set CALICO_FIREWALL=iptables`);
   log.info('nftables is not usable here; the firewall uses iptables', { reason: nft.reason });
-  return new IptablesBackend();
+  return 'iptables';
+}
+
+/** The policy backend for `choice` (see {@link firewallKind}). */
+export async function chooseFirewall(choice: FirewallChoice, log: Logger): Promise<FirewallBackend> {
+  return (await firewallKind(choice, log)) === 'nftables' ? new NftablesBackend() : new IptablesBackend();
 }
 
 /**
