@@ -18,6 +18,8 @@ COPY cli ./cli
 COPY routing ./routing
 COPY policy ./policy
 COPY firewall ./firewall
+COPY nat ./nat
+COPY encap ./encap
 COPY bench ./bench
 COPY demo ./demo
 COPY test ./test
