@@ -1,6 +1,7 @@
 /** What every handler of one `calico node` shares: who this host is and the seams it acts through. */
 import type { Allocator } from '../ipam/allocator';
 import type { Pools } from '../ipam/pools';
+import type { Encapsulation } from '../ipam/pool-settings';
 import type { Dataplane } from '../lib/dataplane/types';
 import type { KV } from '../lib/datastore/kv';
 import type { Records } from '../lib/datastore/records-store';
@@ -14,8 +15,11 @@ export interface NodeContext {
   records: Records;
   dataplane: Dataplane;
   log: Logger;
-  /** MTU for a network that sets none: CALICO_MTU, else the uplink's, else 1500. */
-  defaultMtu(): Promise<number>;
+  /**
+   * MTU for a network that sets none: CALICO_MTU as given, else the uplink's (or 1500) less what
+   * the endpoint's encapsulation adds (VXLAN 50, IP-in-IP 20).
+   */
+  defaultMtu(encapsulation?: Encapsulation): Promise<number>;
   /**
    * Resolves once start-up (etcd reachable, default pools present) is done. Waits a bounded
    * time, then rejects with an UnavailableError that says what is missing.

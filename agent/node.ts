@@ -33,6 +33,9 @@ import { RouteAgent } from '../routing/agent';
 import { PolicyAgent } from '../policy/agent';
 import { chooseFirewall, firewallKind, forwardWithoutPolicy, prepareFirewall, removeOtherFirewalls } from '../firewall/select';
 import { NatAgent } from '../nat/agent';
+import { EncapAgent } from '../encap/agent';
+import { subnetOf } from '../encap/host';
+import { OVERHEAD, vtepMac } from '../encap/plan';
 import { IptablesNat, NftNat } from '../nat/backends';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
@@ -80,6 +83,7 @@ export class CalicoNode {
   private routes?: RouteAgent;
   private policy?: PolicyAgent;
   private nat?: NatAgent;
+  private encap?: EncapAgent;
   private bird?: Bird;
   private startup?: Supervisor;
   private supervisors: Supervisor[] = [];
@@ -109,9 +113,10 @@ export class CalicoNode {
       records: new Records(kvProxy, config.nodeName),
       dataplane,
       log,
-      defaultMtu: async () => {
-        if (this.mtu === undefined) this.mtu = config.mtu ?? (await dataplane.uplinkMtu()) ?? 1500;
-        return this.mtu;
+      defaultMtu: async (encapsulation = 'none') => {
+        if (config.mtu !== undefined) return config.mtu;
+        if (this.mtu === undefined) this.mtu = (await dataplane.uplinkMtu()) ?? 1500;
+        return this.mtu - OVERHEAD[encapsulation];
       },
       ready: () => this.ready(),
     };
@@ -250,6 +255,7 @@ export class CalicoNode {
       }
       void this.startBackground('the route agent', () => this.startRouting());
       void this.startBackground('the outgoing NAT agent', () => this.startNat());
+      void this.startBackground('the encapsulation agent', () => this.startEncap());
       // Ready only with the firewall in place: no container is wired before its rules can
       // exist, and after a restart nothing denied passes once start-up is complete.
       await this.firewallFirst(FIREWALL_START_MS);
@@ -280,6 +286,19 @@ export class CalicoNode {
     try {
       await agent.start();
       this.routes = agent;
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+  }
+
+  /** VXLAN and IP-in-IP tunnels and routes for the pools that ask for them, from etcd (no BGP needed). */
+  private async startEncap(): Promise<void> {
+    if (this.encap || this.stopping) return;
+    const agent = new EncapAgent(this.ctx, { debounceMs: 100, resyncMs: this.opts.config.reconcileIntervalMs });
+    try {
+      await agent.start();
+      this.encap = agent;
     } catch (err) {
       await agent.stop();
       throw err;
@@ -346,6 +365,7 @@ export class CalicoNode {
     const { config } = this.opts;
     const ipv4 = config.ip ?? (await this.ctx.dataplane.uplinkIPv4());
     const ipv6 = config.ip6 ?? (await this.ctx.dataplane.uplinkIPv6());
+    const ipv4Subnet = ipv4 ? await subnetOf(ipv4) : undefined;
     // What operators set on the host (its route reflector role) survives restarts.
     const prev = await this.ctx.kv.get(keys.host(config.nodeName));
     const kept = prev
@@ -358,6 +378,8 @@ export class CalicoNode {
       startedAt: new Date().toISOString(),
       ...(ipv4 ? { ipv4 } : {}),
       ...(ipv6 ? { ipv6 } : {}),
+      ...(ipv4Subnet ? { ipv4Subnet } : {}),
+      vxlanMac: vtepMac(config.nodeName),
       ...(kept?.routeReflector ? { routeReflector: kept.routeReflector } : {}),
     };
     await this.ctx.kv.put(keys.host(config.nodeName), codecs.host.encode(rec));
@@ -373,6 +395,7 @@ export class CalicoNode {
     await this.liveness?.stop();
     await this.routes?.stop();
     await this.nat?.stop();
+    await this.encap?.stop();
     await this.policy?.stop();
     await this.bird?.stop();
     for (const s of this.servers) await closeUnix(s.server, s.path);

@@ -9,6 +9,9 @@
 import type { NodeContext } from '../agent/context';
 import { ConflictError, NotFoundError, UnavailableError, errorMessage } from '../lib/errors';
 import { parseRequest } from '../lib/validate';
+import { containsIP, parseCidr, parseIP } from '../lib/ip';
+import { type Encapsulation, encapsulationOf } from '../ipam/pool-settings';
+import { OVERHEAD } from '../encap/plan';
 import { CONTAINER_IF_PREFIX, hostIfName, tempIfName } from './names';
 import { claimInterface, mayRemoveInterface } from './ownership';
 import { DeleteEndpointRequest, JoinRequest, type JoinResponse } from './protocol';
@@ -39,7 +42,7 @@ export class JoinLeaveHandlers {
     }
     await claimInterface(this.ctx, ep.id, ep.ifName);
     const network = await this.ctx.records.getNetwork(req.NetworkID);
-    const mtu = network?.mtu ?? (await this.ctx.defaultMtu());
+    const mtu = network?.mtu ?? (await this.ctx.defaultMtu(await this.encapsulationFor([...ep.ipv4, ...ep.ipv6])));
     const ipv4 = ep.ipv4.map((c) => c.split('/')[0]);
     const ipv6 = ep.ipv6.map((c) => c.split('/')[0]);
     const [wiring, record] = await Promise.allSettled([
@@ -94,6 +97,19 @@ export class JoinLeaveHandlers {
     // IPv4-only containers and would fail to install the route (libnetwork-plugin#192).
     if (first && ipv6.length && wired.ipv6Gateway) res.GatewayIPv6 = wired.ipv6Gateway;
     return res;
+  }
+
+  /** The encapsulation of the endpoint's pools that costs the most bytes: its veth must fit inside that tunnel. */
+  private async encapsulationFor(cidrs: string[]): Promise<Encapsulation> {
+    let worst: Encapsulation = 'none';
+    const pools = await this.ctx.pools.list();
+    for (const c of cidrs) {
+      const ip = parseIP(c.split('/')[0]);
+      const pool = pools.find((p) => containsIP(parseCidr(p.cidr), ip));
+      const kind = pool ? encapsulationOf(pool).kind : 'none';
+      if (OVERHEAD[kind] > OVERHEAD[worst]) worst = kind;
+    }
+    return worst;
   }
 
   async leave(body: unknown) {

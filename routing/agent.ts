@@ -14,6 +14,7 @@ import { errorMessage } from '../lib/errors';
 import { cidrFromKey } from '../lib/ip';
 import { ApplyLoop } from '../lib/apply-loop';
 import { DEFAULT_ASN } from './model';
+import { encapsulationOf } from '../ipam/pool-settings';
 import type { Bird } from './bird';
 
 /** What the agent needs of BIRD (routing/bird.ts), so it can be tested without one. */
@@ -70,7 +71,14 @@ export class RouteAgent {
       return;
     }
     // Disabled pools too: their addresses in use must stay reachable.
-    const text = renderBird({ self, hosts, settings, peers, pools: pools.map((p) => ({ cidr: p.cidr })), blocks });
+    const text = renderBird({
+      self,
+      hosts,
+      settings,
+      peers,
+      pools: pools.map((p) => ({ cidr: p.cidr, encapsulated: encapsulationOf(p).kind !== 'none' })),
+      blocks,
+    });
     if (text === this.applied && (this.bird.external || this.bird.running)) return;
     await this.bird.install(text);
     if (!this.bird.external && !this.bird.running) this.bird.start();

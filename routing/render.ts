@@ -8,6 +8,7 @@
  */
 import { type Family, parseCidr, parseIP } from '../lib/ip';
 import type { BgpSettings, PeerRecord } from './model';
+import { ENCAP_PROTO } from '../encap/plan';
 
 export interface RenderHost {
   name: string;
@@ -23,7 +24,8 @@ export interface RenderInput {
   hosts: RenderHost[];
   settings: BgpSettings;
   peers: PeerRecord[];
-  pools: Array<{ cidr: string; disabled?: boolean }>;
+  /** `encapsulated`: a VXLAN or IP-in-IP pool, whose routes the encapsulation agent programs from etcd. */
+  pools: Array<{ cidr: string; disabled?: boolean; encapsulated?: boolean }>;
   /** Blocks affine to this host. */
   blocks: string[];
 }
@@ -35,6 +37,11 @@ function dials(self: string, other: string): boolean {
   const a = parseIP(self).value;
   const b = parseIP(other).value;
   return a < b;
+}
+
+/** A BIRD prefix set; an empty one is not allowed, so it becomes a set nothing real matches. */
+function setOf(fam: Family, cidrs: string[]): string {
+  return cidrs.length ? cidrs.map((c) => `${c}+`).join(', ') : fam === 4 ? '0.0.0.0/32{32,32}' : '::/128{128,128}';
 }
 
 function familyOf(cidr: string): Family {
@@ -56,7 +63,9 @@ export function renderBird(input: RenderInput): string {
   line('graceful restart wait 15;');
   for (const fam of [4, 6] as const) {
     const mine = pools.filter((p) => familyOf(p.cidr) === fam).map((p) => p.cidr);
-    line(`define POOLS${fam} = [ ${mine.length ? mine.map((c) => `${c}+`).join(', ') : fam === 4 ? '0.0.0.0/32{32,32}' : '::/128{128,128}'} ];`);
+    line(`define POOLS${fam} = [ ${setOf(fam, mine)} ];`);
+    const enc = pools.filter((p) => p.encapsulated && familyOf(p.cidr) === fam).map((p) => p.cidr);
+    line(`define ENCAP${fam} = [ ${setOf(fam, enc)} ];`);
   }
   line();
   line('protocol device { scan time 10; }');
@@ -84,9 +93,23 @@ export function renderBird(input: RenderInput): string {
     line('  reject;');
     line('}');
     line();
+    // The encapsulation agent's routes (proto ${ENCAP_PROTO}) are not workload routes to announce, and
+    // BGP's routes into encapsulated pools would fight them for the same prefixes.
+    line(`filter from_kernel${fam} {`);
+    line(`  if krt_source = ${ENCAP_PROTO} then reject;`);
+    line(`  if net ~ POOLS${fam} then accept;`);
+    line('  reject;');
+    line('}');
+    line();
+    line(`filter to_kernel${fam} {`);
+    line(`  if source = RTS_BGP && net ~ ENCAP${fam} then reject;`);
+    line(`  if net ~ POOLS${fam} then accept;`);
+    line('  reject;');
+    line('}');
+    line();
     line(`protocol kernel kernel${fam} {`);
     line('  learn; persist; scan time 10; graceful restart;');
-    line(`  ${ch} { import filter pools_only${fam}; export filter pools_only${fam}; };`);
+    line(`  ${ch} { import filter from_kernel${fam}; export filter to_kernel${fam}; };`);
     line('}');
     line();
   }

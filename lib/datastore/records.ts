@@ -74,6 +74,10 @@ export const HostRecord = z.object({
   asn: z.number().int().optional(),
   /** Set by `calico node set --route-reflector`: this host reflects routes for its cluster. */
   routeReflector: z.string().optional(),
+  /** The subnet `ipv4` lies in, for CrossSubnet: hosts in it are reached without a tunnel. */
+  ipv4Subnet: z.string().optional(),
+  /** This host's VXLAN tunnel endpoint MAC on vxlan.calico (encap/plan.ts vtepMac). */
+  vxlanMac: z.string().optional(),
   version: z.string(),
   startedAt: z.string(),
 });
