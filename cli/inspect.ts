@@ -12,6 +12,8 @@ import path from 'node:path';
 import { silentLogger } from '../lib/log';
 import { Bird } from '../routing/bird';
 import { withKv } from './connect';
+import { type EncapStatus, encapStatus } from '../encap/status';
+import { settingsOf } from '../ipam/pool-settings';
 import { print, table } from './output';
 import { run } from './run';
 
@@ -69,6 +71,21 @@ export function nodeListCommand(node: Command): void {
     );
 }
 
+/** Tunnel devices here, then how each other host's blocks are reached from here. */
+function encapLines(e: EncapStatus): string[] {
+  const dev = Object.entries(e.devices)
+    .map(([n, d]) => (d ? `${n} ${d.up ? 'up' : 'down'} mtu ${d.mtu}${n.startsWith('vxlan') ? ` vtep ${d.mac}` : ''}` : `${n} absent`))
+    .join(', ');
+  return [
+    `tunnels:    ${dev}`,
+    'hosts reached:',
+    table(
+      ['HOST', 'ADDRESS', 'SUBNET', 'VTEP', 'BLOCKS'],
+      e.hosts.map((h) => [h.host, h.address, h.subnet, h.vtep, h.blocks.map((b) => `${b.cidr} ${b.via}`).join(', ') || '-']),
+    ),
+  ];
+}
+
 export function statusCommand(program: Command): void {
   program
     .command('status')
@@ -80,6 +97,7 @@ export function statusCommand(program: Command): void {
         return withKv(async (kv) => {
           let etcd = 'reachable';
           let report: Record<string, unknown> = {};
+          let encapsulation: EncapStatus | undefined;
           try {
             const [host, pools, aff, eps] = await Promise.all([
               kv.get(keys.host(cfg.nodeName)),
@@ -94,10 +112,11 @@ export function statusCommand(program: Command): void {
             report = {
               node: cfg.nodeName,
               registered: host ? codecs.host.decode(host) : null,
-              pools: pools.map((p) => ({ cidr: p.cidr, disabled: p.disabled })),
+              pools: pools.map((p) => ({ cidr: p.cidr, disabled: p.disabled, ...settingsOf(p) })),
               blocks: blocks.map((b) => ({ cidr: b.cidr, used: Object.keys(b.allocations).length })),
               endpoints: eps.length,
             };
+            encapsulation = await encapStatus(kv, cfg.nodeName);
           } catch (err) {
             // A setting etcd refuses is not "unreachable": the message says which to fix.
             if (err instanceof ConfigError) throw err;
@@ -114,7 +133,7 @@ export function statusCommand(program: Command): void {
               bgp = `BIRD not answering on ${path.join(dir, 'bird.ctl')}: ${errorMessage(err)}`;
             }
           }
-          const data = { etcd, ...report, bgp };
+          const data = { etcd, ...report, ...(encapsulation ? { encapsulation } : {}), bgp };
           print(!!o.json, data, () =>
             [
               `node:       ${cfg.nodeName}${report.registered ? '' : ' (not registered: is calico node running?)'}`,
@@ -122,6 +141,7 @@ export function statusCommand(program: Command): void {
               `pools:      ${((report.pools as Array<{ cidr: string; disabled: boolean }>) ?? []).map((p) => p.cidr + (p.disabled ? ' (disabled)' : '')).join(', ') || '-'}`,
               `blocks:     ${((report.blocks as Array<{ cidr: string; used: number }>) ?? []).map((b) => `${b.cidr} (${b.used} used)`).join(', ') || '-'}`,
               `endpoints:  ${(report.endpoints as number | undefined) ?? '-'}`,
+              ...(encapsulation ? encapLines(encapsulation) : []),
               ...(typeof bgp === 'string'
                 ? [`bgp:        ${bgp}`]
                 : [

@@ -43,6 +43,8 @@ export interface PlanInput {
 
 export interface RouteSpec {
   dst: string;
+  /** The host the block is affine to (for status; the kernel never sees it). */
+  host: string;
   via: string;
   /** Absent for a native route: the kernel resolves the device from `via`. */
   dev?: string;
@@ -107,12 +109,12 @@ export function encapPlan(input: PlanInput): EncapPlan {
     }
     if (native) {
       const via = fam === 4 ? h.ipv4 : h.ipv6;
-      if (via) plan.routes.push({ dst: a.cidr, via, onlink: false });
+      if (via) plan.routes.push({ dst: a.cidr, host: a.host, via, onlink: false });
       else plan.skipped.push(`${a.cidr}: host ${a.host} has no IPv6 address for a native route`);
       continue;
     }
     if (pool.encap.kind === 'ipip') {
-      if (plan.ipip) plan.routes.push({ dst: a.cidr, via: h.ipv4, dev: IPIP_DEVICE, onlink: true });
+      if (plan.ipip) plan.routes.push({ dst: a.cidr, host: a.host, via: h.ipv4, dev: IPIP_DEVICE, onlink: true });
       continue;
     }
     if (!plan.vxlan) continue;
@@ -121,7 +123,7 @@ export function encapPlan(input: PlanInput): EncapPlan {
       continue;
     }
     const via = fam === 4 ? h.ipv4 : linkLocalOf(h.vxlanMac);
-    plan.routes.push({ dst: a.cidr, via, dev: VXLAN_DEVICE, onlink: fam === 4 });
+    plan.routes.push({ dst: a.cidr, host: a.host, via, dev: VXLAN_DEVICE, onlink: fam === 4 });
     if (!vteps.has(`${fam}/${h.name}`)) {
       vteps.add(`${fam}/${h.name}`);
       plan.neighbours.push({ ip: via, mac: h.vxlanMac });

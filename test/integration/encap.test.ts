@@ -128,6 +128,28 @@ test('with VXLAN pools and no BGP, containers on two hosts reach each other over
   assert.equal(eth.mtu, 1450, "a container on a VXLAN pool fits inside the tunnel's MTU");
 });
 
+test("calico status shows this host's tunnel and how each other host's blocks are reached", async () => {
+  const [h1] = hosts;
+  const st = JSON.parse((await h1.node.cli(['status', '--json'])).stdout) as {
+    encapsulation: {
+      devices: Record<string, { up: boolean; mtu: number; mac: string } | null>;
+      hosts: Array<{ host: string; vtep: string; blocks: Array<{ via: string }> }>;
+    };
+    pools: Array<{ cidr: string; vxlanMode: string }>;
+  };
+  assert.deepEqual(st.encapsulation.devices['vxlan.calico'], { up: true, mtu: 1450, mac: vtepMac('eh1') });
+  const eh2 = st.encapsulation.hosts.find((h) => h.host === 'eh2')!;
+  assert.equal(eh2.vtep, vtepMac('eh2'));
+  assert.deepEqual(
+    eh2.blocks.map((b) => b.via),
+    ['vxlan', 'vxlan'],
+  );
+  assert.ok(st.pools.every((p) => p.vxlanMode === 'Always'));
+  const human = (await h1.node.cli(['status'])).stdout;
+  assert.match(human, /tunnels: +vxlan\.calico up mtu 1450 vtep/);
+  assert.match(human, /eh2 .*vxlan/);
+});
+
 test('switched live to CrossSubnet, hosts in one subnet route natively, and back to Always the tunnel returns', async () => {
   const [h1, h2] = hosts;
   const [c1, c2] = ctrs;

@@ -55,10 +55,10 @@ describe('encapsulation plans', () => {
     const p = encapPlan(input('Always'));
     assert.deepEqual(p.vxlan, { vni: 4096, port: 4789, local: '172.31.1.1', mac: vtepMac('a1'), mtu: 1450 });
     assert.deepEqual(p.routes, [
-      { dst: '10.65.0.128/26', via: '172.31.2.1', dev: 'vxlan.calico', onlink: true },
-      { dst: '10.65.0.64/26', via: '172.31.1.2', dev: 'vxlan.calico', onlink: true },
-      { dst: 'fd65::/122', via: linkLocalOf(vtepMac('a2')), dev: 'vxlan.calico', onlink: false },
-      { dst: 'fd65::40/122', via: linkLocalOf(vtepMac('b1')), dev: 'vxlan.calico', onlink: false },
+      { dst: '10.65.0.128/26', host: 'b1', via: '172.31.2.1', dev: 'vxlan.calico', onlink: true },
+      { dst: '10.65.0.64/26', host: 'a2', via: '172.31.1.2', dev: 'vxlan.calico', onlink: true },
+      { dst: 'fd65::/122', host: 'a2', via: linkLocalOf(vtepMac('a2')), dev: 'vxlan.calico', onlink: false },
+      { dst: 'fd65::40/122', host: 'b1', via: linkLocalOf(vtepMac('b1')), dev: 'vxlan.calico', onlink: false },
     ]);
     assert.ok(!p.routes.some((r) => r.dst === '10.65.0.0/26'), "this host's own block is never routed away");
     assert.deepEqual(
@@ -74,8 +74,8 @@ describe('encapsulation plans', () => {
   test('CrossSubnet: hosts in this subnet are reached natively, hosts across a router through the tunnel', () => {
     const p = encapPlan(input('CrossSubnet'));
     const r = Object.fromEntries(p.routes.map((x) => [x.dst, x]));
-    assert.deepEqual(r['10.65.0.64/26'], { dst: '10.65.0.64/26', via: '172.31.1.2', onlink: false });
-    assert.deepEqual(r['fd65::/122'], { dst: 'fd65::/122', via: 'fd31:1::2', onlink: false }, 'IPv6 natively via the host’s IPv6 address');
+    assert.deepEqual(r['10.65.0.64/26'], { dst: '10.65.0.64/26', host: 'a2', via: '172.31.1.2', onlink: false });
+    assert.deepEqual(r['fd65::/122'], { dst: 'fd65::/122', host: 'a2', via: 'fd31:1::2', onlink: false }, 'IPv6 natively via the host’s IPv6 address');
     assert.equal(r['10.65.0.128/26'].dev, 'vxlan.calico');
     assert.ok(p.vxlan, 'the device exists for the hosts across the router');
   });
@@ -96,8 +96,8 @@ describe('encapsulation plans', () => {
     assert.deepEqual(p.ipip, { mtu: 1480 });
     assert.equal(p.vxlan, undefined);
     assert.deepEqual(p.routes, [
-      { dst: '10.65.0.128/26', via: '172.31.2.1', dev: 'tunl0', onlink: true },
-      { dst: '10.65.0.64/26', via: '172.31.1.2', dev: 'tunl0', onlink: true },
+      { dst: '10.65.0.128/26', host: 'b1', via: '172.31.2.1', dev: 'tunl0', onlink: true },
+      { dst: '10.65.0.64/26', host: 'a2', via: '172.31.1.2', dev: 'tunl0', onlink: true },
     ]);
   });
 
