@@ -108,7 +108,8 @@ ingress:
 const ourRules = async (h: DockerHost) => {
   const ipt = (await h.ns.exec('iptables-save', ['-t', 'filter'])).stdout.split('\n').filter((l) => /cal-/.test(l));
   const sets = (await h.ns.exec('ipset', ['list', '-n'])).stdout.split('\n').filter((l) => /^cal/.test(l));
-  const nft = (await h.ns.exec('nft', ['list', 'tables'])).stdout.split('\n').filter((l) => /calico/.test(l));
+  // Only the firewall's own table: outgoing NAT (calico-nat) is a pool setting and stays with policy off.
+  const nft = (await h.ns.exec('nft', ['list', 'tables'])).stdout.split('\n').filter((l) => /^table \w+ calico$/.test(l.trim()));
   return [...ipt, ...sets, ...nft].join('\n');
 };
 /** Whether our rules name this host interface (its chains, or its entries in our maps and sets). */
