@@ -36,9 +36,15 @@ export interface HostJoinOptions {
   env?: Record<string, string>;
 }
 
-/** Pings `ip` every 20 ms from container `from` on `h` until the first reply; throws after 30 s. */
+/**
+ * Pings `ip` every 20 ms from container `from` on `h` until the first reply; throws after 30 s.
+ * One ping stream, not one `ping -c 1 -W 1` after another: a ping sent before the route exists
+ * waits its whole second for a reply, which would round every time up by up to 1 s. grep stops
+ * at the first reply, and ping dies writing the next line into the closed pipe.
+ */
 async function pingUntilReply(h: DockerHost, from: string, ip: string): Promise<void> {
-  const r = await h.docker(['exec', from, 'sh', '-c', `while ! ping -c 1 -W 1 -w 1 -q ${ip} >/dev/null 2>&1; do sleep 0.02; done`], { timeoutMs: 30_000 });
+  const script = `until ping -i 0.02 -w 30 ${ip} 2>/dev/null | grep -q -m 1 'bytes from'; do sleep 0.02; done`;
+  const r = await h.docker(['exec', from, 'busybox', 'timeout', '30', 'sh', '-c', script], { timeoutMs: 35_000 });
   if (r.code !== 0) throw new Error(`no reply from ${ip} to ${from} on ${h.name} within 30 s`);
 }
 

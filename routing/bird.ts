@@ -25,6 +25,16 @@ export function sessionState(s: { state: string; info: string }): string {
   return BGP_STATES.has(first) ? first : s.state === 'start' ? 'Idle' : 'Down';
 }
 
+/**
+ * BIRD's flags for a start: graceful-restart recovery (`-R`) only when the kernel still holds
+ * routes a previous BIRD installed (`proto bird`), the sign of a restart. Recovery keeps the
+ * kernel's routes until every session is back and has sent all its routes, or 15 s: on a first
+ * start there is nothing to keep, and it would only hold back the routes this host learns.
+ */
+export function startFlags(leftoverRoutes: number): string[] {
+  return leftoverRoutes > 0 ? ['-R'] : [];
+}
+
 /** A BIRD that ran this long and then died is restarted at once, with a fresh backoff. */
 const STABLE_MS = 60_000;
 
@@ -40,6 +50,8 @@ export interface BirdOptions {
 
 export class Bird {
   private child?: ChildProcess;
+  private childStarted = 0;
+  private started = false;
   private stopped = false;
   private supervisor: Supervisor;
   readonly confPath: string;
@@ -64,29 +76,46 @@ export class Bird {
     fs.renameSync(tmp, this.confPath);
   }
 
-  /** Starts BIRD if it is ours to run; restarts it when it dies (supervised: bounded backoff). */
+  /**
+   * Starts BIRD if it is ours to run; restarts it when it dies (supervised: bounded backoff).
+   * Once: between a death and its restart `running` is false, and a second supervisor would run
+   * a second BIRD on the same socket.
+   */
   start(): void {
-    if (this.o.external || this.child || this.stopped) return;
+    if (this.o.external || this.started || this.stopped) return;
+    this.started = true;
     void this.supervisor.run(() => this.runOnce());
   }
 
+  /** Routes a previous BIRD left in the kernel (`persist`), both families. */
+  private async leftoverRoutes(): Promise<number> {
+    let n = 0;
+    for (const fam of ['-4', '-6']) {
+      const { stdout } = await run('ip', [fam, 'route', 'show', 'proto', 'bird'], { timeout: 5000 });
+      n += stdout.split('\n').filter((l) => l.trim()).length;
+    }
+    return n;
+  }
+
   /** Runs BIRD until it exits: an exit after a long run restarts at once, an early one backs off. */
-  private runOnce(): Promise<'again'> {
+  private async runOnce(): Promise<'again'> {
+    const flags = startFlags(await this.leftoverRoutes());
+    if (this.stopped) return 'again';
     // SIGKILL, not SIGTERM, when calico node goes: a BIRD that shuts down cleanly tells its peers
     // to withdraw our routes, while one that just vanishes lets them keep the routes for the
-    // graceful-restart time, so containers here stay reachable until BIRD is back. -R starts it in
-    // graceful-restart recovery: it keeps the kernel's routes from peers until they are relearned.
+    // graceful-restart time, so containers here stay reachable until BIRD is back.
     const child = spawnBound(
       'bird',
-      ['-f', '-R', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')],
+      ['-f', ...flags, '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')],
       { stdio: ['ignore', 'ignore', 'pipe'] },
       'SIGKILL',
     );
     this.child = child;
     const started = Date.now();
+    this.childStarted = started;
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr = (stderr + String(d)).slice(-2000)));
-    this.o.log.info('BIRD started', { config: this.confPath, socket: this.o.socket });
+    this.o.log.info('BIRD started', { config: this.confPath, socket: this.o.socket, recovery: flags.includes('-R') });
     return new Promise((resolve, reject) => {
       child.once('error', (err) => {
         this.child = undefined;
@@ -104,8 +133,24 @@ export class Bird {
     });
   }
 
+  /**
+   * Until the BIRD we just started has made its control socket (a stale file from the last run
+   * does not count), for at most 3 s: a configuration applied in that moment, as a first
+   * container's block is, would otherwise fail and wait for the retry.
+   */
+  private async socketUp(): Promise<void> {
+    if (this.o.external || !this.child) return;
+    const since = this.childStarted - 50; // the file clock is coarse
+    for (const until = this.childStarted + 3000; Date.now() < until;) {
+      const st = fs.statSync(this.o.socket, { throwIfNoEntry: false });
+      if (st && st.mtimeMs >= since) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Applies the installed configuration to the running BIRD. */
   async configure(): Promise<void> {
+    await this.socketUp();
     // BIRD re-reads the file it was started with (-c); an external BIRD must be started on it too.
     const { stdout } = await run('birdc', ['-s', this.o.socket, 'configure'], { timeout: 10_000 });
     if (!/Reconfigured|Reconfiguration in progress|Reconfiguration confirmed/.test(stdout)) {
