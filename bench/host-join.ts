@@ -53,8 +53,11 @@ async function pingUntilReply(h: DockerHost, from: string, ip: string): Promise<
  * subnet, or is that subnet's network or broadcast address, means the wrong field was read.
  */
 export async function containerAddress(h: DockerHost, name: string, network: string): Promise<string> {
-  const ip = await h.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name]);
-  const subnet = await h.dockerOk(['network', 'inspect', '-f', '{{range .IPAM.Config}}{{.Subnet}} {{end}}', network]);
+  // Both at once: the pings start only after this, in the new host's time and the reference's alike.
+  const [ip, subnet] = await Promise.all([
+    h.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name]),
+    h.dockerOk(['network', 'inspect', '-f', '{{range .IPAM.Config}}{{.Subnet}} {{end}}', network]),
+  ]);
   const cidr = subnet.split(/\s+/).find((c) => c.includes('.'));
   if (!ip || !cidr) throw new Error(`container ${name} on ${h.name} has no IPv4 address on ${network} (got "${ip}", subnet "${subnet}")`);
   const a = parseIP(ip);
@@ -73,7 +76,14 @@ async function timeBoth(t0: number, reached: () => Promise<void>, reaches: () =>
 
 function stat(xs: number[]) {
   const s = [...xs].sort((x, y) => x - y);
-  return { samples: s.length, medianMs: Math.round(percentile(s, 50)), p90Ms: Math.round(percentile(s, 90)), maxMs: Math.round(s[s.length - 1] ?? NaN) };
+  return {
+    samples: s.length,
+    medianMs: Math.round(percentile(s, 50)),
+    p90Ms: Math.round(percentile(s, 90)),
+    maxMs: Math.round(s[s.length - 1] ?? NaN),
+    // In the order taken, to see whether the slow ones are the first (cold caches) or random.
+    eachMs: xs.map((x) => Math.round(x)),
+  };
 }
 
 export async function hostJoin(o: HostJoinOptions) {
@@ -82,6 +92,7 @@ export async function hostJoin(o: HostJoinOptions) {
   for (let i = 0; i < o.samples; i++) {
     const name = `bj${i}`;
     const { ns, ip } = await o.fabric.addHost(name, o.firstIndex + i);
+    // Its dockerd and image first, untimed: a host's Docker is up before calico node is started.
     const c = await startDockerHost(o.scope, { name, etcd: o.fabric.etcd.endpoint, env: { CALICO_IP: ip, ...o.env }, onFabric: { ns, ip }, deferNode: true });
     try {
       const t0 = performance.now();

@@ -89,12 +89,9 @@ export class Bird {
 
   /** Routes a previous BIRD left in the kernel (`persist`), both families. */
   private async leftoverRoutes(): Promise<number> {
-    let n = 0;
-    for (const fam of ['-4', '-6']) {
-      const { stdout } = await run('ip', [fam, 'route', 'show', 'proto', 'bird'], { timeout: 5000 });
-      n += stdout.split('\n').filter((l) => l.trim()).length;
-    }
-    return n;
+    // Both at once: this is on the way from a host's start to its first BGP session.
+    const out = await Promise.all(['-4', '-6'].map((fam) => run('ip', [fam, 'route', 'show', 'proto', 'bird'], { timeout: 5000 })));
+    return out.reduce((n, { stdout }) => n + stdout.split('\n').filter((l) => l.trim()).length, 0);
   }
 
   /** Runs BIRD until it exits: an exit after a long run restarts at once, an early one backs off. */
