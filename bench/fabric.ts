@@ -64,15 +64,15 @@ async function main() {
       process.stdout.write(JSON.stringify({ hostJoin: join, targets: { newHostReachedMedianUnder2s: joinTarget } }, null, 2) + '\n');
       return;
     }
-    const firstReply = async (net: string, name: string): Promise<number> => {
+    const firstReply = async (net: string, name: string, probe = 'prober'): Promise<number> => {
       await a.dockerOk(['run', '-d', '--name', name, '--network', net, 'busybox', 'sleep', '3600']);
       const t0 = performance.now();
       const ip = await a.dockerOk(['inspect', '-f', `{{.NetworkSettings.Networks.${net}.IPAddress}}`, name]);
-      // The prober pings every 20 ms from B until the first reply; its exit marks the moment.
-      const r = await b.docker(['exec', 'prober', 'sh', '-c', `while ! ping -c 1 -W 1 -w 1 -q ${ip} >/dev/null 2>&1; do sleep 0.02; done`], {
+      // The probe pings every 20 ms from B until the first reply; its exit marks the moment.
+      const r = await b.docker(['exec', probe, 'sh', '-c', `while ! ping -c 1 -W 1 -w 1 -q ${ip} >/dev/null 2>&1; do sleep 0.02; done`], {
         timeoutMs: 30_000,
       });
-      if (r.code !== 0) throw new Error(`no reply from ${ip}`);
+      if (r.code !== 0) throw new Error(`no reply from ${ip} to ${probe} on B`);
       return performance.now() - t0;
     };
     const existing: number[] = [];
@@ -84,7 +84,17 @@ async function main() {
       const net = `fresh${i}`;
       // A subnet of its own: its first container needs a block nobody has announced yet.
       for (const h of hosts) await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', '--subnet', `10.65.${200 + i}.0/24`, net]);
-      fresh.push(await firstReply(net, `f${i}`));
+      // The probe on B is on the same network: a network's profile admits only its own
+      // containers, so the prober on "bench" would never get a reply. Its own block must have
+      // reached A (A's replies go there) before the clock starts.
+      const probe = `p${i}`;
+      await b.dockerOk(['run', '-d', '--name', probe, '--network', net, 'busybox', 'sleep', '3600']);
+      const probeIp = await containerAddress(b, probe, net);
+      for (const t1 = Date.now(); !/via 172\.31\.0\.2 /.test((await a.ns.exec('ip', ['route', 'get', probeIp])).stdout); ) {
+        if (Date.now() - t1 > 30_000) throw new Error(`A never learned the route to B's ${probeIp}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      fresh.push(await firstReply(net, `f${i}`, probe));
     }
     const stat = (xs: number[]) => {
       const s = [...xs].sort((x, y) => x - y);
