@@ -90,7 +90,7 @@ async function main() {
       const probe = `p${i}`;
       await b.dockerOk(['run', '-d', '--name', probe, '--network', net, 'busybox', 'sleep', '3600']);
       const probeIp = await containerAddress(b, probe, net);
-      for (const t1 = Date.now(); !/via 172\.31\.0\.2 /.test((await a.ns.exec('ip', ['route', 'get', probeIp])).stdout); ) {
+      for (const t1 = Date.now(); !/via 172\.31\.0\.2 /.test((await a.ns.exec('ip', ['route', 'get', probeIp])).stdout);) {
         if (Date.now() - t1 > 30_000) throw new Error(`A never learned the route to B's ${probeIp}`);
         await new Promise((r) => setTimeout(r, 20));
       }
