@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { InternalError, errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { Supervisor } from '../lib/supervise';
+import { BirdWaker } from './bird-wake';
 
 const BGP_STATES = new Set(['Idle', 'Connect', 'Active', 'OpenSent', 'OpenConfirm', 'Established', 'Passive']);
 
@@ -54,10 +55,12 @@ export class Bird {
   private started = false;
   private stopped = false;
   private supervisor: Supervisor;
+  private waker: BirdWaker;
   readonly confPath: string;
 
   constructor(private o: BirdOptions) {
     this.confPath = path.join(o.dir, 'bird.conf');
+    this.waker = new BirdWaker(o.socket);
     this.supervisor = new Supervisor('running BIRD', o.log, { baseMs: 500, maxMs: 30_000 });
   }
 
@@ -113,6 +116,8 @@ export class Bird {
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr = (stderr + String(d)).slice(-2000)));
     this.o.log.info('BIRD started', { config: this.confPath, socket: this.o.socket, recovery: flags.includes('-R') });
+    // Its sessions start now: keep it from sleeping on their first UPDATEs (routing/bird-wake.ts).
+    this.waker.kick();
     return new Promise((resolve, reject) => {
       child.once('error', (err) => {
         this.child = undefined;
@@ -153,6 +158,8 @@ export class Bird {
     if (!/Reconfigured|Reconfiguration in progress|Reconfiguration confirmed/.test(stdout)) {
       throw new InternalError(`birdc configure did not reconfigure BIRD: ${stdout.trim()}`);
     }
+    // Sessions may have been added (a host joined): the same as at a start.
+    this.waker.kick();
   }
 
   /** `birdc show protocols` parsed into sessions (for `calico status`). */
@@ -212,6 +219,7 @@ export class Bird {
   async stop(): Promise<void> {
     this.stopped = true;
     this.supervisor.stop();
+    this.waker.stop();
     const c = this.child;
     if (!c) return;
     await new Promise<void>((resolve) => {
