@@ -3,7 +3,11 @@
  * 1. Time from `docker run` returning on host A until a container on host B first gets a ping
  *    reply, for a container in an already-announced block and for one that needs a new block
  *    (a fresh subnet each time), 20 samples each: medians and p90s.
- * 2. Routes and BGP updates each host carries as endpoints on host A grow from 10 to 500
+ * 2. A host joining (bench/host-join.ts): from a new host's `calico node` start until the
+ *    other hosts' containers reach a container on it and it reaches theirs, beside the same
+ *    `docker run` on a host that joined long ago. BENCH_JOIN_SAMPLES joins (default:
+ *    BENCH_SAMPLES if set, else 5): medians and p90s. BENCH_FABRIC=join runs only this part.
+ * 3. Routes and BGP updates each host carries as endpoints on host A grow from 10 to 500
  *    (endpoints made through the plugin sockets: veth and /32 route, no container process), to
  *    show block aggregation keeps routes near the number of blocks, not of containers.
  * Prints JSON.
@@ -13,8 +17,11 @@ import { netnsScope } from '../test/harness/netns';
 import { startFabric } from '../test/harness/fabric';
 import { type DockerHost, startDockerHost } from '../test/harness/docker';
 import { percentile } from './stats';
+import { containerAddress, hostJoin } from './host-join';
 
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 20);
+const JOIN_SAMPLES = Number(process.env.BENCH_JOIN_SAMPLES ?? process.env.BENCH_SAMPLES ?? 5);
+const ONLY_JOIN = process.env.BENCH_FABRIC === 'join';
 const hex = () => randomBytes(32).toString('hex');
 
 async function main() {
@@ -32,20 +39,40 @@ async function main() {
     for (const h of hosts) await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', 'bench']);
     await b.dockerOk(['run', '-d', '--name', 'prober', '--network', 'bench', 'busybox', 'sleep', '3600']);
     await a.dockerOk(['run', '-d', '--name', 'seed', '--network', 'bench', 'busybox', 'sleep', '3600']);
-    const seedIp = await a.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.bench.IPAddress}}', 'seed']);
+    const seedIp = await containerAddress(a, 'seed', 'bench');
+    const proberIp = await containerAddress(b, 'prober', 'bench');
     // Wait until A's first block is announced and B has it.
     for (const t0 = Date.now(); Date.now() - t0 < 30_000;) {
       if ((await b.docker(['exec', 'prober', 'ping', '-c', '1', '-W', '1', seedIp])).code === 0) break;
     }
-    const firstReply = async (net: string, name: string): Promise<number> => {
+    const join = await hostJoin({
+      scope,
+      fabric,
+      prober: b,
+      proberIp,
+      target: a,
+      targetIp: seedIp,
+      network: 'bench',
+      samples: JOIN_SAMPLES,
+      firstIndex: 10,
+      env: { CALICO_LOG_LEVEL: 'warn' },
+    });
+    // Both ways: reached by the others' containers, and reaching theirs.
+    const joinMedian = Math.max(join.newHost.reached.medianMs, join.newHost.reaches.medianMs);
+    const joinTarget = { measured: joinMedian, met: joinMedian < 2000 };
+    if (ONLY_JOIN) {
+      process.stdout.write(JSON.stringify({ hostJoin: join, targets: { newHostReachedMedianUnder2s: joinTarget } }, null, 2) + '\n');
+      return;
+    }
+    const firstReply = async (net: string, name: string, probe = 'prober'): Promise<number> => {
       await a.dockerOk(['run', '-d', '--name', name, '--network', net, 'busybox', 'sleep', '3600']);
       const t0 = performance.now();
       const ip = await a.dockerOk(['inspect', '-f', `{{.NetworkSettings.Networks.${net}.IPAddress}}`, name]);
-      // The prober pings every 20 ms from B until the first reply; its exit marks the moment.
-      const r = await b.docker(['exec', 'prober', 'sh', '-c', `while ! ping -c 1 -W 1 -w 1 -q ${ip} >/dev/null 2>&1; do sleep 0.02; done`], {
+      // The probe pings every 20 ms from B until the first reply; its exit marks the moment.
+      const r = await b.docker(['exec', probe, 'sh', '-c', `while ! ping -c 1 -W 1 -w 1 -q ${ip} >/dev/null 2>&1; do sleep 0.02; done`], {
         timeoutMs: 30_000,
       });
-      if (r.code !== 0) throw new Error(`no reply from ${ip}`);
+      if (r.code !== 0) throw new Error(`no reply from ${ip} to ${probe} on B`);
       return performance.now() - t0;
     };
     const existing: number[] = [];
@@ -57,7 +84,17 @@ async function main() {
       const net = `fresh${i}`;
       // A subnet of its own: its first container needs a block nobody has announced yet.
       for (const h of hosts) await h.dockerOk(['network', 'create', '-d', 'calico', '--ipam-driver', 'calico-ipam', '--subnet', `10.65.${200 + i}.0/24`, net]);
-      fresh.push(await firstReply(net, `f${i}`));
+      // The probe on B is on the same network: a network's profile admits only its own
+      // containers, so the prober on "bench" would never get a reply. Its own block must have
+      // reached A (A's replies go there) before the clock starts.
+      const probe = `p${i}`;
+      await b.dockerOk(['run', '-d', '--name', probe, '--network', net, 'busybox', 'sleep', '3600']);
+      const probeIp = await containerAddress(b, probe, net);
+      for (const t1 = Date.now(); !/via 172\.31\.0\.2 /.test((await a.ns.exec('ip', ['route', 'get', probeIp])).stdout);) {
+        if (Date.now() - t1 > 30_000) throw new Error(`A never learned the route to B's ${probeIp}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      fresh.push(await firstReply(net, `f${i}`, probe));
     }
     const stat = (xs: number[]) => {
       const s = [...xs].sort((x, y) => x - y);
@@ -69,10 +106,12 @@ async function main() {
       JSON.stringify(
         {
           firstReply: { existingBlock: stat(existing), newBlock },
+          hostJoin: join,
           routeChangesOnPeerForAddressesInAnnouncedBlock: routeChangesExisting,
           growth,
           targets: {
             newBlockMedianUnder1s: { measured: newBlock.medianMs, met: newBlock.medianMs < 1000 },
+            newHostReachedMedianUnder2s: joinTarget,
             noRouteChangeInsideAnnouncedBlock: { measured: routeChangesExisting, met: routeChangesExisting === 0 },
           },
         },

@@ -1,13 +1,14 @@
 /**
  * The route agent inside `calico node` (Calico's confd, rebuilt): list-watches hosts, BGP
  * settings, peers, pools and this host's block affinities in etcd, keeps them in memory, renders
- * BIRD's configuration from there and applies it when the text changes, debounced. The watch
+ * BIRD's configuration from there and applies it when the text changes, debounced, except for a
+ * host that appears and a block this host claims, which are rendered at once. The watch
  * resumes after a disconnection and lists again after a compaction (lib/datastore/list-watch.ts);
  * a periodic render backs up BIRD itself.
  */
 import type { NodeContext } from '../agent/context';
 import { codecs } from '../lib/datastore/codec';
-import type { Watch } from '../lib/datastore/kv';
+import type { KVEntry, Watch, WatchEvent, WatchListener } from '../lib/datastore/kv';
 import { keyName, keys } from '../lib/datastore/keys';
 import { WatchedEntries } from '../lib/datastore/watched';
 import { errorMessage } from '../lib/errors';
@@ -21,6 +22,19 @@ import type { Bird } from './bird';
 export type BirdControl = Pick<Bird, 'install' | 'start' | 'configure' | 'external' | 'running'>;
 import { renderBird } from './render';
 
+/**
+ * Whether `events` hold a change worth rendering at once rather than after the debounce: a host
+ * that was not there (its peers should dial it now; it is timing its join) or a block that
+ * became this host's (its first container waits to be reached). Other changes (a host's
+ * restart, a pool, settings) can wait the debounce and coalesce. `known` says whether a key is
+ * in the state before these events.
+ */
+export function needsPromptRender(events: WatchEvent[], known: (key: string) => boolean, host: string): boolean {
+  return events.some(
+    (ev) => ev.type === 'put' && !known(ev.entry.key) && (ev.entry.key.startsWith(keys.hosts()) || ev.entry.key.startsWith(keys.affinities(host))),
+  );
+}
+
 export interface RouteAgentOptions {
   debounceMs: number;
   resyncMs: number;
@@ -32,14 +46,20 @@ export class RouteAgent {
   private loop: ApplyLoop;
   private resync?: NodeJS.Timeout;
   private applied?: string;
+  private prompt = false;
 
   constructor(
     private ctx: Pick<NodeContext, 'kv' | 'host' | 'log'>,
     private bird: BirdControl,
     private opts: RouteAgentOptions = { debounceMs: 300, resyncMs: 30_000 },
   ) {
-    // Debounced so a burst (a new host, several blocks claimed) is one render.
-    this.state = new WatchedEntries(() => this.loop.schedule());
+    // Debounced so a burst is one render, except a new host or own block (needsPromptRender):
+    // rendered at once, and what follows it within the render still coalesces into one more.
+    this.state = new WatchedEntries(() => {
+      const now = this.prompt;
+      this.prompt = false;
+      this.loop.schedule(now);
+    });
     this.loop = new ApplyLoop(() => this.apply(), ctx.log, {
       debounceMs: opts.debounceMs,
       retryMs: 1000,
@@ -49,7 +69,14 @@ export class RouteAgent {
   }
 
   async start(): Promise<void> {
-    this.watch = this.ctx.kv.watch([keys.hosts(), keys.bgpSettings(), keys.peers(), keys.pools(), keys.affinities(this.ctx.host)], this.state);
+    const listener: WatchListener = {
+      reset: (entries: KVEntry[]) => this.state.reset(entries),
+      changes: (events: WatchEvent[]) => {
+        this.prompt ||= needsPromptRender(events, (k) => this.state.get(k) !== undefined, this.ctx.host);
+        this.state.changes(events);
+      },
+    };
+    this.watch = this.ctx.kv.watch([keys.hosts(), keys.bgpSettings(), keys.peers(), keys.pools(), keys.affinities(this.ctx.host)], listener);
     await this.watch.ready;
     this.resync = setInterval(() => this.loop.schedule(), this.opts.resyncMs);
     await this.loop.runNow();

@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { InternalError, errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { Supervisor } from '../lib/supervise';
+import { BirdWaker } from './bird-wake';
 
 const BGP_STATES = new Set(['Idle', 'Connect', 'Active', 'OpenSent', 'OpenConfirm', 'Established', 'Passive']);
 
@@ -23,6 +24,16 @@ export function sessionState(s: { state: string; info: string }): string {
   if (s.state === 'up') return 'Established';
   const first = s.info.split(/\s+/)[0];
   return BGP_STATES.has(first) ? first : s.state === 'start' ? 'Idle' : 'Down';
+}
+
+/**
+ * BIRD's flags for a start: graceful-restart recovery (`-R`) only when the kernel still holds
+ * routes a previous BIRD installed (`proto bird`), the sign of a restart. Recovery keeps the
+ * kernel's routes until every session is back and has sent all its routes, or 15 s: on a first
+ * start there is nothing to keep, and it would only hold back the routes this host learns.
+ */
+export function startFlags(leftoverRoutes: number): string[] {
+  return leftoverRoutes > 0 ? ['-R'] : [];
 }
 
 /** A BIRD that ran this long and then died is restarted at once, with a fresh backoff. */
@@ -40,12 +51,16 @@ export interface BirdOptions {
 
 export class Bird {
   private child?: ChildProcess;
+  private childStarted = 0;
+  private started = false;
   private stopped = false;
   private supervisor: Supervisor;
+  private waker: BirdWaker;
   readonly confPath: string;
 
   constructor(private o: BirdOptions) {
     this.confPath = path.join(o.dir, 'bird.conf');
+    this.waker = new BirdWaker(o.socket);
     this.supervisor = new Supervisor('running BIRD', o.log, { baseMs: 500, maxMs: 30_000 });
   }
 
@@ -64,29 +79,45 @@ export class Bird {
     fs.renameSync(tmp, this.confPath);
   }
 
-  /** Starts BIRD if it is ours to run; restarts it when it dies (supervised: bounded backoff). */
+  /**
+   * Starts BIRD if it is ours to run; restarts it when it dies (supervised: bounded backoff).
+   * Once: between a death and its restart `running` is false, and a second supervisor would run
+   * a second BIRD on the same socket.
+   */
   start(): void {
-    if (this.o.external || this.child || this.stopped) return;
+    if (this.o.external || this.started || this.stopped) return;
+    this.started = true;
     void this.supervisor.run(() => this.runOnce());
   }
 
+  /** Routes a previous BIRD left in the kernel (`persist`), both families. */
+  private async leftoverRoutes(): Promise<number> {
+    // Both at once: this is on the way from a host's start to its first BGP session.
+    const out = await Promise.all(['-4', '-6'].map((fam) => run('ip', [fam, 'route', 'show', 'proto', 'bird'], { timeout: 5000 })));
+    return out.reduce((n, { stdout }) => n + stdout.split('\n').filter((l) => l.trim()).length, 0);
+  }
+
   /** Runs BIRD until it exits: an exit after a long run restarts at once, an early one backs off. */
-  private runOnce(): Promise<'again'> {
+  private async runOnce(): Promise<'again'> {
+    const flags = startFlags(await this.leftoverRoutes());
+    if (this.stopped) return 'again';
     // SIGKILL, not SIGTERM, when calico node goes: a BIRD that shuts down cleanly tells its peers
     // to withdraw our routes, while one that just vanishes lets them keep the routes for the
-    // graceful-restart time, so containers here stay reachable until BIRD is back. -R starts it in
-    // graceful-restart recovery: it keeps the kernel's routes from peers until they are relearned.
+    // graceful-restart time, so containers here stay reachable until BIRD is back.
     const child = spawnBound(
       'bird',
-      ['-f', '-R', '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')],
+      ['-f', ...flags, '-c', this.confPath, '-s', this.o.socket, '-P', path.join(this.o.dir, 'bird.pid')],
       { stdio: ['ignore', 'ignore', 'pipe'] },
       'SIGKILL',
     );
     this.child = child;
     const started = Date.now();
+    this.childStarted = started;
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr = (stderr + String(d)).slice(-2000)));
-    this.o.log.info('BIRD started', { config: this.confPath, socket: this.o.socket });
+    this.o.log.info('BIRD started', { config: this.confPath, socket: this.o.socket, recovery: flags.includes('-R') });
+    // Its sessions start now: keep it from sleeping on their first UPDATEs (routing/bird-wake.ts).
+    this.waker.kick();
     return new Promise((resolve, reject) => {
       child.once('error', (err) => {
         this.child = undefined;
@@ -104,13 +135,31 @@ export class Bird {
     });
   }
 
+  /**
+   * Until the BIRD we just started has made its control socket (a stale file from the last run
+   * does not count), for at most 3 s: a configuration applied in that moment, as a first
+   * container's block is, would otherwise fail and wait for the retry.
+   */
+  private async socketUp(): Promise<void> {
+    if (this.o.external || !this.child) return;
+    const since = this.childStarted - 50; // the file clock is coarse
+    for (const until = this.childStarted + 3000; Date.now() < until;) {
+      const st = fs.statSync(this.o.socket, { throwIfNoEntry: false });
+      if (st && st.mtimeMs >= since) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Applies the installed configuration to the running BIRD. */
   async configure(): Promise<void> {
+    await this.socketUp();
     // BIRD re-reads the file it was started with (-c); an external BIRD must be started on it too.
     const { stdout } = await run('birdc', ['-s', this.o.socket, 'configure'], { timeout: 10_000 });
     if (!/Reconfigured|Reconfiguration in progress|Reconfiguration confirmed/.test(stdout)) {
       throw new InternalError(`birdc configure did not reconfigure BIRD: ${stdout.trim()}`);
     }
+    // Sessions may have been added (a host joined): the same as at a start.
+    this.waker.kick();
   }
 
   /** `birdc show protocols` parsed into sessions (for `calico status`). */
@@ -170,6 +219,7 @@ export class Bird {
   async stop(): Promise<void> {
     this.stopped = true;
     this.supervisor.stop();
+    this.waker.stop();
     const c = this.child;
     if (!c) return;
     await new Promise<void>((resolve) => {

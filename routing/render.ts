@@ -2,7 +2,7 @@
  * Renders one host's BIRD 2 configuration in Calico's shape (docs/routing.md §3):
  * learn the workload /32s (/128s) from the kernel, announce this host's blocks as aggregates
  * backed by blackhole routes plus single addresses outside its own blocks, import and export
- * nothing outside the pools, full mesh with one initiator per pair, graceful restart. Pure and
+ * nothing outside the pools, full mesh with both ends dialing, graceful restart. Pure and
  * deterministic: the same inputs give byte-identical text, so an unchanged configuration is
  * never reloaded.
  */
@@ -31,13 +31,6 @@ export interface RenderInput {
 }
 
 const ident = (ip: string) => ip.replace(/[.:]/g, '_');
-
-/** Which side of a mesh pair dials: the lower address, so both ends agree without talking. */
-function dials(self: string, other: string): boolean {
-  const a = parseIP(self).value;
-  const b = parseIP(other).value;
-  return a < b;
-}
 
 /** A BIRD prefix set; an empty one is not allowed, so it becomes a set nothing real matches. */
 function setOf(fam: Family, cidrs: string[]): string {
@@ -115,7 +108,11 @@ export function renderBird(input: RenderInput): string {
   }
   line('template bgp calico {');
   line(`  local ${self.ipv4} as ${asn};`);
-  line('  direct; graceful restart; connect retry time 5; error wait time 5, 30;');
+  // How soon a host that joins is reached (docs/routing.md §4): a session dials 1 s after it
+  // starts (BIRD's least; its default is 5 s), again 1 s after a refused connection (the peer's
+  // BIRD not up yet), after 2 s when a SYN goes unanswered, and restarts 1 s after an error
+  // (doubling to 30 s while errors repeat), where BIRD's defaults are 120 s and 60-300 s.
+  line('  direct; graceful restart; connect delay time 1; connect retry time 2; error wait time 1, 30;');
   line('  ipv4 { import filter pools_only4; export filter to_peers4; next hop self; };');
   line('}');
   line();
@@ -133,7 +130,7 @@ export function renderBird(input: RenderInput): string {
         name: `rr_${ident(h.ipv4!)}`,
         ip: h.ipv4!,
         asn: peerAsn,
-        extra: client ? ['rr client;', `rr cluster id ${self.routeReflector};`] : dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'],
+        extra: client ? ['rr client;', `rr cluster id ${self.routeReflector};`] : [],
         v6: !!h.ipv6,
       });
     }
@@ -145,7 +142,10 @@ export function renderBird(input: RenderInput): string {
         name: `mesh_${ident(h.ipv4!)}`,
         ip: h.ipv4!,
         asn: h.asn ?? settings.asn,
-        extra: dials(self.ipv4, h.ipv4!) ? [] : ['passive on;'],
+        // Both ends dial: whichever BIRD is up first connects, so a joining host waits for
+        // neither the other's connect delay nor its retry after being refused. BGP's collision
+        // rule keeps one connection.
+        extra: [],
         v6: !!h.ipv6,
       });
     }

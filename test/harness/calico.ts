@@ -20,6 +20,8 @@ export interface CalicoProcess {
   logs(): string;
   /** The daemon's process ID (`ip netns exec` and `env` exec it), while it runs. */
   pid(): number | undefined;
+  /** Launches a node made with `deferStart`; resolves when its plugin sockets exist. */
+  start(): Promise<void>;
   /** Waits until the log says start-up finished. */
   ready(timeoutMs?: number): Promise<void>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -31,7 +33,15 @@ export interface CalicoProcess {
 
 export async function startCalico(
   ns: Netns,
-  opts: { name: string; etcd?: string; env?: Record<string, string>; /** The settings file's text (KEY=VALUE lines). */ settings?: string },
+  opts: {
+    name: string;
+    etcd?: string;
+    env?: Record<string, string>;
+    /** The settings file's text (KEY=VALUE lines). */
+    settings?: string;
+    /** Make the directories but launch nothing until `start()`: for tests that time a node's start. */
+    deferStart?: boolean;
+  },
 ): Promise<CalicoProcess> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `calico-test-${opts.name}-`));
   const pluginDir = path.join(root, 'plugins');
@@ -61,16 +71,26 @@ export async function startCalico(
     child.stderr?.on('data', (d) => (log += d));
     const sock = path.join(pluginDir, 'calico-ipam.sock');
     const deadline = Date.now() + 15_000;
-    // The sockets are replaced at start; wait for this process's, not a stale one.
-    while (Date.now() < deadline && !/plugin sockets listening/.test(log.slice(mark))) {
+    // The sockets are replaced at start; wait for this process's, not a stale one: made after
+    // the launch (the file clock is coarse, hence the slack). The socket, not a log line, so a
+    // quiet log level (warn) waits no longer than the start takes.
+    const launchedAt = Date.now() - 50;
+    const fresh = (p: string) => {
+      const st = fs.statSync(p, { throwIfNoEntry: false });
+      return !!st && st.mtimeMs >= launchedAt;
+    };
+    while (!fresh(sock)) {
       if (child.exitCode !== null) throw new Error(`calico node exited (${child.exitCode}):\n${log}`);
-      await new Promise((r) => setTimeout(r, 25));
+      if (Date.now() > deadline) throw new Error(`calico node did not make its sockets within 15 s:\n${log}`);
+      await new Promise((r) => setTimeout(r, 10));
     }
-    if (!fs.existsSync(sock)) throw new Error(`calico node did not make its sockets:\n${log}`);
+    // The health socket follows at once; the node serves without it (and logs why), so no failure.
+    const health = path.join(dataDir, 'health.sock');
+    for (const until = Date.now() + 2000; !fresh(health) && Date.now() < until;) await new Promise((r) => setTimeout(r, 10));
   };
   let mark = 0;
   try {
-    await launch();
+    if (!opts.deferStart) await launch();
   } catch (err) {
     // Nothing is returned to destroy, so clean up here: a failed start leaves no daemon or dir.
     child?.kill('SIGKILL');
@@ -85,6 +105,10 @@ export async function startCalico(
     docker: new FakeDocker(path.join(pluginDir, 'calico.sock'), path.join(pluginDir, 'calico-ipam.sock')),
     logs: () => log,
     pid: () => (child && child.exitCode === null ? child.pid : undefined),
+    start: async () => {
+      if (child) throw new Error(`calico node ${opts.name} was started already; use restart()`);
+      await launch();
+    },
     ready: async (timeoutMs = 30_000) => {
       const deadline = Date.now() + timeoutMs;
       const quiet = env.CALICO_LOG_LEVEL === 'warn' || env.CALICO_LOG_LEVEL === 'error';

@@ -82,6 +82,11 @@ export interface DockerHostOptions {
    * node has already done here, so the harness sets it as dockerd would have.
    */
   dockerIptables?: boolean;
+  /**
+   * Start dockerd (and import the image) but not `calico node`: the test starts it with
+   * `host.node.start()` and waits with `host.node.ready()`, to time a host joining.
+   */
+  deferNode?: boolean;
 }
 
 export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions): Promise<DockerHost> {
@@ -96,7 +101,7 @@ export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `calico-e2e-${opts.name}-`));
   const execRoot = `/run/cdk-${id}`; // short: containerd's socket paths must fit 108 bytes
   const sock = `/run/cdk-${id}.sock`;
-  const node = await startCalico(ns, { name: opts.name, etcd: opts.etcd, env: { DOCKER_HOST: `unix://${sock}`, ...opts.env } });
+  const node = await startCalico(ns, { name: opts.name, etcd: opts.etcd, env: { DOCKER_HOST: `unix://${sock}`, ...opts.env }, deferStart: opts.deferNode });
   fs.mkdirSync('/run/docker/plugins', { recursive: true });
   // Positional parameters, not interpolation: the script text is fixed.
   const script = 'mount -t cgroup2 none /sys/fs/cgroup && mount --bind "$1" /run/docker/plugins && shift && exec dockerd "$@"';
@@ -149,7 +154,7 @@ export async function startDockerHost(scope: NetnsScope, opts: DockerHostOptions
   if (opts.dockerIptables) for (const t of ['iptables', 'ip6tables']) await ns.exec(t, ['-w', '-P', 'FORWARD', 'DROP']);
   const imported = await runCmd('docker', ['import', '-', 'busybox:latest'], { env, input: await busyboxTar(path.join(root, 'image')) });
   if (imported.code !== 0) throw new Error(`docker import failed: ${imported.stderr}`);
-  await node.ready();
+  if (!opts.deferNode) await node.ready();
   const host: DockerHost = {
     name: opts.name,
     ns,

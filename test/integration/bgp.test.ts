@@ -55,6 +55,21 @@ async function runContainer(h: (typeof hosts)[number], v6 = false) {
   return { sandbox, ip: a.split('/')[0], ip6: a6.split('/')[0] };
 }
 
+/** Whether each BIRD start in a node's log was in graceful-restart recovery (`bird -R`), in order. */
+function birdStarts(node: CalicoProcess): boolean[] {
+  return node
+    .logs()
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        const j = JSON.parse(l) as { message?: string; recovery?: boolean };
+        return j.message === 'BIRD started' ? [j.recovery === true] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
 async function until(fn: () => Promise<boolean>, what: string, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await fn().catch(() => false))) {
@@ -142,6 +157,9 @@ test('calico node killed and restarted on one host: traffic to its running conta
   const out = await pinging;
   const loss = Number(/(\d+)% packet loss/.exec(out)?.[1] ?? '100');
   assert.equal(loss, 0, out);
+  // Its first start found no BIRD routes in the kernel; the restart found h1's and recovered.
+  await until(async () => birdStarts(h2.node).length === 2, 'BIRD started again');
+  assert.deepEqual(birdStarts(h2.node), [false, true]);
 });
 
 test('a host that joins later is reached by every container, with no configuration by hand', async () => {
@@ -152,6 +170,8 @@ test('a host that joins later is reached by every container, with no configurati
   await until(async () => (await birdRoutes(h3)).some((r) => r.gateway === hosts[0].ip), 'h3 learned h1');
   await until(async () => await c1.sandbox.exec('ping', ['-c', '1', '-W', '1', c3.ip]).then(() => true), 'ping h1 -> h3');
   await c3.sandbox.exec('ping', ['-c', '1', '-W', '2', c1.ip]);
+  // A first start: nothing to recover, so no graceful-restart wait before routes reach the kernel.
+  assert.deepEqual(birdStarts(h3.node), [false]);
 });
 
 test('with the mesh off, hosts peering only with a plain BIRD route reflector (a top-of-rack setup) still reach each other', async () => {

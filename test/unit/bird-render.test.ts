@@ -51,15 +51,24 @@ describe('renderBird', () => {
     assert.equal(renderBird(shuffled), renderBird(base));
   });
 
-  test('meshes with every other host that has an address; only the lower address of a pair dials', () => {
+  test('meshes with every other host that has an address; both ends of a pair dial, none is passive', () => {
     const s = sessions(renderBird(base));
     assert.deepEqual(
       s.map((x) => [x.name, x.ip, x.asn, x.extra]),
       [
-        ['mesh_172_31_0_1', '172.31.0.1', 64512, 'passive on;'],
+        ['mesh_172_31_0_1', '172.31.0.1', 64512, ''],
         ['mesh_172_31_0_3', '172.31.0.3', 64512, ''],
       ],
     );
+    assert.doesNotMatch(renderBird(base), /passive/);
+  });
+
+  test('sessions dial 1 s after they start and retry within seconds, so a joining host is reached quickly', () => {
+    const conf = renderBird(base);
+    assert.match(conf, /template bgp calico \{\n[^}]*connect delay time 1; connect retry time 2; error wait time 1, 30;/);
+    // Graceful restart stays on for the sessions and the kernel routes.
+    assert.match(conf, /template bgp calico \{\n[^}]*direct; graceful restart;/);
+    assert.match(conf, /learn; persist; scan time 10; graceful restart;/);
   });
 
   test("uses each host's own AS and the global default for hosts without one", () => {

@@ -5,7 +5,8 @@ import { codecs } from '../../lib/datastore/codec';
 import { keys } from '../../lib/datastore/keys';
 import { MemoryKV } from '../../lib/datastore/memory';
 import { silentLogger } from '../../lib/log';
-import { type BirdControl, RouteAgent } from '../../routing/agent';
+import { type BirdControl, RouteAgent, needsPromptRender } from '../../routing/agent';
+import type { WatchEvent } from '../../lib/datastore/kv';
 
 class FakeBird implements BirdControl {
   configs: string[] = [];
@@ -30,11 +31,11 @@ async function eventually(cond: () => boolean, what: string) {
   assert.ok(cond(), what);
 }
 
-async function setup() {
+async function setup(debounceMs = 1) {
   const kv = new MemoryKV();
   await kv.put(keys.host('h1'), host('h1', '172.31.0.1'));
   const bird = new FakeBird();
-  const agent = new RouteAgent({ kv, host: 'h1', log: silentLogger() }, bird, { debounceMs: 1, resyncMs: 60_000 });
+  const agent = new RouteAgent({ kv, host: 'h1', log: silentLogger() }, bird, { debounceMs, resyncMs: 60_000 });
   await agent.start();
   return { kv, bird, agent };
 }
@@ -79,5 +80,41 @@ describe('RouteAgent', () => {
     await kv.put(keys.host('h2'), host('h2', '172.31.0.2'));
     await eventually(() => /neighbor 172\.31\.0\.2/.test(bird.last), 'good peer applied');
     await agent.stop();
+  });
+
+  test('a host that joins and a block this host claims are rendered at once, not after the debounce', async () => {
+    const { kv, bird, agent } = await setup(60_000);
+    await kv.put(keys.host('h2'), host('h2', '172.31.0.2'));
+    await eventually(() => /neighbor 172\.31\.0\.2/.test(bird.last), 'new peer rendered within the 1.5 s the check waits, the debounce being 60 s');
+    await kv.put(keys.affinity('h1', '10.65.3.0/26'), '{}');
+    await eventually(() => /route 10\.65\.3\.0\/26 blackhole;/.test(bird.last), 'own block rendered at once');
+    await agent.stop();
+  });
+
+  test('other changes wait for the debounce', async () => {
+    const { kv, bird, agent } = await setup(60_000);
+    const before = bird.configs.length;
+    await kv.put(keys.bgpSettings(), codecs.bgpSettings.encode({ asn: 65000, nodeMesh: true }));
+    // A host already known that registers again (a restart) is no reason to hurry either.
+    await kv.put(keys.host('h1'), host('h1', '172.31.0.1'));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(bird.configs.length, before, 'nothing rendered within the debounce');
+    await agent.stop();
+  });
+});
+
+describe('needsPromptRender', () => {
+  const put = (key: string): WatchEvent => ({ type: 'put', entry: { key, value: '{}', mod: '1' } });
+  const known = new Set([keys.host('h1'), keys.affinity('h1', '10.65.0.0/26')]);
+  const has = (k: string) => known.has(k);
+  test("is true for a host not seen before and for a block newly this host's", () => {
+    assert.equal(needsPromptRender([put(keys.host('h2'))], has, 'h1'), true);
+    assert.equal(needsPromptRender([put(keys.affinity('h1', '10.65.1.0/26'))], has, 'h1'), true);
+  });
+  test("is false for records already known, deletions, settings, pools and other hosts' blocks", () => {
+    assert.equal(needsPromptRender([put(keys.host('h1')), put(keys.affinity('h1', '10.65.0.0/26'))], has, 'h1'), false);
+    assert.equal(needsPromptRender([{ type: 'delete', key: keys.host('h1'), mod: '2' }], has, 'h1'), false);
+    assert.equal(needsPromptRender([put(keys.bgpSettings()), put(keys.pool('10.66.0.0/16')), put(keys.peer('tor'))], has, 'h1'), false);
+    assert.equal(needsPromptRender([put(keys.affinity('h10', '10.65.9.0/26'))], has, 'h1'), false);
   });
 });
