@@ -73,16 +73,16 @@ test("every container pings every other across hosts; hosts hold the others' blo
   }
 });
 
-test('a fourth host started later reaches and is reached by every container within 5 s, with nothing configured by hand', async () => {
+test('a fourth host started later reaches and is reached by every container within 8 s, with nothing configured by hand', async () => {
   const h4 = await addHost(4);
   const c4 = { h: h4, name: 'c-fh4', ip: await run(h4, 'c-fh4') };
   const ms = await until(async () => {
     for (const a of ctrs) if (!(await pings(a.h, a.name, c4.ip)) || !(await pings(h4, c4.name, a.ip))) return false;
     return true;
   }, 'full connectivity with the new host');
-  // BIRD's timers (docs/routing.md §4) make it about a second; 5 s leaves room for a busy
-  // machine and still fails the 10 s the old connect delays took.
-  assert.ok(ms < 5_000, `took ${ms} ms`);
+  // BIRD's timers (docs/routing.md §4) make it about a second; 8 s leaves room for CI's busy
+  // two cores and still fails the 10 s the old connect delays took. The figure is bench:fabric's.
+  assert.ok(ms < 8_000, `took ${ms} ms`);
   ctrs.push(c4);
 });
 
