@@ -27,6 +27,13 @@ export interface NodeContext {
   ready(): Promise<void>;
   /** The policy agent, when policy is on: Join waits (bounded) for a new endpoint's rules. */
   firewall?: FirewallStatus;
+  /** The published-ports agent, once started: ProgramExternalConnectivity waits (bounded) for its rules. */
+  ports?: PortsStatus;
+}
+
+export interface PortsStatus {
+  /** Resolves true once the kernel has this endpoint's published-port rules, false after `timeoutMs`. */
+  covers(endpointId: string, timeoutMs: number): Promise<boolean>;
 }
 
 export interface FirewallStatus {
