@@ -4,6 +4,7 @@ import type { Pools } from '../ipam/pools';
 import type { Encapsulation } from '../ipam/pool-settings';
 import type { Dataplane } from '../lib/dataplane/types';
 import type { KV } from '../lib/datastore/kv';
+import type { EndpointRecord } from '../lib/datastore/records';
 import type { Records } from '../lib/datastore/records-store';
 import type { Logger } from '../lib/log';
 
@@ -32,8 +33,8 @@ export interface NodeContext {
 }
 
 export interface PortsStatus {
-  /** Resolves true once the kernel has this endpoint's published-port rules, false after `timeoutMs`. */
-  covers(endpointId: string, timeoutMs: number): Promise<boolean>;
+  /** Resolves true once the kernel has this endpoint's published-port rules as recorded, false after `timeoutMs`. */
+  covers(ep: EndpointRecord, timeoutMs: number): Promise<boolean>;
 }
 
 export interface FirewallStatus {

@@ -56,7 +56,7 @@ export class PortHandlers {
     const given = req.Options && PORTMAP_OPTION in req.Options ? parsePortMap(req.Options[PORTMAP_OPTION], hostAddresses()) : undefined;
     await this.ctx.ready();
     const ep = await this.lock.run('ports', () => this.publish(req.EndpointID, given));
-    if (ep && isPublished(ep) && this.ctx.ports && !(await this.ctx.ports.covers(ep.id, RULES_WAIT_MS))) {
+    if (ep && isPublished(ep) && this.ctx.ports && !(await this.ctx.ports.covers(ep, RULES_WAIT_MS))) {
       this.ctx.log.warn('the published ports are recorded but not in the kernel yet; they work once the ports agent applies them', { endpoint: ep.id });
     }
     return {};

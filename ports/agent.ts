@@ -14,7 +14,15 @@ import { keys } from '../lib/datastore/keys';
 import { WatchedEntries } from '../lib/datastore/watched';
 import { errorMessage } from '../lib/errors';
 import type { PortsBackend } from './backends';
-import { portsPlan, ruleCount } from './rules';
+import type { EndpointRecord } from '../lib/datastore/records';
+import { type PortsPlan, portsPlan, ruleCount } from './rules';
+
+/** Each endpoint's rules of a plan, as comparable text. */
+function rulesByEndpoint(plan: PortsPlan): Map<string, string> {
+  const by = new Map<string, string[]>();
+  for (const f of [4, 6] as const) for (const r of plan.rules[f]) by.set(r.endpoint, [...(by.get(r.endpoint) ?? []), `${f} ${JSON.stringify(r)}`]);
+  return new Map([...by].map(([id, rules]) => [id, rules.sort().join('\n')]));
+}
 
 export interface PortsAgentOptions {
   debounceMs: number;
@@ -27,8 +35,8 @@ export class PortsAgent {
   private loop: ApplyLoop;
   private resync?: NodeJS.Timeout;
   private applied?: string;
-  /** Endpoints whose published rules are in the kernel, and who waits for that. */
-  private live = new Set<string>();
+  /** Each endpoint's published rules in the kernel (as rulesOf renders them), and who waits for that. */
+  private live = new Map<string, string>();
   private waiters = new Set<() => void>();
 
   constructor(
@@ -67,24 +75,26 @@ export class PortsAgent {
     await this.backend.apply(plan);
     const changed = text !== this.applied;
     this.applied = text;
-    this.live = new Set([...plan.rules[4], ...plan.rules[6]].map((r) => r.endpoint));
+    this.live = rulesByEndpoint(plan);
     for (const w of [...this.waiters]) w();
     if (changed) log.info('published-port rules applied', { backend: this.backend.name, rules: ruleCount(plan) });
   }
 
   /**
-   * Resolves true once the kernel has the endpoint's published rules, false after `timeoutMs`:
-   * ProgramExternalConnectivity answers when the ports work, as Docker's bridge does.
+   * Resolves true once the kernel has exactly the published rules of `ep` (as recorded), false
+   * after `timeoutMs`: ProgramExternalConnectivity answers when the ports work, as Docker's bridge.
    */
-  covers(endpointId: string, timeoutMs: number): Promise<boolean> {
-    if (this.live.has(endpointId)) return Promise.resolve(true);
+  covers(ep: EndpointRecord, timeoutMs: number): Promise<boolean> {
+    const want = rulesByEndpoint(portsPlan([ep])).get(ep.id);
+    const ok = () => this.live.get(ep.id) === want;
+    if (ok()) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const done = (ok: boolean) => {
+      const done = (v: boolean) => {
         clearTimeout(timer);
         this.waiters.delete(check);
-        resolve(ok);
+        resolve(v);
       };
-      const check = () => this.live.has(endpointId) && done(true);
+      const check = () => ok() && done(true);
       const timer = setTimeout(() => done(false), timeoutMs);
       this.waiters.add(check);
     });
