@@ -7,14 +7,16 @@
  * and DeleteEndpoint clear it. Every step is idempotent; the ports agent (ports/agent.ts) turns
  * what the records say into DNAT.
  */
+import dgram from 'node:dgram';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import type { NodeContext } from '../agent/context';
 import type { EndpointRecord, PortBindingRecord } from '../lib/datastore/records';
 import { NotFoundError, errorMessage } from '../lib/errors';
 import { KeyedMutex } from '../lib/retry';
 import { parseRequest } from '../lib/validate';
-import { type Holder, choosePorts, parseEphemeralRange } from '../ports/allocate';
+import { type HostFree, type Holder, choosePorts, parseEphemeralRange } from '../ports/allocate';
 import { PORTMAP_OPTION, describeBinding, parsePortMap, sameRequest } from '../ports/request';
 import { EndpointRequest, ProgramExternalConnectivityRequest } from './protocol';
 
@@ -33,6 +35,41 @@ function ephemeralRange(): readonly [number, number] {
     return parseEphemeralRange(undefined);
   }
 }
+
+/** Binds the port for a moment: taken means a process, or Docker's proxy for a bridge container, holds it. */
+function canBind(protocol: 'tcp' | 'udp', host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (ok: boolean, close: () => void) => {
+      try {
+        close();
+      } catch {
+        // a socket whose bind failed may not be closable; it holds nothing
+      }
+      resolve(ok);
+    };
+    if (protocol === 'tcp') {
+      const s = net.createServer();
+      s.once('error', () => done(false, () => undefined));
+      s.listen({ host, port, exclusive: true, ipv6Only: host === '::' }, () => done(true, () => s.close()));
+    } else {
+      const s = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: host === '::' });
+      s.once('error', () => done(false, () => s.close()));
+      s.bind({ address: host, port, exclusive: true }, () => done(true, () => s.close()));
+    }
+  });
+}
+
+/**
+ * The bind probe for choosePorts. SCTP is not probed (Node has no SCTP sockets). An address of
+ * the family not on this host any more counts as free: no packet can reach it.
+ */
+const portFree: HostFree = async (b, port, fams) => {
+  if (b.protocol === 'sctp') return true;
+  const specific = b.hostIp !== undefined && b.hostIp !== '0.0.0.0' && b.hostIp !== '::';
+  const hosts = specific ? [b.hostIp!] : fams.map((f) => (f === 4 ? '0.0.0.0' : '::'));
+  for (const h of hosts) if (!(await canBind(b.protocol, h, port).catch(() => true))) return false;
+  return true;
+};
 
 const families = (ep: EndpointRecord) => new Set<4 | 6>([...(ep.ipv4.length ? [4 as const] : []), ...(ep.ipv6.length ? [6 as const] : [])]);
 const isPublished = (ep: EndpointRecord) => (ep.ports ?? []).some((b) => b.published !== undefined);
@@ -80,7 +117,7 @@ export class PortHandlers {
     const holders: Holder[] = all
       .filter((o) => o.id !== id && !siblings.includes(o) && isPublished(o))
       .map((o) => ({ endpoint: o.id, containerName: o.containerName, families: families(o), bindings: o.ports ?? [] }));
-    const chosen = choosePorts(want, families(ep), holders, ephemeralRange(), this.ctx.host);
+    const chosen = await choosePorts(want, families(ep), holders, ephemeralRange(), this.ctx.host, portFree);
     for (const s of siblings) await this.clear(s.id, 'another endpoint of the container publishes its ports');
     const now = await records.modifyEndpoint(id, (rec) => ({ ...rec, ports: chosen }));
     if (!now) throw new NotFoundError(`endpoint ${id.slice(0, 12)} was removed while its ports were being published`);

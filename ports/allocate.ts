@@ -54,42 +54,60 @@ interface Taken {
 const holderName = (h: Holder) =>
   h.containerName ? `container ${h.containerName} (endpoint ${h.endpoint.slice(0, 12)})` : `endpoint ${h.endpoint.slice(0, 12)}`;
 
+/** Whether nothing else on the host (a listening process, Docker's proxy for a bridge container) holds the port. */
+export type HostFree = (b: PortBindingRecord, port: number, families: readonly Family[]) => Promise<boolean>;
+
+const OTHER = "something else on this host (a process listening on it, or a container on another network such as Docker's bridge)";
+
 /**
  * `want` with `published` set: a fixed port must be free; a range or 0 (any, from `ephemeral`)
  * takes its first free port. A binding with no family the endpoint has publishes nothing and
- * stays unpublished. Ports this endpoint's earlier bindings took count as taken.
+ * stays unpublished. Ports this endpoint's earlier bindings took count as taken; `hostFree`
+ * (the driver's bind probe) is asked only about ports no calico endpoint holds.
  */
-export function choosePorts(
+export async function choosePorts(
   want: readonly PortBindingRecord[],
   families: ReadonlySet<Family>,
   holders: readonly Holder[],
   ephemeral: readonly [number, number],
   host: string,
-): PortBindingRecord[] {
+  hostFree: HostFree = () => Promise.resolve(true),
+): Promise<PortBindingRecord[]> {
   const byPort = new Map<number, Taken[]>();
   const take = (t: Taken, port: number) => byPort.set(port, [...(byPort.get(port) ?? []), t]);
   for (const h of holders)
     for (const b of h.bindings)
       if (b.published !== undefined) take({ binding: b, families: bindingFamilies(b, h.families), holder: holderName(h) }, b.published);
-  return want.map((w) => {
+  const out: PortBindingRecord[] = [];
+  for (const w of want) {
     const { published: _old, ...b } = w;
     const fam = bindingFamilies(b, families);
-    if (!fam.length) return b;
-    const blocker = (port: number) => (byPort.get(port) ?? []).find((t) => overlaps(b, fam, t.binding, t.families));
+    if (!fam.length) {
+      out.push(b);
+      continue;
+    }
+    const blocker = async (port: number): Promise<Taken | undefined> =>
+      (byPort.get(port) ?? []).find((t) => overlaps(b, fam, t.binding, t.families)) ??
+      ((await hostFree(b, port, fam)) ? undefined : { binding: b, families: fam, holder: OTHER });
     const [lo, hi] = b.hostPort === 0 ? ephemeral : [b.hostPort, b.hostPortEnd];
     let first: Taken | undefined;
-    for (let p = lo; p <= hi; p++) {
-      const t = blocker(p);
+    let chosen: PortBindingRecord | undefined;
+    for (let p = lo; p <= hi && !chosen; p++) {
+      const t = await blocker(p);
       if (!t) {
-        const chosen = { ...b, published: p };
+        chosen = { ...b, published: p };
         take({ binding: chosen, families: fam, holder: 'this container (asked twice)' }, p);
-        return chosen;
-      }
-      first ??= t;
+      } else first ??= t;
+    }
+    if (chosen) {
+      out.push(chosen);
+      continue;
     }
     const what = lo === hi ? `host port ${describeBinding({ ...b, published: lo })}` : `every host port of ${describeBinding(b)} (${lo}-${hi})`;
+    if (first!.holder === OTHER) throw new ConflictError(`${what} is in use on host ${host} by ${OTHER}; choose another host port (or -P for any free one)`);
     throw new ConflictError(
       `${what} is already published on host ${host} by ${first!.holder}; choose another host port (or -P for any free one), or stop that container first`,
     );
-  });
+  }
+  return out;
 }

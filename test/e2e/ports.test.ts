@@ -125,6 +125,16 @@ test('a host port another container holds is refused naming the port and the con
   await hosts.pa1.docker(['rm', '-f', 'dup']);
 });
 
+test("a host port a container on Docker's bridge publishes is refused too", async () => {
+  await hosts.pa1.dockerOk(['network', 'create', '-d', 'bridge', '--subnet', '10.202.0.0/24', 'plainbr']);
+  await hosts.pa1.dockerOk(['run', '-d', '--name', 'onbridge', '--network', 'plainbr', '-p', '8085:80', 'busybox', 'sleep', '600']);
+  const r = await hosts.pa1.docker(['run', '-d', '--name', 'after-bridge', '--network', 'pub', '-p', '8085:80', 'busybox', 'sleep', '60']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /host port 8085->80\/tcp is in use on host pa1 by something else on this host/);
+  await hosts.pa1.docker(['rm', '-f', 'after-bridge', 'onbridge']);
+  await hosts.pa1.docker(['network', 'rm', 'plainbr']);
+});
+
 test('a host address that is not this host’s is refused naming the field and the allowed values', async () => {
   const r = await hosts.pa1.docker(['run', '-d', '--name', 'foreign', '--network', 'pub', '-p', '192.0.2.7:8081:80', 'busybox', 'sleep', '60']);
   assert.notEqual(r.code, 0);

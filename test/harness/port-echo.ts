@@ -12,18 +12,19 @@ const plain = (a: string | undefined) => (a ?? '').replace(/^::ffff:/, '');
 
 if (mode === 'serve') {
   const [name, ...ports] = args;
+  const ready: Array<Promise<unknown>> = [];
   for (const p of ports.map(Number)) {
-    net
-      .createServer((s) => {
-        s.on('error', () => undefined);
-        s.once('data', () => s.end(`HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n${name} ${plain(s.remoteAddress)}\n`));
-      })
-      .listen(p, '::');
+    const t = net.createServer((s) => {
+      s.on('error', () => undefined);
+      s.once('data', () => s.end(`HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n${name} ${plain(s.remoteAddress)}\n`));
+    });
+    ready.push(new Promise((r) => t.listen(p, '::', () => r(undefined))));
     const u = dgram.createSocket({ type: 'udp6', ipv6Only: false });
     u.on('message', (_m, r) => u.send(`${name} ${plain(r.address)}\n`, r.port, r.address));
-    u.bind(p, '::');
+    ready.push(new Promise((r) => u.bind(p, '::', () => r(undefined))));
   }
-  console.log('listening');
+  // Only once every socket is bound: a test may probe the ports next.
+  void Promise.all(ready).then(() => console.log('listening'));
 } else if (mode === 'udp') {
   const [host, port] = args;
   const u = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');

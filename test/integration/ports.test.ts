@@ -155,6 +155,24 @@ describe('nftables backend', () => {
     assert.equal((await endpoints()).find((e) => e.id === c[1].eid)?.ports, undefined, 'nothing recorded for the refused endpoint');
   });
 
+  test('a port a process on the host listens on is refused, and a range skips it', async () => {
+    const proc = host.spawn(process.execPath, [ECHO, 'serve', 'hostproc', '8099']);
+    await new Promise((r) => proc.stdout!.once('data', r));
+    try {
+      const r = await program(c[1].eid, { 'com.docker.network.portmap': portmap([[6, 8099, 80]]) });
+      assert.equal(r.status, 400);
+      assert.match(r.body.Err, /host port 8099->80\/tcp is in use on host ports by something else on this host/);
+      const ranged = await program(c[1].eid, {
+        'com.docker.network.portmap': [{ Proto: 17, IP: '', Port: 53, HostIP: '', HostPort: 8099, HostPortEnd: 8100 }],
+      });
+      assert.equal(ranged.status, 200, JSON.stringify(ranged.body));
+      assert.equal((await endpoints()).find((e) => e.id === c[1].eid)?.ports?.[0].published, 8100);
+      await revoke(c[1].eid);
+    } finally {
+      proc.kill();
+    }
+  });
+
   test('a host address that is not this host’s, or a port out of range, is refused at CreateEndpoint with nothing left in etcd', async () => {
     const d = node.docker;
     for (const [map, re] of [
@@ -219,7 +237,8 @@ describe('nftables backend', () => {
 
   test('a flushed table is rewritten by the periodic check', async () => {
     await host.exec('nft', ['flush', 'table', 'inet', 'calico-ports']);
-    await until(async () => /8080/.test(await nftPorts()), 'the rules back');
+    assert.doesNotMatch(await nftPorts(), /jump publish/);
+    await until(async () => /jump publish/.test(await nftPorts()), 'the rules back');
     assert.equal(await ask(router, HOST4), 'web 172.31.0.254');
   });
 });
@@ -236,7 +255,8 @@ describe('iptables backend', () => {
     assert.match(rules, new RegExp(`-A cali-ports -p tcp -m tcp --dport 8080 -j DNAT --to-destination ${c[0].ip4.replace(/\./g, '\\.')}:80`));
     await reachable();
     await host.exec('iptables', ['-w', '-t', 'nat', '-F', 'cali-ports']);
-    await until(async () => /DNAT/.test(await iptPorts()), 'a flushed chain repaired');
+    assert.doesNotMatch(await iptPorts(), /-j DNAT/);
+    await until(async () => /-j DNAT/.test(await iptPorts()), 'a flushed chain repaired');
     await restartWith({ CALICO_FIREWALL: undefined });
     await until(async () => (await iptPorts()) === '', 'the iptables chains and their jumps removed');
     await until(async () => /8080/.test(await nftPorts()), 'back in nftables');

@@ -96,36 +96,36 @@ describe('choosing host ports', () => {
     bindings,
   });
 
-  test('a fixed free port is published as asked', () => {
-    assert.deepEqual(choosePorts([tcp(8080, 80)], v4, [], DEFAULT_EPHEMERAL, 'h1'), [tcp(8080, 80, { published: 8080 })]);
+  test('a fixed free port is published as asked', async () => {
+    assert.deepEqual(await choosePorts([tcp(8080, 80)], v4, [], DEFAULT_EPHEMERAL, 'h1'), [tcp(8080, 80, { published: 8080 })]);
   });
 
-  test('a port another container publishes is refused naming the port and the container, or its endpoint before the name is known', () => {
+  test('a port another container publishes is refused naming the port and the container, or its endpoint before the name is known', async () => {
     const taken = [tcp(8080, 80, { published: 8080 })];
-    assert.throws(
+    await assert.rejects(
       () => choosePorts([tcp(8080, 81)], v4, [holder(taken, 'web')], DEFAULT_EPHEMERAL, 'h1'),
       (e: unknown) =>
         e instanceof ConflictError && /^host port 8080->81\/tcp is already published on host h1 by container web \(endpoint eeeeeeeeeeee\)/.test(e.message),
     );
-    assert.throws(() => choosePorts([tcp(8080, 81)], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h1'), /by endpoint eeeeeeeeeeee;/);
+    await assert.rejects(() => choosePorts([tcp(8080, 81)], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h1'), /by endpoint eeeeeeeeeeee;/);
   });
 
-  test('the same port on another protocol, another specific address or another family is no conflict', () => {
+  test('the same port on another protocol, another specific address or another family is no conflict', async () => {
     const taken = [tcp(8080, 80, { published: 8080, hostIp: '172.31.0.1' })];
     const both = new Set<4 | 6>([4, 6]);
-    assert.equal(choosePorts([{ ...tcp(8080, 80), protocol: 'udp' }], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h')[0].published, 8080);
-    assert.equal(choosePorts([tcp(8080, 80, { hostIp: '172.31.0.2' })], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h')[0].published, 8080);
-    assert.equal(choosePorts([tcp(8080, 80, { hostIp: '::' })], both, [holder(taken, undefined, both)], DEFAULT_EPHEMERAL, 'h')[0].published, 8080);
+    assert.equal((await choosePorts([{ ...tcp(8080, 80), protocol: 'udp' }], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h'))[0].published, 8080);
+    assert.equal((await choosePorts([tcp(8080, 80, { hostIp: '172.31.0.2' })], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h'))[0].published, 8080);
+    assert.equal((await choosePorts([tcp(8080, 80, { hostIp: '::' })], both, [holder(taken, undefined, both)], DEFAULT_EPHEMERAL, 'h'))[0].published, 8080);
     // Every address overlaps a specific one.
-    assert.throws(() => choosePorts([tcp(8080, 80)], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h'), ConflictError);
+    await assert.rejects(() => choosePorts([tcp(8080, 80)], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h'), ConflictError);
     // Bindings not yet published (a container's second network, before any Program) hold nothing.
-    assert.equal(choosePorts([tcp(8080, 80)], v4, [holder([tcp(8080, 80)])], DEFAULT_EPHEMERAL, 'h')[0].published, 8080);
+    assert.equal((await choosePorts([tcp(8080, 80)], v4, [holder([tcp(8080, 80)])], DEFAULT_EPHEMERAL, 'h'))[0].published, 8080);
   });
 
-  test('a range takes its first free port and 0 (-P) the first free ephemeral one; a full range is refused', () => {
+  test('a range takes its first free port and 0 (-P) the first free ephemeral one; a full range is refused', async () => {
     const taken = [tcp(9000, 1, { published: 9000 }), tcp(9001, 2, { published: 9001 })];
-    assert.equal(choosePorts([tcp(9000, 80, { hostPortEnd: 9005 })], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h')[0].published, 9002);
-    const two = choosePorts(
+    assert.equal((await choosePorts([tcp(9000, 80, { hostPortEnd: 9005 })], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h'))[0].published, 9002);
+    const two = await choosePorts(
       [tcp(0, 80, { hostPortEnd: 0 }), tcp(0, 81, { hostPortEnd: 0 })],
       v4,
       [holder([tcp(40000, 1, { published: 40000 })])],
@@ -136,14 +136,30 @@ describe('choosing host ports', () => {
       two.map((b) => b.published),
       [40001, 40002],
     );
-    assert.throws(
+    await assert.rejects(
       () => choosePorts([tcp(9000, 80, { hostPortEnd: 9001 })], v4, [holder(taken)], DEFAULT_EPHEMERAL, 'h'),
       /every host port of 9000-9001->80\/tcp \(9000-9001\)/,
     );
-    assert.throws(() => choosePorts([tcp(8080, 80), tcp(8080, 81)], v4, [], DEFAULT_EPHEMERAL, 'h'), /this container \(asked twice\)/);
+    await assert.rejects(() => choosePorts([tcp(8080, 80), tcp(8080, 81)], v4, [], DEFAULT_EPHEMERAL, 'h'), /this container \(asked twice\)/);
   });
 
-  test("the ephemeral range is the kernel's ip_local_port_range, or Docker's default when unreadable", () => {
+  test('a port something else on the host holds (a listener, Docker’s proxy for a bridge container) is refused, or skipped in a range', async () => {
+    const busy = new Set([8080, 9000]);
+    const free = async (_b: PortBindingRecord, port: number) => !busy.has(port);
+    await assert.rejects(
+      () => choosePorts([tcp(8080, 80)], v4, [], DEFAULT_EPHEMERAL, 'h1', free),
+      (e: unknown) =>
+        e instanceof ConflictError && /^host port 8080->80\/tcp is in use on host h1 by something else on this host .*Docker's bridge/.test(e.message),
+    );
+    assert.equal((await choosePorts([tcp(9000, 80, { hostPortEnd: 9003 })], v4, [], DEFAULT_EPHEMERAL, 'h1', free))[0].published, 9001);
+    // A port a calico endpoint holds is named by that endpoint, not probed.
+    await assert.rejects(
+      () => choosePorts([tcp(8080, 80)], v4, [holder([tcp(8080, 1, { published: 8080 })], 'web')], DEFAULT_EPHEMERAL, 'h1', free),
+      /by container web/,
+    );
+  });
+
+  test("the ephemeral range is the kernel's ip_local_port_range, or Docker's default when unreadable", async () => {
     assert.deepEqual(parseEphemeralRange('32768\t60999\n'), [32768, 60999]);
     assert.deepEqual(parseEphemeralRange('x'), DEFAULT_EPHEMERAL);
     assert.deepEqual(parseEphemeralRange(undefined), DEFAULT_EPHEMERAL);
