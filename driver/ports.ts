@@ -127,21 +127,33 @@ export class PortHandlers {
 
   async revoke(body: unknown): Promise<Record<string, never>> {
     const req = parseRequest(EndpointRequest, body, 'NetworkDriver.RevokeExternalConnectivity');
+    if (!this.mayBePublished(req.EndpointID)) return {};
     await this.ctx.ready();
     await this.clear(req.EndpointID, 'RevokeExternalConnectivity');
     return {};
   }
 
+  /**
+   * From memory: once start-up listed this host's endpoints every one is cached, so an endpoint
+   * not cached, or cached unpublished, has nothing to clear, and Revoke and Leave answer without
+   * waiting on etcd (as before ports existed). Before that listing, a Leave skips this and the
+   * DeleteEndpoint that follows removes the record with its ports.
+   */
+  private mayBePublished(id: string): boolean {
+    const cached = this.ctx.records.cachedEndpoint(id);
+    return !!cached && isPublished(cached);
+  }
+
   /** Unpublishes the endpoint's bindings (keeping what was asked for); nothing published, or no endpoint, is success. */
   async clear(id: string, why: string): Promise<void> {
-    const cached = this.ctx.records.cachedEndpoint(id);
-    if (cached && !isPublished(cached)) return;
+    if (!this.mayBePublished(id)) return;
     const now = await this.ctx.records.modifyEndpoint(id, (rec) => (isPublished(rec) ? { ...rec, ports: unpublished(rec.ports ?? []) } : undefined));
     if (now) this.ctx.log.info('ports unpublished', { endpoint: id, why });
   }
 
   /** Leave: never fails (Docker only logs it); a record left published goes with DeleteEndpoint or reconciliation. */
   async clearQuietly(id: string): Promise<void> {
+    if (!this.mayBePublished(id)) return;
     try {
       await this.ctx.ready();
       await this.clear(id, 'Leave');
