@@ -19,6 +19,7 @@ COPY routing ./routing
 COPY policy ./policy
 COPY firewall ./firewall
 COPY nat ./nat
+COPY ports ./ports
 COPY encap ./encap
 COPY bench ./bench
 COPY demo ./demo

@@ -4,6 +4,7 @@ import type { Pools } from '../ipam/pools';
 import type { Encapsulation } from '../ipam/pool-settings';
 import type { Dataplane } from '../lib/dataplane/types';
 import type { KV } from '../lib/datastore/kv';
+import type { EndpointRecord } from '../lib/datastore/records';
 import type { Records } from '../lib/datastore/records-store';
 import type { Logger } from '../lib/log';
 
@@ -27,6 +28,13 @@ export interface NodeContext {
   ready(): Promise<void>;
   /** The policy agent, when policy is on: Join waits (bounded) for a new endpoint's rules. */
   firewall?: FirewallStatus;
+  /** The published-ports agent, once started: ProgramExternalConnectivity waits (bounded) for its rules. */
+  ports?: PortsStatus;
+}
+
+export interface PortsStatus {
+  /** Resolves true once the kernel has this endpoint's published-port rules as recorded, false after `timeoutMs`. */
+  covers(ep: EndpointRecord, timeoutMs: number): Promise<boolean>;
 }
 
 export interface FirewallStatus {

@@ -177,14 +177,16 @@ export class DockerWatcher {
     );
     for (const net of Object.values(info.NetworkSettings?.Networks ?? {})) {
       if (!net?.EndpointID || !ID_PATTERN.test(net.EndpointID)) continue;
-      const rec = await this.ctx.records.getEndpoint(net.EndpointID);
-      if (!rec || (rec.containerId === info.Id && rec.containerName === name && same(rec.labels, labels))) continue;
-      const next = { ...rec, containerId: info.Id, labels };
-      if (name) next.containerName = name;
-      else delete next.containerName;
-      if (await this.ctx.records.updateEndpoint(next)) {
-        this.ctx.log.info('learned endpoint container', { endpoint: rec.id, container: name, labels });
-      }
+      let learned = false;
+      const now = await this.ctx.records.modifyEndpoint(net.EndpointID, (rec) => {
+        if (rec.containerId === info.Id && rec.containerName === name && same(rec.labels, labels)) return undefined;
+        const next = { ...rec, containerId: info.Id, labels };
+        if (name) next.containerName = name;
+        else delete next.containerName;
+        learned = true;
+        return next;
+      });
+      if (learned && now) this.ctx.log.info('learned endpoint container', { endpoint: net.EndpointID, container: name, labels });
     }
   }
 }

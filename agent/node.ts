@@ -37,6 +37,8 @@ import { EncapAgent } from '../encap/agent';
 import { subnetOf } from '../encap/host';
 import { OVERHEAD, vtepMac } from '../encap/plan';
 import { IptablesNat, NftNat } from '../nat/backends';
+import { PortsAgent } from '../ports/agent';
+import { IptablesPorts, NftPorts } from '../ports/backends';
 import { Bird } from '../routing/bird';
 import { Reconciler } from './reconciler';
 import { Metrics } from '../lib/metrics';
@@ -83,6 +85,7 @@ export class CalicoNode {
   private routes?: RouteAgent;
   private policy?: PolicyAgent;
   private nat?: NatAgent;
+  private ports?: PortsAgent;
   private encap?: EncapAgent;
   private bird?: Bird;
   private startup?: Supervisor;
@@ -255,6 +258,7 @@ export class CalicoNode {
       }
       void this.startBackground('the route agent', () => this.startRouting());
       void this.startBackground('the outgoing NAT agent', () => this.startNat());
+      void this.startBackground('the published-ports agent', () => this.startPorts());
       void this.startBackground('the encapsulation agent', () => this.startEncap());
       // Ready only with the firewall in place: no container is wired before its rules can
       // exist, and after a restart nothing denied passes once start-up is complete.
@@ -314,6 +318,22 @@ export class CalicoNode {
     try {
       await agent.start();
       this.nat = agent;
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+  }
+
+  /** DNAT for published ports (`docker run -p`), on the firewall's kernel interface, whether or not policy is on. */
+  private async startPorts(): Promise<void> {
+    if (this.ports || this.stopping) return;
+    const kind = await firewallKind(this.opts.config.firewall, this.opts.log);
+    const [mine, other] = kind === 'nftables' ? [new NftPorts(), new IptablesPorts()] : [new IptablesPorts(), new NftPorts()];
+    const agent = new PortsAgent(this.ctx, mine, other, { debounceMs: 20, resyncMs: this.opts.config.reconcileIntervalMs });
+    try {
+      await agent.start();
+      this.ports = agent;
+      this.ctx.ports = agent;
     } catch (err) {
       await agent.stop();
       throw err;
@@ -395,6 +415,7 @@ export class CalicoNode {
     await this.liveness?.stop();
     await this.routes?.stop();
     await this.nat?.stop();
+    await this.ports?.stop();
     await this.encap?.stop();
     await this.policy?.stop();
     await this.bird?.stop();

@@ -15,6 +15,7 @@ import { withKv } from './connect';
 import { type EncapStatus, encapStatus } from '../encap/status';
 import { settingsOf } from '../ipam/pool-settings';
 import { print, table } from './output';
+import { describeBinding } from '../ports/request';
 import { run } from './run';
 
 export function endpointCommands(program: Command): void {
@@ -32,7 +33,7 @@ export function endpointCommands(program: Command): void {
           const nets = new Map(codecs.network.decodeAll(await kv.list(keys.networks())).map((n) => [`${n.host}/${n.id}`, n]));
           print(!!o.json, eps, () =>
             table(
-              ['HOST', 'ENDPOINT', 'CONTAINER', 'NETWORK', 'INTERFACE', 'ADDRESSES'],
+              ['HOST', 'ENDPOINT', 'CONTAINER', 'NETWORK', 'INTERFACE', 'ADDRESSES', 'PORTS'],
               eps.map((e) => [
                 e.host,
                 e.id.slice(0, 12),
@@ -40,6 +41,11 @@ export function endpointCommands(program: Command): void {
                 nets.get(`${e.host}/${e.network}`)?.name ?? e.network.slice(0, 12),
                 e.ifName,
                 [...e.ipv4, ...e.ipv6].join(','),
+                // Published bindings only: a container's other networks carry the map unpublished.
+                (e.ports ?? [])
+                  .filter((b) => b.published !== undefined)
+                  .map(describeBinding)
+                  .join(',') || undefined,
               ]),
             ),
           );

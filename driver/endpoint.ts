@@ -14,6 +14,8 @@ import { IFNAME_OPTION, containerIfName, hostIfName } from './names';
 import { claimInterface, mayRemoveInterface } from './ownership';
 import { CreateEndpointRequest, DeleteEndpointRequest, EndpointRequest } from './protocol';
 import type { Sandboxes } from './sandboxes';
+import type { PortHandlers } from './ports';
+import { sameRequest } from '../ports/request';
 
 /**
  * A locally administered unicast MAC derived from the endpoint ID: containers never share one
@@ -47,6 +49,7 @@ export class EndpointHandlers {
   constructor(
     private ctx: NodeContext,
     private sandboxes: Sandboxes,
+    private ports: PortHandlers,
   ) {}
 
   async createEndpoint(body: unknown) {
@@ -72,6 +75,8 @@ export class EndpointHandlers {
     if (addrs.length === 0) {
       throw new BadRequestError('endpoint has no address: calico networks need addresses from calico-ipam (--ipam-driver calico-ipam)');
     }
+    // Refused before anything is written: a bad -p leaves nothing behind.
+    const requested = this.ports.requested(req.Options);
     await this.ctx.ready();
     const network = await this.ctx.records.getNetwork(req.NetworkID);
     if (!network) {
@@ -103,6 +108,8 @@ export class EndpointHandlers {
       ipv4,
       ipv6,
       labels: existing?.labels ?? {},
+      // A replay asking for the same ports keeps them as published; other ports start unpublished.
+      ...(requested ? { ports: existing?.ports && sameRequest(existing.ports, requested) ? existing.ports : requested } : {}),
       ...(dstName !== undefined ? { dstName } : {}),
       createdAt: existing?.createdAt ?? new Date().toISOString(),
       ...(existing?.containerId ? { containerId: existing.containerId } : {}),
@@ -144,6 +151,7 @@ export class EndpointHandlers {
     if (await mayRemoveInterface(this.ctx, req.EndpointID, ifName, 'DeleteEndpoint')) await this.ctx.dataplane.unwireEndpoint(ifName);
     this.sandboxes.left(req.EndpointID);
     await this.ctx.ready();
+    // Deleting the record unpublishes its ports too (the ports agent watches the records).
     await this.ctx.records.deleteEndpoint(req.EndpointID);
     this.ctx.log.info('endpoint deleted', { endpoint: req.EndpointID });
     return {};

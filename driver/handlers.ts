@@ -5,8 +5,9 @@ import { parseRequest } from '../lib/validate';
 import { EndpointHandlers } from './endpoint';
 import { JoinLeaveHandlers } from './joinleave';
 import { NetworkHandlers } from './network';
+import { PortHandlers } from './ports';
 import type { Sandboxes } from './sandboxes';
-import { DiscoveryRequest, EndpointRequest } from './protocol';
+import { DiscoveryRequest } from './protocol';
 
 /**
  * Scope "local": networks belong to each Docker daemon (swarm services use --config-from).
@@ -18,9 +19,10 @@ export const NETWORK_CAPABILITIES = { Scope: 'local', ConnectivityScope: 'global
 
 export function networkDriverRoutes(ctx: NodeContext, sandboxes: Sandboxes): Routes {
   const net = new NetworkHandlers(ctx);
-  const ep = new EndpointHandlers(ctx, sandboxes);
-  const jl = new JoinLeaveHandlers(ctx, sandboxes);
-  const ack = (schema: typeof EndpointRequest | typeof DiscoveryRequest, method: string) => (b: unknown) => {
+  const ports = new PortHandlers(ctx);
+  const ep = new EndpointHandlers(ctx, sandboxes, ports);
+  const jl = new JoinLeaveHandlers(ctx, sandboxes, ports);
+  const ack = (schema: typeof DiscoveryRequest, method: string) => (b: unknown) => {
     parseRequest(schema, b, method);
     return {};
   };
@@ -36,9 +38,9 @@ export function networkDriverRoutes(ctx: NodeContext, sandboxes: Sandboxes): Rou
     '/NetworkDriver.EndpointOperInfo': { hasBody: true, handler: (b) => ep.endpointOperInfo(b) },
     '/NetworkDriver.Join': { hasBody: true, handler: (b) => jl.join(b) },
     '/NetworkDriver.Leave': { hasBody: true, handler: (b) => jl.leave(b) },
-    // Port publishing is not part of pure layer 3 routing: containers are reached at their own address.
-    '/NetworkDriver.ProgramExternalConnectivity': { hasBody: true, handler: ack(EndpointRequest, 'NetworkDriver.ProgramExternalConnectivity') },
-    '/NetworkDriver.RevokeExternalConnectivity': { hasBody: true, handler: ack(EndpointRequest, 'NetworkDriver.RevokeExternalConnectivity') },
+    // Published ports (-p): Docker sends these for the container's gateway endpoint only.
+    '/NetworkDriver.ProgramExternalConnectivity': { hasBody: true, handler: (b) => ports.program(b) },
+    '/NetworkDriver.RevokeExternalConnectivity': { hasBody: true, handler: (b) => ports.revoke(b) },
     '/NetworkDriver.DiscoverNew': { hasBody: true, handler: ack(DiscoveryRequest, 'NetworkDriver.DiscoverNew') },
     '/NetworkDriver.DiscoverDelete': { hasBody: true, handler: ack(DiscoveryRequest, 'NetworkDriver.DiscoverDelete') },
   };

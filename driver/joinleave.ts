@@ -16,6 +16,7 @@ import { CONTAINER_IF_PREFIX, hostIfName, tempIfName } from './names';
 import { claimInterface, mayRemoveInterface } from './ownership';
 import { DeleteEndpointRequest, JoinRequest, type JoinResponse } from './protocol';
 import type { Sandboxes } from './sandboxes';
+import type { PortHandlers } from './ports';
 
 export const IPV4_GATEWAY = '169.254.1.1';
 const FIREWALL_WAIT_MS = 3000;
@@ -24,6 +25,7 @@ export class JoinLeaveHandlers {
   constructor(
     private ctx: NodeContext,
     private sandboxes: Sandboxes,
+    private ports: PortHandlers,
   ) {}
 
   async join(body: unknown): Promise<JoinResponse> {
@@ -72,9 +74,8 @@ export class JoinLeaveHandlers {
     this.sandboxes.joined(sandbox, ep.id);
     if (sandbox && ep.sandbox !== sandbox) {
       // Remembered in etcd for a restart of calico node; the answer does not wait for it.
-      const rec = { ...ep, sandbox };
       this.ctx.records
-        .updateEndpoint(rec)
+        .modifyEndpoint(ep.id, (cur) => (cur.sandbox === sandbox ? undefined : { ...cur, sandbox }))
         .catch((err) => this.ctx.log.warn("could not record the endpoint's sandbox", { endpoint: ep.id, error: errorMessage(err) }));
     }
     // Unknown interfaces are dropped by the firewall, so without this wait a container's first
@@ -115,6 +116,8 @@ export class JoinLeaveHandlers {
   async leave(body: unknown) {
     const req = parseRequest(DeleteEndpointRequest, body, 'NetworkDriver.Leave');
     const ifName = hostIfName(req.EndpointID);
+    // Docker 29 sends no Revoke for an endpoint it did not program; 20.10 may skip it on errors.
+    await this.ports.clearQuietly(req.EndpointID);
     if (await mayRemoveInterface(this.ctx, req.EndpointID, ifName, 'Leave')) await this.ctx.dataplane.unwireEndpoint(ifName);
     this.sandboxes.left(req.EndpointID);
     this.ctx.log.info('endpoint left', { endpoint: req.EndpointID });

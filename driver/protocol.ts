@@ -58,6 +58,8 @@ export const CreateEndpointRequest = z.object({
 export type CreateEndpointRequest = z.infer<typeof CreateEndpointRequest>;
 
 export const EndpointRequest = z.object({ NetworkID: id, EndpointID: id });
+/** Options: the sandbox's (the port map on Docker 20.10; on 29 it may be absent). */
+export const ProgramExternalConnectivityRequest = z.object({ NetworkID: id, EndpointID: id, Options: options });
 export const DeleteEndpointRequest = z.object({ NetworkID: storedId, EndpointID: storedId });
 
 export const JoinRequest = z.object({

@@ -19,6 +19,9 @@
  *   If no rule of the group allowed or passed, the packet is dropped (Calico's default deny).
  *   Then (no group, or after a pass) the profile's rules: `allow` allows, `deny` drops, `log`
  *   logs, `pass` ends the profile; a packet no profile rule allowed is dropped.
+ * - Ingress only, between the group and the profile: a connection whose destination was
+ *   translated (conntrack status DNAT: a published port, ports/rules.ts) is allowed. So the
+ *   profile never blocks `-p`, and a policy selecting the endpoint still decides.
  * - A rule matches when every part it gives matches: protocol, not `notProtocol`, the ICMP type
  *   and code in `icmp`, not those in `notICMP`; on each side every set in `sets`
  *   holds the address, none in `notSets` does, `nets` holds it, `notNets` does not, the port is

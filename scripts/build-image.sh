@@ -105,7 +105,7 @@ fi
 # --- the image -----------------------------------------------------------------------------
 # The context as a tar stream: node_modules may be a symlink (git worktrees), so dereference.
 srcs=(Dockerfile package.json package-lock.json tsconfig.json plugin-config.json node_modules
-  driver ipam lib agent cli routing policy firewall nat encap bench demo test)
+  driver ipam lib agent cli routing policy firewall nat ports encap bench demo test)
 [ -d node_modules ] || { echo "node_modules is missing: run scripts/install-deps.sh" >&2; exit 1; }
 tar -c --dereference --exclude=firewall/nftables/native/build --exclude=lib/memory/native/build --exclude='*.tsbuildinfo' "${srcs[@]}" |
   docker build --network none --build-arg "BUILD_BASE=$build_base" --build-arg "RUNTIME_BASE=$runtime_base" -t "$tag" - >"$cache/build.log" 2>&1 ||

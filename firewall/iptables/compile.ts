@@ -126,6 +126,9 @@ export function compileEndpoint(e: EndpointSpec, f: Family): Chains {
       // Selected by a policy and none allowed or passed: denied (Calico's default deny).
       rules.push(`-m mark --mark 0x0/${MARK_PASS} -j DROP`);
     }
+    // Connections to a published port (ports/rules.ts DNAT): admitted after the policies, before the profile.
+    if (dir === 'ingress')
+      rules.push(`-m conntrack --ctstate DNAT -j MARK --set-xmark ${MARK_ACCEPT}/${MARK_ACCEPT}`, `-m mark --mark ${MARK_ACCEPT}/${MARK_ACCEPT} -j RETURN`);
     rules.push(`-j ${profileChain(tier.profile, dir)}`, `-m mark --mark ${MARK_ACCEPT}/${MARK_ACCEPT} -j RETURN`, '-j DROP');
     out.set(endpointChain(e.ifName, dir), rules);
   }

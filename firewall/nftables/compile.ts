@@ -226,11 +226,18 @@ export function compileProfile(p: ProfileSpec, dir: Dir, f: Family): Chains {
   return compileRules(profileChain(p.name, dir, f), p[dir][f], f);
 }
 
-/** A tier: the group (returns only on `pass`), the profile (returns when nothing allowed), drop. */
+/** Connections to a published port (ports/rules.ts DNAT): admitted after the policies, before the profile. */
+export const PUBLISHED = 'ct status dnat accept';
+
+/**
+ * A tier: the group (returns only on `pass`), then on ingress published-port connections, the
+ * profile (returns when nothing allowed), drop. So `-p` works whatever the network's profile
+ * says, and a policy selecting the container still decides (its default deny included).
+ */
 export function compileTier(key: string): string[] {
   const [dir, group, profile] = key.split('|') as [Dir, string, string];
   const fam = (c: (f: Family) => string) => `meta nfproto vmap { ipv4 : jump ${c(4)}, ipv6 : jump ${c(6)} }`;
-  return [...(group ? [fam((f) => groupChain(group, f))] : []), fam((f) => profileChain(profile, dir, f)), 'drop'];
+  return [...(group ? [fam((f) => groupChain(group, f))] : []), ...(dir === 'ingress' ? [PUBLISHED] : []), fam((f) => profileChain(profile, dir, f)), 'drop'];
 }
 
 /** An endpoint's elements: anti-spoofing pairs per family and its dispatch entries. */

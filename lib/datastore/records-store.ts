@@ -4,6 +4,7 @@
  * writes its endpoints, so once they were listed (at start-up) the cache holds all of them and
  * answers "which endpoint owns interface caliX" without a read.
  */
+import { KeyedMutex } from '../retry';
 import { codecs } from './codec';
 import type { KV } from './kv';
 import { keys } from './keys';
@@ -25,6 +26,8 @@ export class Records {
   private deletedAt = new Map<string, number>();
   private seq = 0;
   private listings = 0;
+  /** Read-modify-writes of one endpoint, one at a time (see modifyEndpoint). */
+  private modifying = new KeyedMutex();
 
   constructor(
     private kv: KV,
@@ -118,6 +121,28 @@ export class Records {
     const ok = await this.kv.txn([{ key, present: true }], [{ put: key, value: codecs.endpoint.encode(rec) }]);
     if (ok) this.cache(rec);
     return ok !== undefined;
+  }
+
+  /**
+   * Changes one endpoint's record from its latest version: `change` returns the new record, or
+   * undefined for "nothing to change" (no write). Modifications of one endpoint run one at a
+   * time, so Join's sandbox, Docker's names and published ports, written close together, never
+   * undo each other. Answers the record as it is afterwards, or undefined once it is deleted.
+   */
+  modifyEndpoint(id: string, change: (rec: EndpointRecord) => EndpointRecord | undefined): Promise<EndpointRecord | undefined> {
+    return this.modifying.run(id, async () => {
+      const rec = await this.getEndpoint(id);
+      if (!rec) return undefined;
+      const next = change(rec);
+      if (!next) return rec;
+      return (await this.updateEndpoint(next)) ? next : undefined;
+    });
+  }
+
+  /** Every endpoint of this host, from memory once they were listed. */
+  async hostEndpoints(): Promise<EndpointRecord[]> {
+    if (!this.complete) await this.listEndpoints(this.host);
+    return [...this.endpoints.values()];
   }
 
   /** Called after the allocator's transaction wrote the record. */

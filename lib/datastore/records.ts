@@ -105,6 +105,25 @@ export const NetworkRecord = z.object({
 });
 export type NetworkRecord = z.infer<typeof NetworkRecord>;
 
+/**
+ * One `-p` binding of an endpoint (ports/request.ts), as Docker asked for it and, once
+ * ProgramExternalConnectivity made it live, the host port chosen: only bindings with
+ * `published` are programmed by the ports agent (ports/rules.ts).
+ */
+export const PortBindingRecord = z.object({
+  protocol: z.enum(['tcp', 'udp', 'sctp']),
+  /** The container's port. */
+  port: z.number().int(),
+  /** The host address asked for; absent: every address of the host. */
+  hostIp: z.string().optional(),
+  /** The host ports asked for, inclusive: equal for one port, both 0 for any free one (`-P`). */
+  hostPort: z.number().int(),
+  hostPortEnd: z.number().int(),
+  /** The host port in use, set while the binding is published. */
+  published: z.number().int().optional(),
+});
+export type PortBindingRecord = z.infer<typeof PortBindingRecord>;
+
 export const EndpointRecord = z.object({
   id: z.string(),
   host: z.string(),
@@ -123,6 +142,8 @@ export const EndpointRecord = z.object({
   /** Docker's SandboxKey (the container's netns path), learned at Join. */
   sandbox: z.string().optional(),
   labels: z.record(z.string(), z.string()),
+  /** `docker run -p`: the port map from CreateEndpoint or ProgramExternalConnectivity. */
+  ports: z.array(PortBindingRecord).optional(),
   createdAt: z.string(),
 });
 export type EndpointRecord = z.infer<typeof EndpointRecord>;

@@ -42,7 +42,7 @@ export function runCmd(cmd: string, args: string[], opts: { env?: NodeJS.Process
 function busyboxTar(dir: string): Promise<Buffer> {
   fs.mkdirSync(path.join(dir, 'bin'), { recursive: true });
   fs.copyFileSync('/usr/bin/busybox', path.join(dir, 'bin', 'busybox'));
-  for (const a of ['sh', 'ip', 'ping', 'nc', 'wget', 'sleep', 'cat', 'ifconfig', 'route', 'true', 'echo', 'grep', 'hostname']) {
+  for (const a of ['sh', 'ip', 'ping', 'nc', 'wget', 'sleep', 'cat', 'ifconfig', 'route', 'true', 'echo', 'grep', 'hostname', 'httpd', 'mkdir', 'chmod']) {
     fs.symlinkSync('busybox', path.join(dir, 'bin', a));
   }
   return new Promise((resolve, reject) => {

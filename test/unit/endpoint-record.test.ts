@@ -13,6 +13,7 @@ import { Allocator } from '../../ipam/allocator';
 import { IpamHandlers } from '../../ipam/handlers';
 import { Pools } from '../../ipam/pools';
 import { EndpointHandlers } from '../../driver/endpoint';
+import { PortHandlers } from '../../driver/ports';
 import { JoinLeaveHandlers } from '../../driver/joinleave';
 import { Sandboxes } from '../../driver/sandboxes';
 import type { NodeContext } from '../../agent/context';
@@ -127,8 +128,9 @@ beforeEach(async () => {
   };
   await records.putNetwork({ id: NID, host: HOST, ipv4Pools: ['0.0.0.0/0'], ipv6Pools: [], ipv6: false, options: {}, createdAt: new Date().toISOString() });
   sandboxes = new Sandboxes();
-  eps = new EndpointHandlers(ctx, sandboxes);
-  jl = new JoinLeaveHandlers(ctx, sandboxes);
+  const ports = new PortHandlers(ctx);
+  eps = new EndpointHandlers(ctx, sandboxes, ports);
+  jl = new JoinLeaveHandlers(ctx, sandboxes, ports);
 });
 
 async function requestAddress(): Promise<string> {

@@ -142,11 +142,16 @@ describe('nftables compile: groups, tiers and endpoints', () => {
     assert.throws(() => C.compileGroup({ ...g, policies: ['three'] }, policies, 4), /names policy three/);
   });
 
-  test('a tier jumps to its group, then its profile, per family, then drops; endpoints with the same tier share it', () => {
+  test('a tier jumps to its group, then (ingress) admits published-port connections, then its profile, per family, then drops; endpoints with the same tier share it', () => {
     const key = C.tierKey('ingress', { group: 'i-1', profile: 'net' });
     assert.deepEqual(C.compileTier(key), [
       'meta nfproto vmap { ipv4 : jump g4-i-1, ipv6 : jump g6-i-1 }',
+      'ct status dnat accept',
       `meta nfproto vmap { ipv4 : jump ${C.profileChain('net', 'ingress', 4)}, ipv6 : jump ${C.profileChain('net', 'ingress', 6)} }`,
+      'drop',
+    ]);
+    assert.deepEqual(C.compileTier(C.tierKey('egress', { profile: 'net' })), [
+      `meta nfproto vmap { ipv4 : jump ${C.profileChain('net', 'egress', 4)}, ipv6 : jump ${C.profileChain('net', 'egress', 6)} }`,
       'drop',
     ]);
     const e = (ifName: string) => ({
