@@ -128,6 +128,8 @@ test('a table someone flushed is rewritten by the periodic check', async () => {
 test('on the iptables backend NAT moves to a cali-nat-outgoing chain and our nftables table goes; and back', async () => {
   await restartWith({ CALICO_FIREWALL: 'iptables' });
   await until(async () => (await nftNat()) === '', 'our nftables NAT table removed');
+  // The agent removes the other backend's rules first and applies its own after: wait for both.
+  await until(async () => /MASQUERADE/.test(await iptNat()), 'the iptables chain');
   const rules = await iptNat();
   assert.match(rules, /-A POSTROUTING -j cali-nat-outgoing/);
   assert.match(rules, /-A cali-nat-outgoing -d 10\.65\.0\.0\/16 -j RETURN/);
@@ -140,7 +142,7 @@ test('on the iptables backend NAT moves to a cali-nat-outgoing chain and our nft
 
   await restartWith({ CALICO_FIREWALL: undefined });
   await until(async () => (await iptNat()) === '', 'the iptables chain and its jump removed');
-  assert.match(await nftNat(), /masquerade/);
+  await until(async () => /masquerade/.test(await nftNat()), 'our nftables table back');
   assert.ok(await pings(c[0].ns, '172.31.0.254'));
 });
 
