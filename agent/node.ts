@@ -287,26 +287,14 @@ export class CalicoNode {
     const dir = path.join(config.dataDir, 'bird');
     this.bird ??= new Bird({ dir, socket: path.join(dir, 'bird.ctl'), external: config.bird === 'external', log });
     const agent = new RouteAgent(this.ctx, this.bird);
-    try {
-      await agent.start();
-      this.routes = agent;
-    } catch (err) {
-      await agent.stop();
-      throw err;
-    }
+    this.routes = await started(agent);
   }
 
   /** VXLAN and IP-in-IP tunnels and routes for the pools that ask for them, from etcd (no BGP needed). */
   private async startEncap(): Promise<void> {
     if (this.encap || this.stopping) return;
     const agent = new EncapAgent(this.ctx, { debounceMs: 100, resyncMs: this.opts.config.reconcileIntervalMs });
-    try {
-      await agent.start();
-      this.encap = agent;
-    } catch (err) {
-      await agent.stop();
-      throw err;
-    }
+    this.encap = await started(agent);
   }
 
   /** Outgoing NAT for natOutgoing pools, on the firewall's kernel interface, whether or not policy is on. */
@@ -315,13 +303,7 @@ export class CalicoNode {
     const kind = await firewallKind(this.opts.config.firewall, this.opts.log);
     const [mine, other] = kind === 'nftables' ? [new NftNat(), new IptablesNat()] : [new IptablesNat(), new NftNat()];
     const agent = new NatAgent(this.ctx, mine, other, { debounceMs: 100, resyncMs: this.opts.config.reconcileIntervalMs });
-    try {
-      await agent.start();
-      this.nat = agent;
-    } catch (err) {
-      await agent.stop();
-      throw err;
-    }
+    this.nat = await started(agent);
   }
 
   /** DNAT for published ports (`docker run -p`), on the firewall's kernel interface, whether or not policy is on. */
@@ -330,14 +312,8 @@ export class CalicoNode {
     const kind = await firewallKind(this.opts.config.firewall, this.opts.log);
     const [mine, other] = kind === 'nftables' ? [new NftPorts(), new IptablesPorts()] : [new IptablesPorts(), new NftPorts()];
     const agent = new PortsAgent(this.ctx, mine, other, { debounceMs: 20, resyncMs: this.opts.config.reconcileIntervalMs });
-    try {
-      await agent.start();
-      this.ports = agent;
-      this.ctx.ports = agent;
-    } catch (err) {
-      await agent.stop();
-      throw err;
-    }
+    this.ports = await started(agent);
+    this.ctx.ports = this.ports;
   }
 
   /** Starts the policy agent and waits, bounded, for its first apply (or for old rules to go when off). */
@@ -426,5 +402,16 @@ export class CalicoNode {
     await this.etcd?.stop();
     this.ctx.dataplane.close();
     this.opts.log.info('calico node stopped', { node: this.opts.config.nodeName });
+  }
+}
+
+/** An agent once its start resolved; one whose start failed is stopped again (its watches and timers go). */
+async function started<T extends { start(): Promise<void>; stop(): Promise<void> }>(agent: T): Promise<T> {
+  try {
+    await agent.start();
+    return agent;
+  } catch (err) {
+    await agent.stop();
+    throw err;
   }
 }

@@ -7,7 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { nft } from '../firewall/nftables/addon';
+import { OwnTable } from '../firewall/nftables/own-table';
 import { restore, tool } from '../firewall/iptables/tools';
 import { FAMILIES, type Family, IPT_DNAT, IPT_MASQ, NFT_TABLE, type PortsPlan, iptablesJumps, portsNeeded, renderIptables, renderNft } from './rules';
 
@@ -24,29 +24,18 @@ export interface PortsBackend {
 
 export class NftPorts implements PortsBackend {
   readonly name = 'nftables' as const;
-  private written?: string;
+  private readonly table = new OwnTable(NFT_TABLE);
 
-  async apply(plan: PortsPlan): Promise<void> {
-    this.written = undefined;
-    await nft(renderNft(plan));
-    this.written = portsNeeded(plan) ? await this.listing() : '';
+  apply(plan: PortsPlan): Promise<void> {
+    return this.table.write(renderNft(plan), portsNeeded(plan));
   }
 
-  async intact(): Promise<boolean> {
-    return this.written !== undefined && (await this.listing()) === this.written;
+  intact(): Promise<boolean> {
+    return this.table.intact();
   }
 
-  async remove(): Promise<void> {
-    this.written = undefined;
-    await nft(`add table ${NFT_TABLE}\ndelete table ${NFT_TABLE}\n`);
-  }
-
-  private async listing(): Promise<string> {
-    try {
-      return await nft(`list table ${NFT_TABLE}`);
-    } catch {
-      return ''; // no table
-    }
+  remove(): Promise<void> {
+    return this.table.remove();
   }
 }
 
