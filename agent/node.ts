@@ -293,7 +293,7 @@ export class CalicoNode {
   /** VXLAN and IP-in-IP tunnels and routes for the pools that ask for them, from etcd (no BGP needed). */
   private async startEncap(): Promise<void> {
     if (this.encap || this.stopping) return;
-    const agent = new EncapAgent(this.ctx, { debounceMs: 100, resyncMs: this.opts.config.reconcileIntervalMs });
+    const agent = new EncapAgent(this.ctx, { debounceMs: 100, resyncMs: this.opts.config.reconcileIntervalMs, bgp: this.opts.config.bird !== 'off' });
     this.encap = await started(agent);
   }
 

@@ -20,6 +20,8 @@ export interface EncapAgentOptions {
   resyncMs: number;
   /** Applies a plan to the kernel; the real one unless a test gives another. */
   apply?: (plan: EncapPlan) => Promise<KernelChanges>;
+  /** Whether BIRD runs here: IP-in-IP's routes are BGP's, so without it they never come. */
+  bgp?: boolean;
 }
 
 export class EncapAgent {
@@ -28,6 +30,7 @@ export class EncapAgent {
   private loop: ApplyLoop;
   private resync?: NodeJS.Timeout;
   private lastSkipped = '';
+  private warnedNoBgp = false;
   private applied = '';
   /** The last plan applied, for status and tests. */
   current?: EncapPlan;
@@ -69,6 +72,12 @@ export class EncapAgent {
     const skipped = plan.skipped.join('; ');
     if (skipped && skipped !== this.lastSkipped) log.warn('some blocks cannot be routed through a tunnel yet', { blocks: plan.skipped });
     this.lastSkipped = skipped;
+    if (plan.ipip && this.opts.bgp === false && !this.warnedNoBgp)
+      log.warn(
+        "an IP-in-IP pool needs BGP for its routes, and CALICO_BIRD=off: other hosts' blocks in it stay unreachable; use --vxlan-mode instead or turn BIRD on",
+        {},
+      );
+    this.warnedNoBgp = !!plan.ipip && this.opts.bgp === false;
     const changes = await (this.opts.apply ?? applyEncap)(plan);
     this.current = plan;
     const text = JSON.stringify({ ...plan, skipped: [] });
@@ -76,7 +85,7 @@ export class EncapAgent {
       log.info('encapsulation applied', {
         vxlan: plan.vxlan ? `${plan.vxlan.mac} mtu ${plan.vxlan.mtu}` : 'off',
         ipip: plan.ipip ? `mtu ${plan.ipip.mtu}` : 'off',
-        routes: plan.routes.length,
+        routes: plan.routes.filter((r) => !r.bird).length,
         changed: changes,
       });
     } else if (changes.devices + changes.routes + changes.neighbours + changes.fdb > 0) {

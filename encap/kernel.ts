@@ -58,7 +58,8 @@ export async function applyEncap(plan: EncapPlan): Promise<KernelChanges> {
     changes.fdb = await syncFdb(plan.fdb);
     changes.neighbours = await syncNeighbours(plan.neighbours);
   }
-  changes.routes = await syncRoutes(plan.routes);
+  // IP-in-IP's routes are BIRD's (proto bird); ours are only the ones we program.
+  changes.routes = await syncRoutes(plan.routes.filter((r) => !r.bird));
   return changes;
 }
 

@@ -5,6 +5,8 @@
  * that host's address is outside this host's subnet, natively (via its address) within it;
  * `Never` → nothing here, BGP routes it as before. Pure and deterministic, so an unchanged
  * cluster is never reapplied. Because the routes come from etcd, VXLAN needs no BGP at all.
+ * IP-in-IP's routes are BGP's, as in Calico: BIRD puts them on tunl0 (routing/render.ts), so
+ * the plan only lists them (`bird`) for `calico status`; the kernel side brings up tunl0.
  */
 import { createHash } from 'node:crypto';
 import type { PoolRecord } from '../lib/datastore/records';
@@ -49,6 +51,8 @@ export interface RouteSpec {
   /** Absent for a native route: the kernel resolves the device from `via`. */
   dev?: string;
   onlink: boolean;
+  /** Programmed by BIRD from BGP (IP-in-IP pools), not by the encapsulation agent. */
+  bird?: true;
 }
 
 export interface EncapPlan {
@@ -107,14 +111,15 @@ export function encapPlan(input: PlanInput): EncapPlan {
       plan.skipped.push(`${a.cidr}: host ${a.host} has no IPv4 address in etcd`);
       continue;
     }
+    const bird = pool.encap.kind === 'ipip' ? { bird: true as const } : {};
     if (native) {
       const via = fam === 4 ? h.ipv4 : h.ipv6;
-      if (via) plan.routes.push({ dst: a.cidr, host: a.host, via, onlink: false });
+      if (via) plan.routes.push({ dst: a.cidr, host: a.host, via, onlink: false, ...bird });
       else plan.skipped.push(`${a.cidr}: host ${a.host} has no IPv6 address for a native route`);
       continue;
     }
     if (pool.encap.kind === 'ipip') {
-      if (plan.ipip) plan.routes.push({ dst: a.cidr, host: a.host, via: h.ipv4, dev: IPIP_DEVICE, onlink: true });
+      if (plan.ipip) plan.routes.push({ dst: a.cidr, host: a.host, via: h.ipv4, dev: IPIP_DEVICE, onlink: true, bird: true });
       continue;
     }
     if (!plan.vxlan) continue;

@@ -103,7 +103,10 @@ export class RouteAgent {
       hosts,
       settings,
       peers,
-      pools: pools.map((p) => ({ cidr: p.cidr, encapsulated: encapsulationOf(p).kind !== 'none' })),
+      pools: pools.map((p) => {
+        const e = encapsulationOf(p);
+        return { cidr: p.cidr, encapsulated: e.kind === 'vxlan', ...(e.kind === 'ipip' && e.mode !== 'Never' ? { ipip: e.mode } : {}) };
+      }),
       blocks,
     });
     if (text === this.applied && (this.bird.external || this.bird.running)) return;

@@ -6,9 +6,9 @@
  * deterministic: the same inputs give byte-identical text, so an unchanged configuration is
  * never reloaded.
  */
-import { type Family, parseCidr, parseIP } from '../lib/ip';
+import { type Family, canonicalCidr, parseCidr, parseIP } from '../lib/ip';
 import type { BgpSettings, PeerRecord } from './model';
-import { ENCAP_PROTO } from '../encap/plan';
+import { ENCAP_PROTO, IPIP_DEVICE } from '../encap/plan';
 
 export interface RenderHost {
   name: string;
@@ -17,6 +17,8 @@ export interface RenderHost {
   asn?: number;
   /** Route reflector cluster ID; a reflector treats same-AS hosts as clients. */
   routeReflector?: string;
+  /** The subnet `ipv4` lies in: IP-in-IP CrossSubnet routes natively within it. */
+  ipv4Subnet?: string;
 }
 
 export interface RenderInput {
@@ -24,8 +26,11 @@ export interface RenderInput {
   hosts: RenderHost[];
   settings: BgpSettings;
   peers: PeerRecord[];
-  /** `encapsulated`: a VXLAN or IP-in-IP pool, whose routes the encapsulation agent programs from etcd. */
-  pools: Array<{ cidr: string; disabled?: boolean; encapsulated?: boolean }>;
+  /**
+   * `encapsulated`: a VXLAN pool, whose routes the encapsulation agent programs from etcd;
+   * `ipip`: an IP-in-IP pool's mode, whose BGP routes BIRD puts on tunl0 (as Calico's BIRD does).
+   */
+  pools: Array<{ cidr: string; disabled?: boolean; encapsulated?: boolean; ipip?: 'Always' | 'CrossSubnet' }>;
   /** Blocks affine to this host. */
   blocks: string[];
 }
@@ -59,6 +64,11 @@ export function renderBird(input: RenderInput): string {
     line(`define POOLS${fam} = [ ${setOf(fam, mine)} ];`);
     const enc = pools.filter((p) => p.encapsulated && familyOf(p.cidr) === fam).map((p) => p.cidr);
     line(`define ENCAP${fam} = [ ${setOf(fam, enc)} ];`);
+  }
+  // IP-in-IP carries IPv4 only (as in Calico): the pools whose BGP routes go through tunl0.
+  for (const mode of ['Always', 'CrossSubnet'] as const) {
+    const ipip = pools.filter((p) => p.ipip === mode && familyOf(p.cidr) === 4).map((p) => p.cidr);
+    line(`define IPIP_${mode === 'Always' ? 'ALWAYS' : 'CROSS'} = [ ${setOf(4, ipip)} ];`);
   }
   line();
   line('protocol device { scan time 10; }');
@@ -96,6 +106,13 @@ export function renderBird(input: RenderInput): string {
     line();
     line(`filter to_kernel${fam} {`);
     line(`  if source = RTS_BGP && net ~ ENCAP${fam} then reject;`);
+    if (fam === 4) {
+      // The next hop stays the other host's address, which is the tunnel's far end (onlink:
+      // tunl0 has no subnet). CrossSubnet: natively when that host shares our subnet.
+      const far = self.ipv4Subnet ? ` || (net ~ IPIP_CROSS && !(gw ~ ${canonicalCidr(self.ipv4Subnet)}))` : ' || net ~ IPIP_CROSS';
+      // Setting ifname clears the gateway; with onlink set first, gw is then looked up on tunl0.
+      line(`  if source = RTS_BGP && (net ~ IPIP_ALWAYS${far}) then { ifname = "${IPIP_DEVICE}"; onlink = true; gw = bgp_next_hop; }`);
+    }
     line(`  if net ~ POOLS${fam} then accept;`);
     line('  reject;');
     line('}');

@@ -190,29 +190,3 @@ test('a tunnel route, neighbour or forwarding entry removed by hand is put back 
   await until(() => pings(c1.sandbox, c2.ip), 'repaired');
   await until(async () => /encapsulation state was changed outside calico node; repaired/.test(h1.node.logs().slice(mark)), 'the repair logged');
 });
-
-/** Whether this kernel can make IP-in-IP devices (this machine's has no ipip module). */
-async function ipipWorks(): Promise<boolean> {
-  const probe = await scope.create('ipip');
-  return probe.ip(['link', 'add', 'name', 'ipprobe', 'type', 'ipip']).then(
-    () => true,
-    () => false,
-  );
-}
-
-test('IP-in-IP Always: other hosts’ IPv4 blocks route on-link through tunl0 and containers reach each other', async (t) => {
-  if (!(await ipipWorks())) {
-    t.skip('this kernel has no ipip module (ip link add type ipip fails): IP-in-IP is proven by the unit tests of its plan here');
-    return;
-  }
-  const [h1, h2] = hosts;
-  const [c1, c2] = ctrs;
-  await h1.node.cli(['pool', 'set', '10.65.0.0/16', '--vxlan-mode', 'Never', '--ipip-mode', 'Always']);
-  await until(async () => (await ours(h1.ns)).some((r) => r.dst.startsWith('10.65.') && r.dev === 'tunl0' && r.gateway === h2.ip), 'a route through tunl0');
-  const [tunl] = await h1.ns.ipJson<Array<{ mtu: number }>>(['link', 'show', 'dev', 'tunl0']);
-  assert.equal(tunl.mtu, 1480);
-  await until(() => pings(c1.sandbox, c2.ip), 'IPv4 inside IP-in-IP');
-  const seen = await capture(['ip', 'proto', '4'], () => pings(c1.sandbox, c2.ip));
-  assert.match(seen, /IP .* > .*: IP .* > .*: ICMP echo request/);
-  await h1.node.cli(['pool', 'set', '10.65.0.0/16', '--ipip-mode', 'Never', '--vxlan-mode', 'Always']);
-});

@@ -159,4 +159,31 @@ describe('renderBird', () => {
     assert.doesNotMatch(s.find((x) => x.ip === '172.31.0.1')!.extra, /ipv6/);
     assert.doesNotMatch(renderBird(base), /next hop address/);
   });
+
+  test('puts BGP routes of IP-in-IP pools on tunl0 on-link (CrossSubnet only towards hosts outside our subnet), and leaves VXLAN pools to the agent', () => {
+    const conf = renderBird({
+      ...base,
+      self: { ...base.self, ipv4Subnet: '172.31.0.0/24' },
+      pools: [
+        { cidr: '10.65.0.0/16', ipip: 'CrossSubnet' },
+        { cidr: '10.66.0.0/16', ipip: 'Always' },
+        { cidr: '10.67.0.0/16', encapsulated: true },
+        { cidr: 'fd65::/64' },
+      ],
+    });
+    birdAccepts(conf);
+    assert.match(conf, /define IPIP_ALWAYS = \[ 10\.66\.0\.0\/16\+ \];/);
+    assert.match(conf, /define IPIP_CROSS = \[ 10\.65\.0\.0\/16\+ \];/);
+    assert.match(conf, /define ENCAP4 = \[ 10\.67\.0\.0\/16\+ \];/);
+    const k4 = /filter to_kernel4 \{\n([^}]*\}[^}]*)\}/.exec(conf)![1];
+    assert.match(
+      k4,
+      /if source = RTS_BGP && \(net ~ IPIP_ALWAYS \|\| \(net ~ IPIP_CROSS && !\(gw ~ 172\.31\.0\.0\/24\)\)\) then \{ ifname = "tunl0"; onlink = true; gw = bgp_next_hop; \}/,
+    );
+    assert.doesNotMatch(/filter to_kernel6 \{\n[^}]*\}/.exec(conf)![0], /tunl0/);
+    // Without a known subnet CrossSubnet encapsulates towards everyone, which always works.
+    const unknown = renderBird({ ...base, pools: [{ cidr: '10.65.0.0/16', ipip: 'CrossSubnet' }] });
+    birdAccepts(unknown);
+    assert.match(unknown, /\(net ~ IPIP_ALWAYS \|\| net ~ IPIP_CROSS\) then \{ ifname = "tunl0"; onlink = true; gw = bgp_next_hop; \}/);
+  });
 });

@@ -91,13 +91,13 @@ describe('encapsulation plans', () => {
     assert.match(p.skipped.join('\n'), /10\.65\.0\.128\/26: host b1 has no VXLAN tunnel endpoint/);
   });
 
-  test('IP-in-IP: tunl0 with on-link routes to other hosts’ IPv4 blocks, MTU 20 below the uplink', () => {
+  test('IP-in-IP: tunl0 at 20 below the uplink, and its on-link routes listed as BIRD’s, not programmed by the agent', () => {
     const p = encapPlan({ ...input(), pools: [{ cidr: '10.65.0.0/16', ipipMode: 'Always' }] });
     assert.deepEqual(p.ipip, { mtu: 1480 });
     assert.equal(p.vxlan, undefined);
     assert.deepEqual(p.routes, [
-      { dst: '10.65.0.128/26', host: 'b1', via: '172.31.2.1', dev: 'tunl0', onlink: true },
-      { dst: '10.65.0.64/26', host: 'a2', via: '172.31.1.2', dev: 'tunl0', onlink: true },
+      { dst: '10.65.0.128/26', host: 'b1', via: '172.31.2.1', dev: 'tunl0', onlink: true, bird: true },
+      { dst: '10.65.0.64/26', host: 'a2', via: '172.31.1.2', dev: 'tunl0', onlink: true, bird: true },
     ]);
   });
 
