@@ -31,8 +31,10 @@ import { EmbeddedEtcd } from './embedded-etcd';
 import { Liveness } from './liveness';
 import { RouteAgent } from '../routing/agent';
 import { PolicyAgent } from '../policy/agent';
-import { chooseFirewall, firewallKind, forwardWithoutPolicy, prepareFirewall, removeOtherFirewalls } from '../firewall/select';
+import { firewallKind, forwardWithoutPolicy, prepareFirewall, removeOtherFirewalls } from '../firewall/select';
 import { NatAgent } from '../nat/agent';
+import { NftablesBackend } from '../firewall/nftables/backend';
+import { IptablesBackend } from '../firewall/iptables/backend';
 import { EncapAgent } from '../encap/agent';
 import { subnetOf } from '../encap/host';
 import { OVERHEAD, vtepMac } from '../encap/plan';
@@ -86,6 +88,7 @@ export class CalicoNode {
   private policy?: PolicyAgent;
   private nat?: NatAgent;
   private ports?: PortsAgent;
+  private kind?: Promise<'nftables' | 'iptables'>;
   private encap?: EncapAgent;
   private bird?: Bird;
   private startup?: Supervisor;
@@ -290,6 +293,18 @@ export class CalicoNode {
     this.routes = await started(agent);
   }
 
+  /**
+   * CALICO_FIREWALL resolved once (a libnftables probe): the policy, NAT and ports agents all
+   * follow it. A refusal is not kept, so a retried start asks again.
+   */
+  private firewallKind(): Promise<'nftables' | 'iptables'> {
+    this.kind ??= firewallKind(this.opts.config.firewall, this.opts.log).catch((err) => {
+      this.kind = undefined;
+      throw err;
+    });
+    return this.kind;
+  }
+
   /** VXLAN and IP-in-IP tunnels and routes for the pools that ask for them, from etcd (no BGP needed). */
   private async startEncap(): Promise<void> {
     if (this.encap || this.stopping) return;
@@ -300,7 +315,7 @@ export class CalicoNode {
   /** Outgoing NAT for natOutgoing pools, on the firewall's kernel interface, whether or not policy is on. */
   private async startNat(): Promise<void> {
     if (this.nat || this.stopping) return;
-    const kind = await firewallKind(this.opts.config.firewall, this.opts.log);
+    const kind = await this.firewallKind();
     const [mine, other] = kind === 'nftables' ? [new NftNat(), new IptablesNat()] : [new IptablesNat(), new NftNat()];
     const agent = new NatAgent(this.ctx, mine, other, { debounceMs: 100, resyncMs: this.opts.config.reconcileIntervalMs });
     this.nat = await started(agent);
@@ -309,7 +324,7 @@ export class CalicoNode {
   /** DNAT for published ports (`docker run -p`), on the firewall's kernel interface, whether or not policy is on. */
   private async startPorts(): Promise<void> {
     if (this.ports || this.stopping) return;
-    const kind = await firewallKind(this.opts.config.firewall, this.opts.log);
+    const kind = await this.firewallKind();
     const [mine, other] = kind === 'nftables' ? [new NftPorts(), new IptablesPorts()] : [new IptablesPorts(), new NftPorts()];
     const agent = new PortsAgent(this.ctx, mine, other, { debounceMs: 20, resyncMs: this.opts.config.reconcileIntervalMs });
     this.ports = await started(agent);
@@ -339,7 +354,7 @@ export class CalicoNode {
       return;
     }
     if (this.policy || this.stopping) return;
-    const backend = await chooseFirewall(config.firewall, log);
+    const backend = (await this.firewallKind()) === 'nftables' ? new NftablesBackend() : new IptablesBackend();
     await prepareFirewall(backend);
     const agent = new PolicyAgent(this.ctx, { endpointToHost: config.endpointToHost, backend, metrics: this.metrics });
     log.info('firewall backend chosen', { backend: backend.name, asked: config.firewall });

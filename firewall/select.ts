@@ -27,11 +27,6 @@ export async function firewallKind(choice: FirewallChoice, log: Logger): Promise
   return 'iptables';
 }
 
-/** The policy backend for `choice` (see {@link firewallKind}). */
-export async function chooseFirewall(choice: FirewallChoice, log: Logger): Promise<FirewallBackend> {
-  return (await firewallKind(choice, log)) === 'nftables' ? new NftablesBackend() : new IptablesBackend();
-}
-
 /**
  * Before the iptables backend's first apply: the nftables backend's "accept cali+" rules at the
  * top of FORWARD (firewall/nftables/coexist.ts) would let workload traffic past our jump there.

@@ -7,20 +7,14 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { FAMILIES, type Family } from '../firewall/desired';
+import type { RulesBackend } from '../firewall/kept-rules';
 import { OwnTable } from '../firewall/nftables/own-table';
 import { restore, tool } from '../firewall/iptables/tools';
 import { IPT_CHAIN, NFT_TABLE, type NatPlan, natNeeded, renderIptables, renderNft } from './rules';
 
 const run = promisify(execFile);
 
-export interface NatBackend {
-  readonly name: 'nftables' | 'iptables';
-  apply(plan: NatPlan): Promise<void>;
-  /** Whether the kernel still holds what the last apply wrote (false before any apply). */
-  intact(): Promise<boolean>;
-  /** Removes every rule of ours; nothing there is success. */
-  remove(): Promise<void>;
-}
+export type NatBackend = RulesBackend<NatPlan>;
 
 export class NftNat implements NatBackend {
   readonly name = 'nftables' as const;

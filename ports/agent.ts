@@ -7,12 +7,9 @@
  * edited or flushed.
  */
 import type { NodeContext } from '../agent/context';
-import { ApplyLoop } from '../lib/apply-loop';
 import { codecs } from '../lib/datastore/codec';
-import type { Watch } from '../lib/datastore/kv';
 import { keys } from '../lib/datastore/keys';
-import { WatchedEntries } from '../lib/datastore/watched';
-import { errorMessage } from '../lib/errors';
+import { KeptRules } from '../firewall/kept-rules';
 import type { PortsBackend } from './backends';
 import type { EndpointRecord } from '../lib/datastore/records';
 import { type PortsPlan, portsPlan, ruleCount } from './rules';
@@ -30,54 +27,43 @@ export interface PortsAgentOptions {
 }
 
 export class PortsAgent {
-  private watch?: Watch;
-  private state: WatchedEntries;
-  private loop: ApplyLoop;
-  private resync?: NodeJS.Timeout;
-  private applied?: string;
+  private rules: KeptRules<PortsPlan>;
   /** Each endpoint's published rules in the kernel (as rulesOf renders them), and who waits for that. */
   private live = new Map<string, string>();
   private waiters = new Set<() => void>();
 
   constructor(
-    private ctx: Pick<NodeContext, 'kv' | 'log' | 'host'>,
+    ctx: Pick<NodeContext, 'kv' | 'log' | 'host'>,
     readonly backend: PortsBackend,
     /** The backend not in use: its rules go at start, so a switch never translates twice. */
-    private other: PortsBackend,
-    private opts: PortsAgentOptions = { debounceMs: 20, resyncMs: 30_000 },
+    other: PortsBackend,
+    opts: PortsAgentOptions = { debounceMs: 20, resyncMs: 30_000 },
   ) {
-    this.state = new WatchedEntries(() => this.loop.schedule());
-    this.loop = new ApplyLoop(() => this.apply(), ctx.log, { debounceMs: opts.debounceMs, retryMs: 500, retryCapMs: 30_000, what: 'the published-port rules' });
-  }
-
-  async start(): Promise<void> {
-    await this.other.remove().catch((err) => {
-      // A backend whose tools are missing has nothing in the kernel to remove.
-      this.ctx.log.debug('could not remove the published-port rules of the backend not in use', { backend: this.other.name, error: errorMessage(err) });
-    });
-    this.watch = this.ctx.kv.watch([keys.endpoints(this.ctx.host)], this.state);
-    await this.watch.ready;
-    this.resync = setInterval(() => this.loop.schedule(), this.opts.resyncMs);
-    await this.loop.runNow();
-  }
-
-  private async apply(): Promise<void> {
-    const { log } = this.ctx;
-    const eps = codecs.endpoint.decodeAll(this.state.under(keys.endpoints(this.ctx.host)), (key, err) =>
-      log.warn('skipped an unreadable endpoint record', { key, error: err.message }),
+    const { log } = ctx;
+    const prefix = keys.endpoints(ctx.host);
+    this.rules = new KeptRules(
+      ctx,
+      backend,
+      other,
+      {
+        what: 'the published-port rules',
+        prefix,
+        plan: (state) =>
+          portsPlan(
+            codecs.endpoint.decodeAll(state.under(prefix), (key, err) => log.warn('skipped an unreadable endpoint record', { key, error: err.message })),
+          ),
+        applied: (plan, changed) => {
+          this.live = rulesByEndpoint(plan);
+          for (const w of [...this.waiters]) w();
+          if (changed) log.info('published-port rules applied', { backend: backend.name, rules: ruleCount(plan) });
+        },
+      },
+      { ...opts, retryMs: 500 },
     );
-    const plan = portsPlan(eps);
-    const text = JSON.stringify(plan);
-    if (text === this.applied) {
-      if (await this.backend.intact()) return;
-      log.warn('the published-port rules were changed outside calico node; rewriting them', { backend: this.backend.name });
-    }
-    await this.backend.apply(plan);
-    const changed = text !== this.applied;
-    this.applied = text;
-    this.live = rulesByEndpoint(plan);
-    for (const w of [...this.waiters]) w();
-    if (changed) log.info('published-port rules applied', { backend: this.backend.name, rules: ruleCount(plan) });
+  }
+
+  start(): Promise<void> {
+    return this.rules.start();
   }
 
   /**
@@ -100,9 +86,7 @@ export class PortsAgent {
     });
   }
 
-  async stop(): Promise<void> {
-    this.loop.stop();
-    clearInterval(this.resync);
-    await this.watch?.cancel();
+  stop(): Promise<void> {
+    return this.rules.stop();
   }
 }

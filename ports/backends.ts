@@ -7,20 +7,14 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import type { RulesBackend } from '../firewall/kept-rules';
 import { OwnTable } from '../firewall/nftables/own-table';
 import { restore, tool } from '../firewall/iptables/tools';
 import { FAMILIES, type Family, IPT_DNAT, IPT_MASQ, NFT_TABLE, type PortsPlan, iptablesJumps, portsNeeded, renderIptables, renderNft } from './rules';
 
 const run = promisify(execFile);
 
-export interface PortsBackend {
-  readonly name: 'nftables' | 'iptables';
-  apply(plan: PortsPlan): Promise<void>;
-  /** Whether the kernel still holds what the last apply wrote (false before any apply). */
-  intact(): Promise<boolean>;
-  /** Removes every rule of ours; nothing there is success. */
-  remove(): Promise<void>;
-}
+export type PortsBackend = RulesBackend<PortsPlan>;
 
 export class NftPorts implements PortsBackend {
   readonly name = 'nftables' as const;
